@@ -1,0 +1,492 @@
+"""Typed experiment configuration: YAML + dotted overrides -> frozen dataclasses.
+
+Defaults live only here. `configs/reference.yaml` mirrors them with comments (a test checks
+that the two agree). Validation collects every problem and raises one `ConfigError`.
+
+Loading order: YAML file -> `model.preset` fills model keys the user did not set ->
+command-line overrides (`train.lr=5e-4`, values parsed as YAML) -> conversion and checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from nmt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, which languages, how to clean and tokenize it."""
+
+    corpus: str = "multi30k"
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_splits: tuple[str, ...] = ("test_2016_flickr", "test_2017_flickr")
+    data_dir: str = "data"  # where `nmt download` writes data/<corpus>/<split>.<lang>
+    mirror: str | None = None  # offline mirror <dir>/<corpus>/<split>.<lang>; env NMT_DATA_MIRROR
+    # Cleaning (train split only drops pairs; dev/test lines are normalised, never dropped).
+    normalize_unicode: bool = True  # NFC
+    max_chars: int = 1000  # drop training pairs with a side longer than this
+    max_length_ratio: float = 3.0  # drop pairs whose char-length ratio exceeds this (0 = off)
+    dedup: bool = True  # drop exact duplicate training pairs
+    # SentencePiece
+    joint_vocab: bool = True
+    vocab_size: int = 8000
+    spm_model_type: Literal["unigram", "bpe"] = "unigram"
+    character_coverage: float = 1.0
+    byte_fallback: bool = True
+    spm_input_sentence_size: int = 2_000_000  # sample at most this many lines to train SPM
+    max_tokens_per_sentence: int = 250  # training pairs longer than this (in pieces) are dropped
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Transformer sizes (Vaswani et al. 2017). `preset` fills the keys not set explicitly."""
+
+    preset: str | None = None
+    d_model: int = 256
+    heads: int = 4
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: Literal["relu", "gelu"] = "relu"
+    norm: Literal["pre", "post"] = "pre"
+    share_embeddings: bool = True  # requires data.joint_vocab
+    tie_output: bool = True  # output projection shares the target embedding matrix
+    max_positions: int = 1024
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128),
+    "small": dict(d_model=256, heads=4, encoder_layers=3, decoder_layers=3, ffn_dim=1024),
+    "iwslt": dict(d_model=512, heads=4, encoder_layers=6, decoder_layers=6, ffn_dim=1024),
+    "base": dict(d_model=512, heads=8, encoder_layers=6, decoder_layers=6, ffn_dim=2048),
+    "big": dict(
+        d_model=1024, heads=16, encoder_layers=6, decoder_layers=6, ffn_dim=4096, dropout=0.3
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, batching, precision, checkpointing and validation."""
+
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
+    max_tokens: int = 4096  # per batch and process: padded source or target tokens
+    update_freq: int = 1  # gradient accumulation steps per update
+    max_updates: int = 100_000
+    max_epochs: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget (0 = no limit)
+    lr: float = 5e-4
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # 0 = no clipping
+    label_smoothing: float = 0.1
+    log_every: int = 100
+    valid_every: int = 1000
+    save_every: int = 1000
+    keep_last: int = 3
+    valid_bleu: bool = True  # compute BLEU on the dev split at each validation
+    valid_bleu_beam: int = 1  # 1 = greedy
+    valid_bleu_max_sentences: int = 0  # 0 = the whole dev split
+    best_metric: Literal["bleu", "loss"] = "bleu"
+    patience: int = 0  # validations without improvement before stopping (0 = never)
+    max_nonfinite_in_row: int = 10
+    average_last: int = 0  # `nmt run` averages the last N checkpoints (0 = use best)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Beam search and translation batching."""
+
+    beam_size: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0  # alpha in score / length**alpha
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    min_len: int = 1
+    batch_tokens: int = 4096
+    max_input_tokens: int = 1000  # longer inputs are truncated (with a warning), never dropped
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The experiment root: one run directory holds prepared data, checkpoints and metrics."""
+
+    name: str = "experiment"
+    run_dir: str | None = None  # default: runs/<name>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    source = str(path) if path is not None else None
+    if path is not None:
+        raw = read_yaml_mapping(Path(path))
+    overrides_map = parse_overrides(overrides)
+    return config_from_dict(raw, overrides=overrides_map, source=source)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Load a YAML file that must hold a mapping; errors name the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file not found: {path}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config file is not valid UTF-8 (byte {exc.start})"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"malformed YAML at {where}{problem}"], str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"], str(path))
+    return data
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["train.lr=5e-4", "model.layers=3"]` -> `{"train.lr": 0.0005, ...}` (values as YAML)."""
+    parsed: dict[str, Any] = {}
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r} must look like section.key=value")
+            continue
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    if problems:
+        raise ConfigError(problems, "command-line overrides")
+    return parsed
+
+
+def config_from_dict(
+    raw: dict[str, Any], *, overrides: dict[str, Any] | None = None, source: str | None = None
+) -> ExperimentConfig:
+    """Build and validate an `ExperimentConfig`; every problem is reported in one error."""
+    problems: list[str] = []
+    tree = _merge_overrides(raw, overrides or {}, problems)
+    _apply_model_preset(tree, problems)
+    cfg = _build(ExperimentConfig, tree, "", problems)
+    if not problems:
+        problems.extend(cross_field_problems(cfg))
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any], problems: list[str]) -> dict:
+    tree = _deep_copy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = tree
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(f"override {dotted}: {part} is not a section")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return tree
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _apply_model_preset(tree: dict[str, Any], problems: list[str]) -> None:
+    model = tree.get("model")
+    if not isinstance(model, dict) or model.get("preset") is None:
+        return
+    name = model["preset"]
+    if name not in MODEL_PRESETS:
+        problems.append(
+            f"model.preset: unknown preset {name!r}; allowed: {', '.join(MODEL_PRESETS)}"
+        )
+        return
+    for key, value in MODEL_PRESETS[name].items():
+        model.setdefault(key, value)
+
+
+def _build(cls: type, values: Any, prefix: str, problems: list[str]) -> Any:
+    """Convert a mapping into dataclass `cls`, appending problems instead of raising."""
+    where = prefix.rstrip(".") or "the top level"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        problems.append(f"{where}: expected a mapping, got {_describe(values)}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            problems.append(_unknown_key_message(prefix, str(key), list(fields)))
+    kwargs = {}
+    for name in fields:
+        if name not in values:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, values[name], f"{prefix}{name}.", problems)
+            continue
+        ok, converted, allowed = _convert(values[name], hint)
+        if ok:
+            kwargs[name] = converted
+        else:
+            problems.append(f"{prefix}{name}: got {_describe(values[name])}, expected {allowed}")
+    try:
+        instance = cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        problems.append(f"{where}: {exc}")
+        return cls()
+    problems.extend(range_problems(instance, prefix))
+    return instance
+
+
+def _unknown_key_message(prefix: str, key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(valid)})"
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """Check `value` against a type hint; returns (ok, converted value, what is allowed)."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        options = get_args(hint)
+        return value in options, value, "one of " + ", ".join(repr(o) for o in options)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            return True, None, "null"
+        ok, converted, allowed = _convert(value, args[0])
+        return ok, converted, f"{allowed} or null"
+    if origin is tuple:
+        return _convert_tuple(value, get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool), value, "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if hint is float:
+        if isinstance(value, str):
+            value = _yaml11_float(value)  # YAML 1.1 reads `5e-4` (no dot) as a string
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value, "a number"
+    if hint is str:
+        return isinstance(value, str), value, "a string"
+    raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+
+
+def _yaml11_float(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _convert_tuple(value: Any, args: tuple) -> tuple[bool, Any, str]:
+    variadic = len(args) == 2 and args[1] is Ellipsis
+    if isinstance(value, str) and variadic:
+        value = [value]  # `test_splits: test_2016_flickr` is a one-item list
+    item_types = [args[0]] * (len(value) if isinstance(value, list) else 0) if variadic else args
+    allowed = f"a list of {_type_name(args[0])}" if variadic else f"a list of {len(args)} numbers"
+    if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+        return False, value, allowed
+    out = []
+    for item, item_type in zip(value, item_types):
+        ok, converted, _ = _convert(item, item_type)
+        if not ok:
+            return False, value, allowed
+        out.append(converted)
+    return True, tuple(out), allowed
+
+
+def _type_name(hint: Any) -> str:
+    return {str: "strings", int: "integers", float: "numbers"}.get(hint, str(hint))
+
+
+# --------------------------------------------------------------------------- validation
+
+# (minimum, maximum, minimum is exclusive) per numeric field; None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.max_chars": (1, None, False),
+    "data.max_length_ratio": (0, None, False),
+    "data.vocab_size": (8, None, False),
+    "data.character_coverage": (0, 1, True),
+    "data.spm_input_sentence_size": (1, None, False),
+    "data.max_tokens_per_sentence": (1, None, False),
+    "model.d_model": (1, None, False),
+    "model.heads": (1, None, False),
+    "model.encoder_layers": (1, None, False),
+    "model.decoder_layers": (1, None, False),
+    "model.ffn_dim": (1, None, False),
+    "model.dropout": (0, 1, False),
+    "model.attention_dropout": (0, 1, False),
+    "model.activation_dropout": (0, 1, False),
+    "model.max_positions": (1, None, False),
+    "train.threads": (0, None, False),
+    "train.max_tokens": (1, None, False),
+    "train.update_freq": (1, None, False),
+    "train.max_updates": (1, None, False),
+    "train.max_epochs": (0, None, False),
+    "train.max_minutes": (0, None, False),
+    "train.lr": (0, None, True),
+    "train.warmup_updates": (0, None, False),
+    "train.warmup_init_lr": (0, None, False),
+    "train.adam_eps": (0, None, True),
+    "train.weight_decay": (0, None, False),
+    "train.clip_norm": (0, None, False),
+    "train.label_smoothing": (0, 1, False),
+    "train.log_every": (1, None, False),
+    "train.valid_every": (1, None, False),
+    "train.save_every": (1, None, False),
+    "train.keep_last": (1, None, False),
+    "train.valid_bleu_beam": (1, None, False),
+    "train.valid_bleu_max_sentences": (0, None, False),
+    "train.patience": (0, None, False),
+    "train.max_nonfinite_in_row": (1, None, False),
+    "train.average_last": (0, None, False),
+    "decode.beam_size": (1, None, False),
+    "decode.n_best": (1, None, False),
+    "decode.max_len_a": (0, None, False),
+    "decode.max_len_b": (0, None, False),
+    "decode.min_len": (0, None, False),
+    "decode.batch_tokens": (1, None, False),
+    "decode.max_input_tokens": (1, None, False),
+}
+
+# Upper bounds that are exclusive ("0 <= label_smoothing < 1").
+_EXCLUSIVE_MAX = {"train.label_smoothing", "model.dropout"}
+
+
+def range_problems(section: Any, prefix: str) -> list[str]:
+    problems = []
+    for f in dataclasses.fields(section):
+        key = prefix + f.name
+        if key not in _RANGES:
+            continue
+        value = getattr(section, f.name)
+        lo, hi, lo_exclusive = _RANGES[key]
+        too_low = lo is not None and (value <= lo if lo_exclusive else value < lo)
+        hi_exclusive = key in _EXCLUSIVE_MAX
+        too_high = hi is not None and (value >= hi if hi_exclusive else value > hi)
+        if too_low or too_high:
+            problems.append(f"{key}: {value!r} is out of range; allowed {_range_text(lo, hi, lo_exclusive, hi_exclusive)}")
+    return problems
+
+
+def _range_text(lo, hi, lo_excl: bool, hi_excl: bool) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_excl else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_excl else '<='} {hi:g}")
+    return " and ".join(parts)
+
+
+def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
+    """Rules that involve more than one key."""
+    problems = []
+    m, d, t, dec = cfg.model, cfg.data, cfg.train, cfg.decode
+    if m.d_model % m.heads:
+        problems.append(f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
+    elif (m.d_model // m.heads) % 2:
+        problems.append(f"model.d_model / model.heads ({m.d_model // m.heads}) must be even")
+    if m.share_embeddings and not d.joint_vocab:
+        problems.append("model.share_embeddings: true requires data.joint_vocab: true")
+    if dec.n_best > dec.beam_size:
+        problems.append(f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})")
+    if d.src_lang == d.tgt_lang:
+        problems.append(f"data.src_lang and data.tgt_lang are both {d.src_lang!r}")
+    if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):
+        problems.append(f"train.device: {t.device!r}; allowed auto, cpu, cuda or cuda:N")
+    if dec.max_input_tokens + 2 > m.max_positions:
+        problems.append(
+            f"decode.max_input_tokens ({dec.max_input_tokens}) + 2 must be <= model.max_positions "
+            f"({m.max_positions})"
+        )
+    if d.max_tokens_per_sentence + 2 > m.max_positions:
+        problems.append(
+            f"data.max_tokens_per_sentence ({d.max_tokens_per_sentence}) + 2 must be <= "
+            f"model.max_positions ({m.max_positions})"
+        )
+    if d.max_tokens_per_sentence + 2 > t.max_tokens:
+        problems.append(
+            f"train.max_tokens ({t.max_tokens}) must hold one sentence of "
+            f"data.max_tokens_per_sentence + 2 ({d.max_tokens_per_sentence + 2}) tokens"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- output
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
