@@ -490,3 +490,13 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def write_resolved_config(cfg: ExperimentConfig, directory: Path | None = None) -> Path:
+    """Write the resolved config as `config.yaml` in the run directory (atomically)."""
+    from nmt.data.text import atomic_write
+
+    path = Path(directory or cfg.run_path) / "config.yaml"
+    with atomic_write(path) as f:
+        f.write(config_to_yaml(cfg))
+    return path

@@ -21,28 +21,56 @@ def ids_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
 
 
-def write_token_array(stem: Path, sentences: Iterable[list[int]], *, vocab_size: int) -> int:
-    """Write `stem.ids.npy` and `stem.offsets.npy` atomically; returns the number of tokens.
+class TokenArrayWriter:
+    """Append sentences one at a time; `close()` writes the arrays atomically.
 
-    Streams sentences into a temporary raw file so memory stays flat for large corpora.
+    Ids stream into a temporary raw file so memory stays flat however large the corpus;
+    only the offsets (8 bytes a sentence) are held in memory.
     """
-    stem = Path(stem)
-    dtype = ids_dtype(vocab_size)
-    raw_tmp = stem.with_name(stem.name + ".ids.raw.tmp")
-    offsets = [0]
-    with open(raw_tmp, "wb") as raw:
-        for ids in sentences:
-            arr = np.asarray(ids, dtype=dtype)
-            raw.write(arr.tobytes())
-            offsets.append(offsets[-1] + len(arr))
-    total = offsets[-1]
+
+    def __init__(self, stem: Path, *, vocab_size: int):
+        self.stem = Path(stem)
+        self.dtype = ids_dtype(vocab_size)
+        self._raw_path = self.stem.with_name(self.stem.name + ".ids.raw.tmp")
+        self._raw = open(self._raw_path, "wb")
+        self._offsets = [0]
+
+    def add(self, ids: list[int]) -> None:
+        arr = np.asarray(ids, dtype=self.dtype)
+        self._raw.write(arr.tobytes())
+        self._offsets.append(self._offsets[-1] + len(arr))
+
+    @property
+    def num_tokens(self) -> int:
+        return self._offsets[-1]
+
+    def close(self) -> int:
+        """Write `stem.ids.npy` and `stem.offsets.npy`; returns the number of tokens."""
+        self._raw.close()
+        total = self._offsets[-1]
+        try:
+            flat = np.fromfile(self._raw_path, dtype=self.dtype, count=total)
+            _save_npy_atomic(Path(f"{self.stem}.ids.npy"), flat)
+            _save_npy_atomic(Path(f"{self.stem}.offsets.npy"), np.asarray(self._offsets, np.int64))
+        finally:
+            self._raw_path.unlink(missing_ok=True)
+        return total
+
+    def abort(self) -> None:
+        self._raw.close()
+        self._raw_path.unlink(missing_ok=True)
+
+
+def write_token_array(stem: Path, sentences: Iterable[list[int]], *, vocab_size: int) -> int:
+    """Write `stem.ids.npy` and `stem.offsets.npy` atomically; returns the number of tokens."""
+    writer = TokenArrayWriter(stem, vocab_size=vocab_size)
     try:
-        flat = np.fromfile(raw_tmp, dtype=dtype, count=total) if total else np.zeros(0, dtype)
-        _save_npy_atomic(Path(f"{stem}.ids.npy"), flat)
-        _save_npy_atomic(Path(f"{stem}.offsets.npy"), np.asarray(offsets, dtype=np.int64))
-    finally:
-        raw_tmp.unlink(missing_ok=True)
-    return total
+        for ids in sentences:
+            writer.add(ids)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -1,0 +1,85 @@
+"""Normalisation and filters for parallel text, with a count for every dropped pair.
+
+`normalize` is applied to every line of every split. Filters (`filter_pairs`) apply to the
+training split only: a dev or test line is never dropped, or the scores would be computed
+against a different reference set.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+# Control characters (category Cc) other than whitespace are deleted; whitespace runs
+# (TAB, NBSP, U+2028, ...) become one space. Multi30k's train.de line 7366 holds a TAB.
+_WHITESPACE_RUN = re.compile(r"\s+")
+_BOM = "\ufeff"
+
+
+def normalize(line: str, *, nfc: bool = True) -> str:
+    """Strip BOM/CR/controls, collapse whitespace, trim, and apply Unicode NFC."""
+    if nfc:
+        line = unicodedata.normalize("NFC", line)
+    line = line.replace(_BOM, "")
+    if any(unicodedata.category(ch) == "Cc" and not ch.isspace() for ch in line):
+        line = "".join(ch for ch in line if ch.isspace() or unicodedata.category(ch) != "Cc")
+    return _WHITESPACE_RUN.sub(" ", line).strip()
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    max_chars: int = 1000
+    max_length_ratio: float = 3.0  # 0 disables the ratio filter
+    dedup: bool = True
+
+
+@dataclass
+class CleanStats:
+    """How many pairs were read and kept, and why the others were dropped."""
+
+    read: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "kept": self.kept, "dropped": dict(self.dropped)}
+
+
+# Pairs whose sides are both this short are exempt from the ratio test: "Ja ." vs "Yes ."
+_RATIO_MIN_CHARS = 10
+
+
+def drop_reason(src: str, tgt: str, settings: FilterSettings) -> str | None:
+    """Why a (normalised) training pair should be dropped, or None to keep it."""
+    if not src or not tgt:
+        return "empty"
+    if len(src) > settings.max_chars or len(tgt) > settings.max_chars:
+        return "too_long"
+    if settings.max_length_ratio > 0 and max(len(src), len(tgt)) > _RATIO_MIN_CHARS:
+        ratio = max(len(src), len(tgt)) / max(1, min(len(src), len(tgt)))
+        if ratio > settings.max_length_ratio:
+            return "length_ratio"
+    return None
+
+
+def filter_pairs(
+    pairs: Iterable[tuple[str, str]], settings: FilterSettings, stats: CleanStats
+) -> Iterator[tuple[str, str]]:
+    """Yield the pairs that pass every filter; count the others in `stats.dropped`."""
+    seen: set[int] = set()
+    for src, tgt in pairs:
+        stats.read += 1
+        reason = drop_reason(src, tgt, settings)
+        if reason is None and settings.dedup:
+            key = hash((src, tgt))
+            if key in seen:
+                reason = "duplicate"
+            seen.add(key)
+        if reason is None:
+            stats.kept += 1
+            yield src, tgt
+        else:
+            stats.dropped[reason] += 1

@@ -1,0 +1,297 @@
+"""Fetch a corpus into `data/<corpus>/<split>.<lang>` plus `manifest.json`.
+
+Sources, in order of preference: an offline mirror directory (`--mirror` or the environment
+variable NMT_DATA_MIRROR), the corpus's own release files, sacreBLEU's downloader for WMT test
+sets, or `datasets.load_dataset` for `hf:` corpora. Every file is checked (strict UTF-8,
+equal line counts across the languages of a split, not empty) and written atomically; the
+manifest records line counts, sha256 and source. Re-running is a no-op while files match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt.data.corpora import CorpusSpec, HubCorpus, SacrebleuCorpus, UrlCorpus, get_corpus
+from nmt.data.text import atomic_write, count_lines, iter_lines, sha256_of
+from nmt.errors import DataError
+
+MIRROR_ENV = "NMT_DATA_MIRROR"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    directory: Path
+    files: dict[str, dict]  # file name -> {"lines", "sha256", "source"}
+    skipped: bool  # True when everything was already present and intact
+
+
+def corpus_dirname(name: str) -> str:
+    """Directory name for a corpus: `hf:wmt/wmt14:de-en` -> `hf_wmt_wmt14_de-en`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def corpus_dir(data_dir: str | Path, name: str) -> Path:
+    return Path(data_dir) / corpus_dirname(name)
+
+
+def resolve_mirror(mirror: str | Path | None) -> Path | None:
+    chosen = mirror or os.environ.get(MIRROR_ENV) or None
+    if chosen is None:
+        return None
+    path = Path(chosen)
+    if not path.is_dir():
+        raise DataError(f"mirror directory not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def download(
+    name: str,
+    *,
+    languages: list[str],
+    splits: list[str] | None = None,
+    data_dir: str | Path = "data",
+    mirror: str | Path | None = None,
+) -> DownloadResult:
+    """Fetch `splits` (default: all) of corpus `name` in `languages` into data_dir/<name>/."""
+    spec = get_corpus(name)
+    if isinstance(spec, HubCorpus):
+        return _download_hub(spec, languages=languages, splits=splits, data_dir=data_dir)
+    mirror_root = resolve_mirror(mirror)
+    if not splits:
+        splits = _default_splits(spec, languages, mirror_root)
+    spec.check(splits, languages)
+    target = corpus_dir(data_dir, name)
+    wanted = {f"{split}.{lang}": (split, lang) for split in splits for lang in languages}
+    manifest = _read_manifest(target)
+    if _all_intact(target, manifest, wanted):
+        return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=True)
+    fetch = _mirror_fetcher(spec, mirror_root) if mirror_root else _online_fetcher(spec)
+    for file_name, (split, lang) in wanted.items():
+        if file_name in manifest and _intact(target / file_name, manifest[file_name]):
+            continue
+        source = fetch(split, lang, target / file_name)
+        manifest[file_name] = _describe_file(target / file_name, source)
+        _write_manifest(target, manifest)
+    _check_splits_aligned(target, splits, languages)
+    return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=False)
+
+
+def _default_splits(spec: CorpusSpec, languages: list[str], mirror: Path | None) -> list[str]:
+    """Every split that has all `languages` (and, offline, that the mirror holds)."""
+    spec.check([], languages)
+    splits = [s for s in spec.splits if set(languages) <= set(spec.languages_by_split[s])]
+    if mirror is not None:
+        splits = [s for s in splits if _in_mirror(mirror / spec.mirror_dir, s, languages)]
+    if not splits:
+        raise DataError(f"no split of {spec.name!r} has all of {', '.join(languages)}")
+    return splits
+
+
+def _in_mirror(directory: Path, split: str, languages: list[str]) -> bool:
+    return all(
+        (directory / f"{split}.{lang}").exists() or (directory / f"{split}.{lang}.gz").exists()
+        for lang in languages
+    )
+
+
+def register_files(
+    name: str,
+    *,
+    src: Path,
+    tgt: Path,
+    src_lang: str,
+    tgt_lang: str,
+    split: str = "train",
+    data_dir: str | Path = "data",
+) -> DownloadResult:
+    """Copy user files (plain or .gz) into data/<name>/<split>.<lang> after checking them."""
+    if src_lang == tgt_lang:
+        raise DataError(f"--src-lang and --tgt-lang are both {src_lang!r}")
+    for path in (Path(src), Path(tgt)):
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+    # Check both inputs completely before writing anything.
+    n_src, n_tgt = count_lines(Path(src)), count_lines(Path(tgt))
+    for path, n in ((src, n_src), (tgt, n_tgt)):
+        if n == 0:
+            raise DataError(f"{path} is empty")
+    if n_src != n_tgt:
+        raise DataError(f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}")
+    target = corpus_dir(data_dir, name)
+    manifest = _read_manifest(target)
+    for path, lang in ((Path(src), src_lang), (Path(tgt), tgt_lang)):
+        dest = target / f"{split}.{lang}"
+        _copy_checked(path, dest)
+        manifest[dest.name] = _describe_file(dest, f"file:{path.resolve()}")
+    _write_manifest(target, manifest)
+    _check_splits_aligned(target, [split], [src_lang, tgt_lang])
+    return DownloadResult(target, {k: manifest[k] for k in (f"{split}.{src_lang}", f"{split}.{tgt_lang}")}, False)
+
+
+# --------------------------------------------------------------------------- fetchers
+
+Fetcher = Callable[[str, str, Path], str]  # (split, lang, destination) -> source description
+
+
+def _mirror_fetcher(spec: CorpusSpec, mirror: Path) -> Fetcher:
+    def fetch(split: str, lang: str, dest: Path) -> str:
+        base = mirror / spec.mirror_dir / f"{split}.{lang}"
+        for candidate in (base, base.with_name(base.name + ".gz")):
+            if candidate.exists():
+                _copy_checked(candidate, dest)
+                return f"mirror:{candidate.resolve()}"
+        raise DataError(f"mirror {mirror} has no {spec.mirror_dir}/{split}.{lang} (or .gz)")
+
+    return fetch
+
+
+def _online_fetcher(spec: CorpusSpec) -> Fetcher:
+    if isinstance(spec, UrlCorpus):
+        return lambda split, lang, dest: _fetch_url(spec.url(split, lang), dest)
+    if isinstance(spec, SacrebleuCorpus):
+        return lambda split, lang, dest: _fetch_sacrebleu(spec, split, lang, dest)
+    raise DataError(f"corpus {spec.name!r} has no online source; use --mirror")  # pragma: no cover
+
+
+def _fetch_url(url: str, dest: Path) -> str:
+    suffix = ".gz" if url.endswith(".gz") else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / f"download{suffix}"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(raw, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DataError(
+                f"cannot download {url}: {exc}. Offline? Use --mirror DIR or set {MIRROR_ENV}"
+            ) from None
+        _copy_checked(raw, dest)
+    return url
+
+
+def _fetch_sacrebleu(spec: SacrebleuCorpus, split: str, lang: str, dest: Path) -> str:
+    from sacrebleu.dataset import DATASETS
+
+    testset = DATASETS[spec.testsets[split]]
+    try:
+        testset.process_to_text(spec.langpair)
+    except Exception as exc:  # sacreBLEU raises bare exceptions / SystemExit on network errors
+        raise DataError(f"sacreBLEU could not fetch {testset.name}: {exc}; use --mirror") from None
+    src_lang, tgt_lang = spec.langpair.split("-")
+    path = (
+        testset.get_source_file(spec.langpair)
+        if lang == src_lang
+        else testset.get_reference_files(spec.langpair)[0]
+    )
+    _copy_checked(Path(path), dest)
+    return f"sacrebleu:{testset.name}:{spec.langpair}:{lang}"
+
+
+def _download_hub(
+    spec: HubCorpus, *, languages: list[str], splits: list[str] | None, data_dir: str | Path
+) -> DownloadResult:
+    """Write each split of a hub translation dataset as plain text per language."""
+    try:
+        import datasets  # lazy: not installed on every machine
+    except ImportError:
+        raise DataError("hf: corpora need the `datasets` package: pip install datasets") from None
+    if len(languages) != 2:
+        raise DataError("hf: corpora need exactly two languages, e.g. --pair de-en")
+    # A local folder of json/csv/parquet files has only a default config; hub translation
+    # datasets (wmt14, opus_books, ...) name their configs after the pair.
+    local = Path(spec.dataset).exists()
+    config = spec.config or (None if local else "-".join(languages))
+    target = corpus_dir(data_dir, spec.name)
+    try:
+        dsets = datasets.load_dataset(spec.dataset, config)
+    except Exception as exc:  # datasets raises many unrelated types for a missing dataset
+        raise DataError(f"cannot load Hugging Face dataset {spec.dataset!r} ({config}): {exc}") from None
+    chosen = splits or list(dsets.keys())
+    missing = [s for s in chosen if s not in dsets]
+    if missing:
+        raise DataError(
+            f"dataset {spec.dataset!r} has no split {missing[0]!r}; valid: {', '.join(dsets)}"
+        )
+    manifest = _read_manifest(target)
+    for split in chosen:
+        for lang in languages:
+            dest = target / f"{split}.{lang}"
+            _write_hub_column(dsets[split], lang, dest, spec.dataset)
+            manifest[dest.name] = _describe_file(dest, f"hf:{spec.dataset}:{config}:{split}")
+    _write_manifest(target, manifest)
+    return DownloadResult(target, {k: v for k, v in manifest.items()}, skipped=False)
+
+
+def _write_hub_column(rows, lang: str, dest: Path, dataset: str) -> None:
+    if "translation" not in rows.column_names:
+        raise DataError(
+            f"dataset {dataset!r} has no 'translation' column (columns: {rows.column_names})"
+        )
+    with atomic_write(dest) as out:
+        for i, row in enumerate(rows["translation"]):
+            if lang not in row:
+                raise DataError(f"dataset {dataset!r} row {i} has no language {lang!r}: {list(row)}")
+            out.write(row[lang].replace("\n", " ") + "\n")
+
+
+# --------------------------------------------------------------------------- checks & manifest
+
+
+def _copy_checked(src: Path, dest: Path) -> None:
+    """Copy text (gunzipping if needed), checking UTF-8 line by line; atomic at `dest`."""
+    with atomic_write(dest) as out:
+        lines = 0
+        for line in iter_lines(src):
+            out.write(line + "\n")
+            lines += 1
+        if lines == 0:  # raised inside the block: an earlier good `dest` stays untouched
+            raise DataError(f"{src} is empty")
+
+
+def _check_splits_aligned(target: Path, splits: list[str], languages: list[str]) -> None:
+    for split in splits:
+        counts = {lang: count_lines(target / f"{split}.{lang}") for lang in languages}
+        if len(set(counts.values())) > 1:
+            described = ", ".join(f"{target / f'{split}.{k}'} has {v}" for k, v in counts.items())
+            raise DataError(f"line counts differ: {described} lines")
+
+
+def _describe_file(path: Path, source: str) -> dict:
+    return {"lines": count_lines(path), "sha256": sha256_of(path), "source": source}
+
+
+def _read_manifest(target: Path) -> dict:
+    path = target / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return {}  # a broken manifest only means we re-fetch
+    return data.get("files", {}) if isinstance(data, dict) else {}
+
+
+def _write_manifest(target: Path, files: dict) -> None:
+    with atomic_write(target / MANIFEST) as f:
+        json.dump({"files": dict(sorted(files.items()))}, f, indent=2)
+        f.write("\n")
+
+
+def _intact(path: Path, entry: dict) -> bool:
+    return path.exists() and entry.get("sha256") == sha256_of(path)
+
+
+def _all_intact(target: Path, manifest: dict, wanted: dict) -> bool:
+    return all(name in manifest and _intact(target / name, manifest[name]) for name in wanted)

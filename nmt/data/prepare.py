@@ -1,0 +1,254 @@
+"""The `prepare` stage: raw text -> cleaned text -> SentencePiece -> memory-mapped id arrays.
+
+Output, in `<run_dir>/data/`: `spm.model` (or `spm.src.model` + `spm.tgt.model`), for every
+split `<split>.<lang>` (cleaned text) and `<split>.<lang>.ids.npy` / `.offsets.npy`, and
+`prepare.json` (statistics plus a fingerprint of the inputs and settings). Re-running with
+unchanged inputs and settings does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmt import __version__
+from nmt.config import DataConfig, ExperimentConfig
+from nmt.data.binarize import TokenArray, TokenArrayWriter
+from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
+from nmt.data.download import corpus_dir
+from nmt.data.text import atomic_write, iter_lines, sha256_of
+from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
+from nmt.errors import DataError
+
+STATS_FILE = "prepare.json"
+_ENCODE_CHUNK = 10_000  # lines per SentencePiece call: bounded memory, threads stay busy
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    directory: Path
+    stats: dict
+    skipped: bool
+
+
+def prepared_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_path / "data"
+
+
+def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
+    """Clean, train SentencePiece and binarize every split named by `cfg.data`."""
+    d = cfg.data
+    out = prepared_dir(cfg)
+    raw = _raw_files(cfg)
+    fingerprint = _fingerprint(d, raw)
+    previous = _read_stats(out)
+    if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
+        return PrepareResult(out, previous, skipped=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATS_FILE).unlink(missing_ok=True)  # outputs are about to change
+    stats: dict = {"fingerprint": fingerprint, "nmt_version": __version__, "splits": {}}
+    stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
+    tokenizer = _train_tokenizer(d, out, seed=cfg.train.seed)
+    tokenizer.save(out)
+    stats["vocab"] = {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size,
+                      "joint": tokenizer.joint}
+    for split in _eval_splits(d):
+        stats["splits"][split] = _clean_eval(d, split, raw[split], out)
+    for split in _all_splits(d):
+        stats["splits"][split].update(_binarize_split(d, split, tokenizer, out))
+    with atomic_write(out / STATS_FILE) as f:
+        json.dump(stats, f, indent=2)
+    return PrepareResult(out, stats, skipped=False)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _all_splits(d: DataConfig) -> list[str]:
+    return list(dict.fromkeys([d.train_split, *_eval_splits(d)]))
+
+
+def _eval_splits(d: DataConfig) -> list[str]:
+    return [s for s in dict.fromkeys([d.valid_split, *d.test_splits]) if s != d.train_split]
+
+
+def _raw_files(cfg: ExperimentConfig) -> dict[str, tuple[Path, Path]]:
+    d = cfg.data
+    base = corpus_dir(d.data_dir, d.corpus)
+    files = {}
+    for split in _all_splits(d):
+        pair = (base / f"{split}.{d.src_lang}", base / f"{split}.{d.tgt_lang}")
+        for path in pair:
+            if not path.exists():
+                raise DataError(
+                    f"corpus file not found: {path}; run `nmt download {d.corpus} "
+                    f"--langs {d.src_lang},{d.tgt_lang}` (or `nmt run`, which downloads)"
+                )
+        files[split] = pair
+    return files
+
+
+def _fingerprint(d: DataConfig, raw: dict[str, tuple[Path, Path]]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dataclasses.asdict(d), sort_keys=True).encode())
+    digest.update(__version__.encode())
+    for split in sorted(raw):
+        for path in raw[split]:
+            digest.update(f"{split}:{path.name}:{sha256_of(path)}".encode())
+    return digest.hexdigest()
+
+
+def _outputs_exist(out: Path, d: DataConfig) -> bool:
+    needed = [f"{s}.{lang}.ids.npy" for s in _all_splits(d) for lang in (d.src_lang, d.tgt_lang)]
+    return all((out / name).exists() for name in needed)
+
+
+def _read_stats(out: Path) -> dict:
+    try:
+        return json.loads((out / STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def aligned_lines(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
+    """Yield (src, tgt) line pairs; raise DataError naming both files if counts differ."""
+    src_lines, tgt_lines = iter_lines(src), iter_lines(tgt)
+    count = 0
+    for pair in itertools.zip_longest(src_lines, tgt_lines):
+        if None in pair:
+            longer, rest = (src_lines, tgt_lines) if pair[1] is None else (tgt_lines, src_lines)
+            extra = 1 + sum(1 for _ in longer)
+            n_src, n_tgt = (count + extra, count) if pair[1] is None else (count, count + extra)
+            raise DataError(
+                f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}"
+            )
+        count += 1
+        yield pair  # type: ignore[misc]
+    if count == 0:
+        raise DataError(f"corpus is empty: {src} and {tgt} have no lines")
+
+
+def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
+    settings = FilterSettings(d.max_chars, d.max_length_ratio, d.dedup)
+    stats = CleanStats()
+    normalized = (
+        (normalize(s, nfc=d.normalize_unicode), normalize(t, nfc=d.normalize_unicode))
+        for s, t in aligned_lines(*raw)
+    )
+    with atomic_write(out / f"{d.train_split}.{d.src_lang}") as fs, atomic_write(
+        out / f"{d.train_split}.{d.tgt_lang}"
+    ) as ft:
+        for s, t in filter_pairs(normalized, settings, stats):
+            fs.write(s + "\n")
+            ft.write(t + "\n")
+    if stats.kept == 0:
+        raise DataError(
+            f"every training pair was filtered out of {raw[0]} / {raw[1]} "
+            f"({stats.as_dict()['dropped']}); check data.max_chars and data.max_length_ratio"
+        )
+    return stats.as_dict()
+
+
+def _clean_eval(d: DataConfig, split: str, raw: tuple[Path, Path], out: Path) -> dict:
+    """Dev/test: normalise only. Lines are never dropped (references must stay complete)."""
+    n = 0
+    with atomic_write(out / f"{split}.{d.src_lang}") as fs, atomic_write(
+        out / f"{split}.{d.tgt_lang}"
+    ) as ft:
+        for s, t in aligned_lines(*raw):
+            fs.write(normalize(s, nfc=d.normalize_unicode) + "\n")
+            ft.write(normalize(t, nfc=d.normalize_unicode) + "\n")
+            n += 1
+    return {"read": n, "kept": n, "dropped": {}}
+
+
+# --------------------------------------------------------------------------- subwords
+
+
+def _train_tokenizer(d: DataConfig, out: Path, *, seed: int) -> Tokenizer:
+    settings = SpmSettings(
+        vocab_size=d.vocab_size,
+        model_type=d.spm_model_type,
+        character_coverage=d.character_coverage,
+        byte_fallback=d.byte_fallback,
+        input_sentence_size=d.spm_input_sentence_size,
+        seed=seed,
+    )
+    src_text = out / f"{d.train_split}.{d.src_lang}"
+    tgt_text = out / f"{d.train_split}.{d.tgt_lang}"
+    if d.joint_vocab:
+        both = itertools.chain.from_iterable(zip(iter_lines(src_text), iter_lines(tgt_text)))
+        return Tokenizer(train_sentencepiece(both, settings))
+    return Tokenizer(
+        train_sentencepiece(iter_lines(src_text), settings),
+        train_sentencepiece(iter_lines(tgt_text), settings),
+    )
+
+
+def _binarize_split(d: DataConfig, split: str, tok: Tokenizer, out: Path) -> dict:
+    """Encode one split. Training pairs over the token limit are dropped (and counted);
+    dev/test sentences are truncated instead so no reference line goes missing."""
+    is_train = split == d.train_split
+    limit = d.max_tokens_per_sentence
+    stem = out / split
+    writers = (
+        TokenArrayWriter(Path(f"{stem}.{d.src_lang}"), vocab_size=tok.src_vocab_size),
+        TokenArrayWriter(Path(f"{stem}.{d.tgt_lang}"), vocab_size=tok.tgt_vocab_size),
+    )
+    over = pairs = 0
+    try:
+        text = aligned_lines(out / f"{split}.{d.src_lang}", out / f"{split}.{d.tgt_lang}")
+        for chunk in _chunks(text, _ENCODE_CHUNK):
+            srcs = tok.encode_src([s for s, _ in chunk])
+            tgts = tok.encode_tgt([t for _, t in chunk])
+            for s, t in zip(srcs, tgts):
+                if len(s) > limit or len(t) > limit:
+                    over += 1
+                    if is_train:
+                        continue
+                    s, t = s[:limit], t[:limit]
+                writers[0].add(s)
+                writers[1].add(t)
+                pairs += 1
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    n_src, n_tgt = writers[0].close(), writers[1].close()
+    src_arr, tgt_arr = TokenArray(Path(f"{stem}.{d.src_lang}")), TokenArray(Path(f"{stem}.{d.tgt_lang}"))
+    return {
+        ("dropped_too_many_tokens" if is_train else "truncated"): over,
+        "pairs": pairs,
+        "tokens": {"src": n_src, "tgt": n_tgt},
+        "length_percentiles": {"src": _percentiles(src_arr.lengths), "tgt": _percentiles(tgt_arr.lengths)},
+    }
+
+
+def _chunks(items, size: int):
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _percentiles(lengths: np.ndarray) -> dict:
+    if len(lengths) == 0:
+        return {}
+    p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": int(lengths.max())}
+
+
+def load_prepared(cfg: ExperimentConfig, split: str) -> tuple[TokenArray, TokenArray]:
+    """The (source, target) id arrays of a prepared split."""
+    out = prepared_dir(cfg)
+    d = cfg.data
+    return TokenArray(out / f"{split}.{d.src_lang}"), TokenArray(out / f"{split}.{d.tgt_lang}")

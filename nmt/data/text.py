@@ -1,0 +1,98 @@
+"""Plain-text corpus files: strict UTF-8 with line numbers in errors, gzip, atomic writes.
+
+Lines are split on "\\n" only. `str.splitlines` would also split on U+2028, U+0085, form
+feeds and other separators that real corpora contain, silently breaking the alignment of
+source and target lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from nmt.errors import DataError
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open a file for reading bytes, transparently gunzipping `.gz` files."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"expected a file but found a directory: {path}")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Yield each line of a UTF-8 text file without its "\\n" (a final "\\r" is kept).
+
+    Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream.
+    """
+    number = 0
+    try:
+        with open_binary(path) as f:
+            for number, raw in enumerate(f, start=1):  # noqa: B007 - used in the error
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{path}: line {number} is not valid UTF-8 "
+                        f"(byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+                    ) from None
+                yield text[:-1] if text.endswith("\n") else text
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise DataError(f"file not found: {path}") from None
+        raise DataError(f"{path}: cannot read after line {number}: {exc}") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    return list(iter_lines(path))
+
+
+def count_lines(path: Path) -> int:
+    return sum(1 for _ in iter_lines(path))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Write to `<path>.tmp` and rename over `path` only when the block finishes cleanly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_lines_atomic(path: Path, lines: Iterable[str]) -> int:
+    """Write lines (each followed by "\\n") atomically; returns how many were written."""
+    count = 0
+    with atomic_write(path) as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            count += 1
+    return count

@@ -1,0 +1,39 @@
+"""Human-readable summaries that the CLI prints after a stage (rich tables on stderr/stdout)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from nmt.data.prepare import PrepareResult
+
+console = Console()
+
+
+def print_prepare_summary(result: PrepareResult) -> None:
+    stats = result.stats
+    if result.skipped:
+        console.print(f"prepare: inputs unchanged, nothing to do ({result.directory})")
+    table = Table(title=f"prepared data in {result.directory}")
+    for column in ("split", "pairs kept/read", "dropped", "tokens src/tgt", "src len p50/p90/max"):
+        table.add_column(column, justify="left" if column in ("split", "dropped") else "right")
+    for split, s in stats["splits"].items():
+        dropped = dict(s.get("dropped", {}))
+        if s.get("dropped_too_many_tokens"):
+            dropped["too_many_tokens"] = s["dropped_too_many_tokens"]
+        if s.get("truncated"):
+            dropped["truncated (kept)"] = s["truncated"]
+        pct = s.get("length_percentiles", {}).get("src", {})
+        lengths = "/".join(f"{pct[k]:g}" for k in ("p50", "p90", "max")) if pct else "-"
+        tokens = s.get("tokens", {})
+        table.add_row(
+            split,
+            f"{s.get('pairs', s['kept'])}/{s['read']}",
+            "\n".join(f"{k} {v}" for k, v in dropped.items()) or "0",
+            f"{tokens.get('src', '-')}/{tokens.get('tgt', '-')}",
+            lengths,
+        )
+    console.print(table)
+    vocab = stats["vocab"]
+    kind = "joint" if vocab["joint"] else "separate"
+    console.print(f"vocabulary: {kind}, source {vocab['src']}, target {vocab['tgt']}")
