@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +58,25 @@ def train_sentencepiece(sentences: Iterable[str], settings: SpmSettings) -> byte
             train_extremely_large_corpus=False,
         )
     except RuntimeError as exc:
-        message = str(exc)
-        if "Vocabulary size is too high" in message or "vocab_size" in message:
-            limit = message.split("<=")[-1].strip(" .") if "<=" in message else "smaller"
-            raise ConfigError(
-                [f"data.vocab_size: {settings.vocab_size} is more than the training text "
-                 f"supports; use a value <= {limit}"]
-            ) from None
-        raise DataError(f"SentencePiece training failed: {message}") from None
+        raise _explain_training_error(str(exc), settings.vocab_size) from None
     return model.getvalue()
+
+
+def _explain_training_error(message: str, vocab_size: int) -> Exception:
+    """Turn SentencePiece's vocabulary-size failures into config errors with the limit."""
+    too_high = re.search(r"Vocabulary size (?:is )?too high \((\d+)\).*<= (\d+)", message)
+    if too_high:
+        return ConfigError([
+            f"data.vocab_size: {vocab_size} is more than the training text supports; "
+            f"use a value <= {too_high.group(2)}"
+        ])
+    too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+    if too_small:
+        return ConfigError([
+            f"data.vocab_size: {vocab_size} is smaller than the {too_small.group(2)} pieces the "
+            "characters need; raise it or lower data.character_coverage"
+        ])
+    return DataError(f"SentencePiece training failed: {message}")
 
 
 def _non_empty(sentences: Iterable[str]) -> Iterator[str]:
