@@ -50,7 +50,9 @@ def user_errors(command):
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML config.", show_default=False)]
 OverridesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Dotted overrides, e.g. train.lr=5e-4 model.preset=tiny.", show_default=False),
+    typer.Argument(
+        help="Dotted overrides, e.g. train.lr=5e-4 model.preset=tiny.", show_default=False
+    ),
 ]
 
 
@@ -66,14 +68,32 @@ def load(config: Path, overrides: list[str] | None):
 @app.command()
 @user_errors
 def download(
-    corpus: Annotated[str, typer.Argument(help="multi30k, wmt_newstest, hf:<dataset>[:<config>], or a new name with --src/--tgt.")],
-    langs: Annotated[str | None, typer.Option(help="Comma-separated languages (default: all the corpus has).")] = None,
-    pair: Annotated[str | None, typer.Option(help="Language pair such as de-en (same as --langs de,en).")] = None,
-    split: Annotated[list[str] | None, typer.Option(help="Split to fetch (repeatable; default: all).")] = None,
+    corpus: Annotated[
+        str,
+        typer.Argument(
+            help="multi30k, wmt_newstest, hf:<dataset>[:<config>], or a new name with --src/--tgt."
+        ),
+    ],
+    langs: Annotated[
+        str | None, typer.Option(help="Comma-separated languages (default: all the corpus has).")
+    ] = None,
+    pair: Annotated[
+        str | None, typer.Option(help="Language pair such as de-en (same as --langs de,en).")
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split to fetch (repeatable; default: all).")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="Where corpora are written.")] = Path("data"),
-    mirror: Annotated[Path | None, typer.Option(help="Offline mirror <dir>/<corpus>/<split>.<lang> (env NMT_DATA_MIRROR).")] = None,
-    src: Annotated[Path | None, typer.Option(help="Register a user source file (plain or .gz).")] = None,
-    tgt: Annotated[Path | None, typer.Option(help="Register a user target file (plain or .gz).")] = None,
+    mirror: Annotated[
+        Path | None,
+        typer.Option(help="Offline mirror <dir>/<corpus>/<split>.<lang> (env NMT_DATA_MIRROR)."),
+    ] = None,
+    src: Annotated[
+        Path | None, typer.Option(help="Register a user source file (plain or .gz).")
+    ] = None,
+    tgt: Annotated[
+        Path | None, typer.Option(help="Register a user target file (plain or .gz).")
+    ] = None,
     src_lang: Annotated[str, typer.Option(help="Language of --src.")] = "src",
     tgt_lang: Annotated[str, typer.Option(help="Language of --tgt.")] = "tgt",
 ) -> None:
@@ -85,8 +105,13 @@ def download(
         fail("give both --src and --tgt to register user files")
     if src is not None:
         result = dl.register_files(
-            corpus, src=src, tgt=tgt, src_lang=src_lang, tgt_lang=tgt_lang,
-            split=(split or ["train"])[0], data_dir=data_dir,
+            corpus,
+            src=src,
+            tgt=tgt,
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
+            split=(split or ["train"])[0],
+            data_dir=data_dir,
         )
     else:
         languages = _languages(langs, pair) or get_corpus(corpus).languages
@@ -114,12 +139,14 @@ def _languages(langs: str | None, pair: str | None) -> list[str]:
 def prepare(
     config: ConfigArg,
     overrides: OverridesArg = None,
-    force: Annotated[bool, typer.Option(help="Redo the work even if inputs are unchanged.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Redo the work even if inputs are unchanged.")
+    ] = False,
 ) -> None:
     """Clean the corpus, train SentencePiece and binarize every split."""
+    from nmt.config import write_resolved_config
     from nmt.data.prepare import prepare as run_prepare
     from nmt.report import print_prepare_summary
-    from nmt.config import write_resolved_config
 
     cfg = load(config, overrides)
     result = run_prepare(cfg, force=force)

@@ -151,7 +151,9 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "dec
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
     """Read a YAML config (or start from defaults when `path` is None) and apply overrides."""
     raw: dict[str, Any] = {}
     source = str(path) if path is not None else None
@@ -168,7 +170,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"config file is not valid UTF-8 (byte {exc.start})"], str(path)) from None
+        raise ConfigError(
+            [f"config file is not valid UTF-8 (byte {exc.start})"], str(path)
+        ) from None
     except OSError as exc:
         raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
     try:
@@ -181,7 +185,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"], str(path))
+        raise ConfigError(
+            [f"the top level must be a mapping, got {type(data).__name__}"], str(path)
+        )
     return data
 
 
@@ -425,7 +431,10 @@ def range_problems(section: Any, prefix: str) -> list[str]:
         hi_exclusive = key in _EXCLUSIVE_MAX
         too_high = hi is not None and (value >= hi if hi_exclusive else value > hi)
         if too_low or too_high:
-            problems.append(f"{key}: {value!r} is out of range; allowed {_range_text(lo, hi, lo_exclusive, hi_exclusive)}")
+            problems.append(
+                f"{key}: {value!r} is out of range; "
+                f"allowed {_range_text(lo, hi, lo_exclusive, hi_exclusive)}"
+            )
     return problems
 
 
@@ -449,7 +458,9 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
     if m.share_embeddings and not d.joint_vocab:
         problems.append("model.share_embeddings: true requires data.joint_vocab: true")
     if dec.n_best > dec.beam_size:
-        problems.append(f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})")
+        problems.append(
+            f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})"
+        )
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang are both {d.src_lang!r}")
     if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):

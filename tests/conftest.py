@@ -33,7 +33,9 @@ def small_mirror(tmp_path: Path, shared_data: Path) -> Path:
     for split, n in sizes.items():
         for lang in ("de", "en"):
             lines = head(shared_data / "multi30k" / f"{split}.{lang}", n)
-            (root / "multi30k" / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            (root / "multi30k" / f"{split}.{lang}").write_text(
+                "\n".join(lines) + "\n", encoding="utf-8"
+            )
     return root
 
 

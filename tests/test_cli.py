@@ -11,8 +11,12 @@ import pytest
 
 def nmt(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "nmt.cli", *args], cwd=cwd, capture_output=True, text=True,
-        env=env, timeout=300,
+        [sys.executable, "-m", "nmt.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -34,7 +38,9 @@ def test_import_and_help_do_not_import_datasets(tmp_path):
 
 
 def test_download_and_prepare_from_the_mirror(tmp_path, small_mirror):
-    result = nmt("download", "multi30k", "--langs", "de,en", "--mirror", str(small_mirror), cwd=tmp_path)
+    result = nmt(
+        "download", "multi30k", "--langs", "de,en", "--mirror", str(small_mirror), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "train.de" in result.stdout and "400 lines" in result.stdout
     config = tmp_path / "c.yaml"
@@ -50,7 +56,10 @@ def test_download_and_prepare_from_the_mirror(tmp_path, small_mirror):
     "args, fragments",
     [
         (["download", "nope"], ["unknown corpus 'nope'"]),
-        (["download", "multi30k", "--langs", "de,xx", "--mirror", "."], ["has no language 'xx'", "valid languages"]),
+        (
+            ["download", "multi30k", "--langs", "de,xx", "--mirror", "."],
+            ["has no language 'xx'", "valid languages"],
+        ),
         (["prepare", "missing.yaml"], ["config file not found: missing.yaml"]),
         (["prepare", "bad.yaml"], ["malformed YAML at line 3, column 1", "bad.yaml"]),
         (["prepare", "ok.yaml", "train.lrr=1"], ["train.lrr: unknown key; did you mean train.lr?"]),
@@ -66,6 +75,17 @@ def test_bad_input_gives_one_clear_message(tmp_path, args, fragments):
 def test_invalid_utf8_corpus_is_named_with_its_line(tmp_path):
     (tmp_path / "a.de").write_bytes(b"gut\n\xc3\x28 kaputt\n")
     (tmp_path / "a.en").write_text("good\nbroken\n")
-    result = nmt("download", "mine", "--src", "a.de", "--tgt", "a.en", "--src-lang", "de",
-                 "--tgt-lang", "en", cwd=tmp_path)
+    result = nmt(
+        "download",
+        "mine",
+        "--src",
+        "a.de",
+        "--tgt",
+        "a.en",
+        "--src-lang",
+        "de",
+        "--tgt-lang",
+        "en",
+        cwd=tmp_path,
+    )
     assert_clean_failure(result, "a.de: line 2 is not valid UTF-8")

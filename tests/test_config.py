@@ -40,8 +40,16 @@ def test_every_shipped_config_loads():
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = load_config(None, ["train.lr=5e-4", "model.encoder_layers=2", "train.compile=true",
-                             "data.test_splits=[val]", "train.adam_betas=[0.9, 0.99]"])
+    cfg = load_config(
+        None,
+        [
+            "train.lr=5e-4",
+            "model.encoder_layers=2",
+            "train.compile=true",
+            "data.test_splits=[val]",
+            "train.adam_betas=[0.9, 0.99]",
+        ],
+    )
     assert cfg.train.lr == 5e-4
     assert cfg.model.encoder_layers == 2
     assert cfg.train.compile is True
@@ -65,8 +73,11 @@ def test_unknown_key_suggests_the_closest_name():
 
 def test_every_problem_is_reported_at_once():
     problems = problems_of(
-        {"model": {"d_model": "big", "dropout": 1.5, "activation": "tanh"},
-         "train": {"max_tokens": -5}, "bogus": 1},
+        {
+            "model": {"d_model": "big", "dropout": 1.5, "activation": "tanh"},
+            "train": {"max_tokens": -5},
+            "bogus": 1,
+        },
     )
     text = "\n".join(problems)
     assert len(problems) == 5, text
@@ -78,8 +89,9 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_cross_field_rules():
-    problems = problems_of({"model": {"d_model": 100, "heads": 3},
-                            "decode": {"beam_size": 2, "n_best": 3}})
+    problems = problems_of(
+        {"model": {"d_model": 100, "heads": 3}, "decode": {"beam_size": 2, "n_best": 3}}
+    )
     assert any("must be divisible by model.heads" in p for p in problems)
     assert any("decode.n_best (3) must be <= decode.beam_size (2)" in p for p in problems)
     problems = problems_of({"data": {"joint_vocab": False}})

@@ -32,7 +32,7 @@ class TokenArrayWriter:
         self.stem = Path(stem)
         self.dtype = ids_dtype(vocab_size)
         self._raw_path = self.stem.with_name(self.stem.name + ".ids.raw.tmp")
-        self._raw = open(self._raw_path, "wb")
+        self._raw = open(self._raw_path, "wb")  # noqa: SIM115 - closed by close()/abort()
         self._offsets = [0]
 
     def add(self, ids: list[int]) -> None:

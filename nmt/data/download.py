@@ -138,7 +138,9 @@ def register_files(
         manifest[dest.name] = _describe_file(dest, f"file:{path.resolve()}")
     _write_manifest(target, manifest)
     _check_splits_aligned(target, [split], [src_lang, tgt_lang])
-    return DownloadResult(target, {k: manifest[k] for k in (f"{split}.{src_lang}", f"{split}.{tgt_lang}")}, False)
+    return DownloadResult(
+        target, {k: manifest[k] for k in (f"{split}.{src_lang}", f"{split}.{tgt_lang}")}, False
+    )
 
 
 # --------------------------------------------------------------------------- fetchers
@@ -217,7 +219,9 @@ def _download_hub(
     try:
         dsets = datasets.load_dataset(spec.dataset, config)
     except Exception as exc:  # datasets raises many unrelated types for a missing dataset
-        raise DataError(f"cannot load Hugging Face dataset {spec.dataset!r} ({config}): {exc}") from None
+        raise DataError(
+            f"cannot load Hugging Face dataset {spec.dataset!r} ({config}): {exc}"
+        ) from None
     chosen = splits or list(dsets.keys())
     missing = [s for s in chosen if s not in dsets]
     if missing:
@@ -242,7 +246,9 @@ def _write_hub_column(rows, lang: str, dest: Path, dataset: str) -> None:
     with atomic_write(dest) as out:
         for i, row in enumerate(rows["translation"]):
             if lang not in row:
-                raise DataError(f"dataset {dataset!r} row {i} has no language {lang!r}: {list(row)}")
+                raise DataError(
+                    f"dataset {dataset!r} row {i} has no language {lang!r}: {list(row)}"
+                )
             out.write(row[lang].replace("\n", " ") + "\n")
 
 

@@ -57,8 +57,11 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
     tokenizer = _train_tokenizer(d, out, seed=cfg.train.seed)
     tokenizer.save(out)
-    stats["vocab"] = {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size,
-                      "joint": tokenizer.joint}
+    stats["vocab"] = {
+        "src": tokenizer.src_vocab_size,
+        "tgt": tokenizer.tgt_vocab_size,
+        "joint": tokenizer.joint,
+    }
     for split in _eval_splits(d):
         stats["splits"][split] = _clean_eval(d, split, raw[split], out)
     for split in _all_splits(d):
@@ -129,9 +132,7 @@ def aligned_lines(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
             longer, rest = (src_lines, tgt_lines) if pair[1] is None else (tgt_lines, src_lines)
             extra = 1 + sum(1 for _ in longer)
             n_src, n_tgt = (count + extra, count) if pair[1] is None else (count, count + extra)
-            raise DataError(
-                f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}"
-            )
+            raise DataError(f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}")
         count += 1
         yield pair  # type: ignore[misc]
     if count == 0:
@@ -145,9 +146,10 @@ def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
         (normalize(s, nfc=d.normalize_unicode), normalize(t, nfc=d.normalize_unicode))
         for s, t in aligned_lines(*raw)
     )
-    with atomic_write(out / f"{d.train_split}.{d.src_lang}") as fs, atomic_write(
-        out / f"{d.train_split}.{d.tgt_lang}"
-    ) as ft:
+    with (
+        atomic_write(out / f"{d.train_split}.{d.src_lang}") as fs,
+        atomic_write(out / f"{d.train_split}.{d.tgt_lang}") as ft,
+    ):
         for s, t in filter_pairs(normalized, settings, stats):
             fs.write(s + "\n")
             ft.write(t + "\n")
@@ -162,9 +164,10 @@ def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
 def _clean_eval(d: DataConfig, split: str, raw: tuple[Path, Path], out: Path) -> dict:
     """Dev/test: normalise only. Lines are never dropped (references must stay complete)."""
     n = 0
-    with atomic_write(out / f"{split}.{d.src_lang}") as fs, atomic_write(
-        out / f"{split}.{d.tgt_lang}"
-    ) as ft:
+    with (
+        atomic_write(out / f"{split}.{d.src_lang}") as fs,
+        atomic_write(out / f"{split}.{d.tgt_lang}") as ft,
+    ):
         for s, t in aligned_lines(*raw):
             fs.write(normalize(s, nfc=d.normalize_unicode) + "\n")
             ft.write(normalize(t, nfc=d.normalize_unicode) + "\n")
@@ -225,12 +228,18 @@ def _binarize_split(d: DataConfig, split: str, tok: Tokenizer, out: Path) -> dic
             w.abort()
         raise
     n_src, n_tgt = writers[0].close(), writers[1].close()
-    src_arr, tgt_arr = TokenArray(Path(f"{stem}.{d.src_lang}")), TokenArray(Path(f"{stem}.{d.tgt_lang}"))
+    src_arr, tgt_arr = (
+        TokenArray(Path(f"{stem}.{d.src_lang}")),
+        TokenArray(Path(f"{stem}.{d.tgt_lang}")),
+    )
     return {
         ("dropped_too_many_tokens" if is_train else "truncated"): over,
         "pairs": pairs,
         "tokens": {"src": n_src, "tgt": n_tgt},
-        "length_percentiles": {"src": _percentiles(src_arr.lengths), "tgt": _percentiles(tgt_arr.lengths)},
+        "length_percentiles": {
+            "src": _percentiles(src_arr.lengths),
+            "tgt": _percentiles(tgt_arr.lengths),
+        },
     }
 
 

@@ -66,16 +66,20 @@ def _explain_training_error(message: str, vocab_size: int) -> Exception:
     """Turn SentencePiece's vocabulary-size failures into config errors with the limit."""
     too_high = re.search(r"Vocabulary size (?:is )?too high \((\d+)\).*<= (\d+)", message)
     if too_high:
-        return ConfigError([
-            f"data.vocab_size: {vocab_size} is more than the training text supports; "
-            f"use a value <= {too_high.group(2)}"
-        ])
+        return ConfigError(
+            [
+                f"data.vocab_size: {vocab_size} is more than the training text supports; "
+                f"use a value <= {too_high.group(2)}"
+            ]
+        )
     too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_small:
-        return ConfigError([
-            f"data.vocab_size: {vocab_size} is smaller than the {too_small.group(2)} pieces the "
-            "characters need; raise it or lower data.character_coverage"
-        ])
+        return ConfigError(
+            [
+                f"data.vocab_size: {vocab_size} is smaller than the {too_small.group(2)} pieces "
+                "the characters need; raise it or lower data.character_coverage"
+            ]
+        )
     return DataError(f"SentencePiece training failed: {message}")
 
 
@@ -120,8 +124,11 @@ class Tokenizer:
         """Write spm.model (joint) or spm.src.model + spm.tgt.model."""
         from nmt.data.text import atomic_write
 
-        names = {"spm.model": self.src_model} if self.joint else {
-            "spm.src.model": self.src_model, "spm.tgt.model": self.tgt_model}
+        names = (
+            {"spm.model": self.src_model}
+            if self.joint
+            else {"spm.src.model": self.src_model, "spm.tgt.model": self.tgt_model}
+        )
         for name, blob in names.items():
             with atomic_write(Path(directory) / name, "wb") as f:
                 f.write(blob)

@@ -17,13 +17,21 @@ def test_normalize_handles_multi30k_quirks_and_bad_bytes():
 
 
 def test_filters_count_every_dropped_pair():
-    pairs = [("a b", "c d"), ("", "x"), ("same", "pair"), ("same", "pair"),
-             ("x" * 50, "short one"), ("long" * 300, "long" * 300), ("Ja .", "Yes indeed .")]
+    pairs = [
+        ("a b", "c d"),
+        ("", "x"),
+        ("same", "pair"),
+        ("same", "pair"),
+        ("x" * 50, "short one"),
+        ("long" * 300, "long" * 300),
+        ("Ja .", "Yes indeed ."),
+    ]
     stats = CleanStats()
     kept = list(filter_pairs(pairs, FilterSettings(max_chars=1000, max_length_ratio=3.0), stats))
     assert kept == [("a b", "c d"), ("same", "pair"), ("Ja .", "Yes indeed .")]
     assert stats.as_dict() == {
-        "read": 7, "kept": 3,
+        "read": 7,
+        "kept": 3,
         "dropped": {"empty": 1, "duplicate": 1, "length_ratio": 1, "too_long": 1},
     }
 

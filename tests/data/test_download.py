@@ -20,8 +20,11 @@ def test_multi30k_from_the_shared_mirror(in_tmp, shared_data):
     assert not result.skipped
     names = sorted(result.files)
     # The mirror lacks test_2018_flickr and test_2017_mscoco: they are skipped, not invented.
-    assert names == sorted(f"{s}.{lang}" for s in ("train", "val", "test_2016_flickr",
-                                                     "test_2017_flickr") for lang in ("de", "en"))
+    assert names == sorted(
+        f"{s}.{lang}"
+        for s in ("train", "val", "test_2016_flickr", "test_2017_flickr")
+        for lang in ("de", "en")
+    )
     out = in_tmp / "data" / "multi30k"
     assert (out / "train.de").read_bytes() == (shared_data / "multi30k" / "train.de").read_bytes()
     manifest = json.loads((out / "manifest.json").read_text())["files"]
@@ -50,8 +53,9 @@ def test_mirror_from_environment_variable(in_tmp, small_mirror, monkeypatch):
 
 
 def test_wmt_newstest_from_the_shared_mirror(in_tmp, shared_data):
-    result = download("wmt_newstest", languages=["de", "en"], splits=["newstest2014"],
-                      mirror=shared_data)
+    result = download(
+        "wmt_newstest", languages=["de", "en"], splits=["newstest2014"], mirror=shared_data
+    )
     assert result.files["newstest2014.de"]["lines"] == 3003
 
 
@@ -59,9 +63,18 @@ def test_wmt_newstest_from_the_shared_mirror(in_tmp, shared_data):
     "kwargs, message",
     [
         (dict(name="nope", languages=["de"]), "unknown corpus 'nope'; known corpora: multi30k"),
-        (dict(name="multi30k", languages=["xx"]), "has no language 'xx'; valid languages: en, de, fr, cs"),
-        (dict(name="multi30k", languages=["de"], splits=["dev"]), "has no split 'dev'; valid splits: train, val"),
-        (dict(name="multi30k", languages=["cs"], splits=["test_2017_flickr"]), "has no cs; it has: en, de, fr"),
+        (
+            dict(name="multi30k", languages=["xx"]),
+            "has no language 'xx'; valid languages: en, de, fr, cs",
+        ),
+        (
+            dict(name="multi30k", languages=["de"], splits=["dev"]),
+            "has no split 'dev'; valid splits: train, val",
+        ),
+        (
+            dict(name="multi30k", languages=["cs"], splits=["test_2017_flickr"]),
+            "has no cs; it has: en, de, fr",
+        ),
     ],
 )
 def test_unknown_corpus_language_split_list_valid_choices(in_tmp, small_mirror, kwargs, message):

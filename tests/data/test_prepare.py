@@ -14,8 +14,12 @@ from nmt.errors import ConfigError, DataError
 
 
 def tiny_config(**overrides):
-    items = ["name=t", "data.vocab_size=500", "data.test_splits=[test_2016_flickr]",
-             "model.preset=tiny"] + [f"{k}={v}" for k, v in overrides.items()]
+    items = [
+        "name=t",
+        "data.vocab_size=500",
+        "data.test_splits=[test_2016_flickr]",
+        "model.preset=tiny",
+    ] + [f"{k}={v}" for k, v in overrides.items()]
     return load_config(None, items)
 
 
@@ -52,7 +56,10 @@ def test_prepare_reports_counts_and_keeps_eval_lines(downloaded):
     assert splits["val"] == splits["val"] | {"read": 40, "kept": 40, "pairs": 40}
     pct = splits["train"]["length_percentiles"]["src"]
     assert pct["p50"] <= pct["p90"] <= pct["p99"] <= pct["max"]
-    assert json.loads((prepared_dir(tiny_config()) / "prepare.json").read_text())["vocab"]["src"] == 500
+    assert (
+        json.loads((prepared_dir(tiny_config()) / "prepare.json").read_text())["vocab"]["src"]
+        == 500
+    )
 
 
 def test_prepare_skips_unchanged_inputs_and_redoes_changed_ones(downloaded):
@@ -66,8 +73,14 @@ def test_prepare_skips_unchanged_inputs_and_redoes_changed_ones(downloaded):
 
 
 def test_separate_vocabularies_and_bpe(downloaded):
-    cfg = tiny_config(**{"data.joint_vocab": "false", "model.share_embeddings": "false",
-                         "data.spm_model_type": "bpe", "data.vocab_size": 600})
+    cfg = tiny_config(
+        **{
+            "data.joint_vocab": "false",
+            "model.share_embeddings": "false",
+            "data.spm_model_type": "bpe",
+            "data.vocab_size": 600,
+        }
+    )
     prepare(cfg)
     tok = Tokenizer.load(prepared_dir(cfg))
     assert not tok.joint
@@ -84,7 +97,9 @@ def test_training_pairs_over_the_token_limit_are_dropped_eval_truncated(download
 
 
 def test_vocab_larger_than_the_corpus_supports(downloaded):
-    with pytest.raises(ConfigError, match="data.vocab_size: 60000 is more than the training text supports"):
+    with pytest.raises(
+        ConfigError, match="data.vocab_size: 60000 is more than the training text supports"
+    ):
         prepare(tiny_config(**{"data.vocab_size": 60000}))
 
 
@@ -94,7 +109,9 @@ def test_vocab_smaller_than_the_characters_need(downloaded):
 
 
 def test_missing_corpus_and_mismatched_counts(in_tmp, small_mirror):
-    with pytest.raises(DataError, match="corpus file not found: .*train.de; run `nmt download multi30k"):
+    with pytest.raises(
+        DataError, match="corpus file not found: .*train.de; run `nmt download multi30k"
+    ):
         prepare(tiny_config())
     download("multi30k", languages=["de", "en"], mirror=small_mirror)
     raw = in_tmp / "data" / "multi30k" / "train.en"
