@@ -154,6 +154,221 @@ def prepare(
     print_prepare_summary(result)
 
 
+# --------------------------------------------------------------------------- train
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    evaluate_at_end: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Score data.test_splits at the end.")
+    ] = True,
+) -> None:
+    """Train (or resume: re-running continues from the run directory's last checkpoint).
+
+    Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
+    """
+    from nmt.pipeline import evaluate_test_splits, final_checkpoint
+    from nmt.runtime import setup_runtime, teardown_runtime
+    from nmt.training.trainer import Trainer
+
+    cfg = load(config, overrides)
+    t = cfg.train
+    runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
+    try:
+        Trainer(cfg, runtime).fit()
+        if evaluate_at_end and runtime.is_main:
+            evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
+    finally:
+        teardown_runtime(runtime)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command()
+@user_errors
+def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """The whole pipeline: download if missing, prepare, train, average, evaluate."""
+    from nmt.config import write_resolved_config
+    from nmt.data.prepare import prepare as run_prepare
+    from nmt.pipeline import ensure_downloaded, evaluate_test_splits, final_checkpoint
+    from nmt.report import print_prepare_summary
+    from nmt.runtime import setup_runtime, teardown_runtime
+    from nmt.training.trainer import Trainer
+
+    cfg = load(config, overrides)
+    ensure_downloaded(cfg)
+    print_prepare_summary(run_prepare(cfg))
+    write_resolved_config(cfg)
+    t = cfg.train
+    runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
+    try:
+        Trainer(cfg, runtime).fit()
+        results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
+    finally:
+        teardown_runtime(runtime)
+    for r in results:
+        typer.echo(
+            f"{r.split}: BLEU {r.scores['bleu'].score:.2f} "
+            f"(lowercased {r.lowercase['bleu'].score:.2f}) chrF {r.scores['chrf'].score:.2f}  "
+            f"[{r.scores['bleu'].signature}]"
+        )
+
+
+# --------------------------------------------------------------------------- translate
+
+
+@app.command()
+@user_errors
+def translate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
+    ] = "-",
+    beam_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
+    ] = None,
+    n_best: Annotated[
+        int | None,
+        typer.Option(min=1, help="Write N hypotheses per line as index<TAB>score<TAB>text."),
+    ] = None,
+    length_penalty: Annotated[
+        float | None, typer.Option(help="alpha in score / length**alpha.")
+    ] = None,
+    batch_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Source tokens per batch.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    chunk_lines: Annotated[
+        int, typer.Option(min=1, help="Lines read and translated at a time.")
+    ] = 2000,
+) -> None:
+    """Translate text line by line: exactly one output line per input line."""
+    from nmt.decoding.stream import translate_stream
+
+    translate_stream(
+        checkpoint,
+        input,
+        output,
+        device=device,
+        chunk_lines=chunk_lines,
+        beam_size=beam_size,
+        n_best=n_best,
+        length_penalty=length_penalty,
+        batch_tokens=batch_tokens,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+@user_errors
+def evaluate(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="Checkpoint to translate with (not needed with --hyp).")
+    ] = None,
+    corpus: Annotated[
+        str | None, typer.Option(help="Corpus of --split (default: the checkpoint's).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to translate and score, e.g. test_2016_flickr.")
+    ] = None,
+    src: Annotated[Path | None, typer.Option(help="Source file to translate.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
+    hyp: Annotated[
+        Path | None, typer.Option(help="Score this existing output instead of translating.")
+    ] = None,
+    lowercase: Annotated[bool, typer.Option(help="Case-insensitive scores.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    beam_size: Annotated[int | None, typer.Option(min=1)] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where corpora are (default: the checkpoint's data.data_dir)."),
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where hypotheses and scores are written.")
+    ] = None,
+) -> None:
+    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
+    from nmt.evaluation import evaluate_command
+
+    evaluate_command(
+        checkpoint=checkpoint,
+        corpus=corpus,
+        split=split,
+        src=src,
+        ref=ref,
+        hyp=hyp,
+        lowercase=lowercase,
+        json_output=json_output,
+        beam_size=beam_size,
+        device=device,
+        data_dir=data_dir,
+        output_dir=output_dir,
+    )
+
+
+# --------------------------------------------------------------------------- average
+
+
+@app.command()
+@user_errors
+def average(
+    checkpoints: Annotated[
+        list[Path] | None, typer.Argument(help="Checkpoints to average.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Averaged checkpoint to write.")
+    ] = Path("averaged.pt"),
+    last: Annotated[
+        int | None, typer.Option(min=1, help="Average the last N step checkpoints of RUN_DIR.")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory for --last.")] = None,
+) -> None:
+    """Average model parameters of several checkpoints (e.g. the last N)."""
+    from nmt.training.checkpoint import CheckpointManager, average_checkpoints, save_checkpoint
+
+    paths = list(checkpoints or [])
+    if last is not None:
+        if run_dir is None:
+            fail("--last needs --run-dir")
+        steps = CheckpointManager(run_dir / "checkpoints", keep_last=last).step_checkpoints()
+        if not steps:
+            fail(f"no step checkpoints in {run_dir / 'checkpoints'}")
+        paths = steps[-last:]
+    if not paths:
+        fail("give checkpoints to average, or --last N --run-dir DIR")
+    save_checkpoint(output, average_checkpoints(paths))
+    typer.echo(
+        f"averaged {len(paths)} checkpoints into {output}: {', '.join(p.name for p in paths)}"
+    )
+
+
+# --------------------------------------------------------------------------- plot
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
+    output: Annotated[
+        Path | None, typer.Option(help="PNG to write (default RUN_DIR/curves.png).")
+    ] = None,
+) -> None:
+    """Plot training loss, validation perplexity and BLEU against updates and wall time."""
+    from nmt.plotting import plot_run
+
+    path = plot_run(run_dir, output or run_dir / "curves.png")
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

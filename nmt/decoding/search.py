@@ -1,0 +1,402 @@
+"""Greedy and beam search over a small model protocol.
+
+Shape legend: B batch, S source length, V vocabulary, K beam size, b sentences still being
+searched, k hypotheses kept per sentence (1 at the first step, then K), N = b * k rows (sentence
+major: the rows of sentence i are i*k .. i*k + k-1), C = min(2K, k*V) candidates per sentence,
+t tokens generated so far.
+
+Search needs only this protocol (`nmt.model.transformer.Transformer` implements it):
+
+    memory = model.encode(src_ids)                    # src_ids [B, S], PAD at the end
+    memory.index_select(index)                        # rows of the memory, selected or repeated
+    cache = model.init_cache(memory, max_len=steps)   # room for `steps` decoding steps
+    cache.reorder(index)                              # in place: new row i = old row index[i]
+    log_probs = model.decode_step(prev, memory, cache)  # prev [N] -> [N, V]; cache grows by one
+
+The first `prev` is BOS in every row.
+
+Scores. A hypothesis is the generated tokens y_1 .. y_L followed by EOS; its length counts EOS:
+
+    length    = L + 1
+    log_prob  = sum_{i=1}^{L+1} log p(y_i | y_<i, x)       (y_{L+1} = EOS)
+    score     = log_prob / length ** alpha                 (alpha = length_penalty; 0: none)
+
+Length rules, the same for greedy and beam search:
+  * max_len = max(1, floor(max_len_a * src_len + max_len_b)) per sentence, src_len being its
+    number of non-PAD source tokens. A hypothesis has at most max_len tokens including EOS: at
+    its last allowed step only EOS may follow, and EOS's log-prob under the model still counts.
+  * min_len: EOS may not follow fewer than min_len generated tokens (max_len wins if smaller).
+  * PAD and BOS are never generated.
+Masking a token does not renormalise the others: each token keeps its model log-prob.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+class Memory(Protocol):
+    """The encoder output, one row per sentence (or per hypothesis)."""
+
+    def index_select(self, index: Tensor) -> Memory: ...
+
+
+class DecoderCache(Protocol):
+    """Decoder state for incremental decoding, one row per hypothesis."""
+
+    def reorder(self, index: Tensor) -> None: ...
+
+
+class SearchModel(Protocol):
+    def encode(self, src_ids: Tensor) -> Memory: ...
+
+    def init_cache(self, memory: Memory, *, max_len: int) -> DecoderCache: ...
+
+    def decode_step(self, prev_tokens: Tensor, memory: Memory, cache: DecoderCache) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How to search; see the module docstring for the length rules and the score."""
+
+    beam_size: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0  # alpha in score = log_prob / length**alpha
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    min_len: int = 1
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ValueError(f"n_best must be in 1..beam_size={self.beam_size}, got {self.n_best}")
+        if self.min_len < 0:
+            raise ValueError(f"min_len must be >= 0, got {self.min_len}")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]  # generated ids, without BOS and EOS
+    score: float  # log_prob / length**alpha, length = len(tokens) + 1 (EOS counts)
+    log_prob: float  # sum of the token log-probs, EOS included
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def search(
+    model: SearchModel,
+    src_ids: Tensor,
+    settings: SearchSettings,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> list[list[Hypothesis]]:
+    """Greedy search when beam_size is 1, beam search otherwise (same results for beam 1)."""
+    run = greedy_search if settings.beam_size == 1 else beam_search
+    return run(model, src_ids, settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+
+
+def greedy_search(
+    model: SearchModel,
+    src_ids: Tensor,
+    settings: SearchSettings,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> list[list[Hypothesis]]:
+    """The most likely next token at every step, under the length rules of the module docstring.
+
+    src_ids [B, S] -> B lists of one Hypothesis. A sentence leaves the batch (its rows are
+    pruned from memory and cache) as soon as it ends in EOS.
+    """
+    rules = _Rules(min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    finished = _Finished(len(src_ids))
+    with torch.inference_mode():
+        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id)
+        step = 0
+        while state is not None:
+            log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
+            best, tokens = log_probs.max(dim=-1)  # [N]
+            # EOS is forced at a row's last step; the limit also ends a row whose EOS is -inf
+            ended = (tokens == eos_id) | (state.max_lens == step + 1)
+            state = _greedy_advance(state, tokens, state.log_probs + best, ended, finished)
+            step += 1
+        return finished.best(n_best=1, alpha=settings.length_penalty)
+
+
+def beam_search(
+    model: SearchModel,
+    src_ids: Tensor,
+    settings: SearchSettings,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> list[list[Hypothesis]]:
+    """Batched beam search over B sentences x K hypotheses; returns n_best per sentence.
+
+    src_ids [B, S] -> B lists of up to `n_best` Hypothesis, best score first. One step:
+
+      1. expand: the top C = 2K of  log_prob(row) + log p(token | row)  over the k*V extensions
+         of each sentence's k rows (k = 1 at the first step, so the K beams start distinct);
+      2. finalize: candidates ending in EOS among each sentence's top K move to its finished
+         list (scored log_prob / length**alpha);
+      3. a sentence is done once it has K finished hypotheses (fairseq's stopping rule) or after
+         its last allowed step; done sentences leave the batch, so later steps run on fewer rows;
+      4. keep alive the K best candidates not ending in EOS; reorder tokens and cache to them.
+
+    Several EOS candidates may finish in one step, so a sentence can end with more than K
+    finished hypotheses; all are kept and the n_best are chosen by score. With K = 1 this is
+    exactly `greedy_search`. Ties between equal scores break arbitrarily.
+    """
+    k_max = settings.beam_size
+    rules = _Rules(min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    finished = _Finished(len(src_ids))
+    with torch.inference_mode():
+        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id)
+        step = 0
+        while state is not None:
+            log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
+            cands = _expand(state, log_probs, beam_size=k_max)
+            live = _finalize(state, cands, finished, step=step, beam_size=k_max, eos_id=eos_id)
+            state = _keep_alive(state, cands, live, beam_size=k_max, eos_id=eos_id)
+            step += 1
+        return finished.best(n_best=settings.n_best, alpha=settings.length_penalty)
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Which tokens a step may produce (the length rules of the module docstring)."""
+
+    min_len: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def constrain(self, log_probs: Tensor, *, step: int, max_lens: Tensor) -> Tensor:
+        """Set disallowed tokens to -inf. log_probs [N, V], max_lens [N] -> float32 [N, V].
+
+        `step` counts the tokens already generated, so a row's last step is max_len - 1; there
+        every token but EOS is masked, which overrides min_len.
+        """
+        vocab = torch.arange(log_probs.size(-1), device=log_probs.device)  # [V]
+        is_eos = vocab == self.eos_id
+        banned = ((vocab == self.pad_id) | (vocab == self.bos_id)) & ~is_eos
+        if step < self.min_len:
+            banned |= is_eos
+        last = (max_lens == step + 1)[:, None]  # [N, 1]
+        return log_probs.float().masked_fill(torch.where(last, ~is_eos, banned), NEG_INF)
+
+    def next_log_probs(self, model: SearchModel, state: _Rows, *, step: int) -> Tensor:
+        """One decoding step of every row, constrained. -> float32 [N, V]."""
+        log_probs = model.decode_step(state.prev, state.memory, state.cache)
+        return self.constrain(log_probs, step=step, max_lens=state.max_lens)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The hypotheses still alive: k rows for each of b unfinished sentences (N = b*k)."""
+
+    sentences: list[int]  # [b] index of each sentence in the input batch
+    limits: list[int]  # [b] max_len of each sentence
+    k: int
+    prev: Tensor  # [N] last token of each row (BOS before the first step)
+    tokens: Tensor  # [N, t] generated so far
+    log_probs: Tensor  # [N] float32 sum of the token log-probs
+    max_lens: Tensor  # [N] max_len of each row's sentence
+    memory: Memory  # N rows (B before the first step of beam search)
+    cache: DecoderCache
+
+    def extend(self, rows: Tensor, *, tokens: Tensor, log_probs: Tensor, live: list[int]) -> _Rows:
+        """New row i = old row rows[i] followed by tokens[i]. rows, tokens, log_probs [N'].
+
+        `live` lists the kept sentences (positions in `sentences`); rows must be sentence major.
+        The memory is re-selected only when the row layout changes (sentences leave, or the
+        first beam step grows k from 1 to K): beams of one sentence share the same memory rows.
+        """
+        self.cache.reorder(rows)
+        k = len(rows) // len(live)
+        regroup = k != self.k or len(live) != len(self.sentences)
+        return _Rows(
+            sentences=[self.sentences[i] for i in live],
+            limits=[self.limits[i] for i in live],
+            k=k,
+            prev=tokens,
+            tokens=torch.cat([self.tokens[rows], tokens[:, None]], dim=1),
+            log_probs=log_probs,
+            max_lens=self.max_lens[rows],
+            memory=self.memory.index_select(rows) if regroup else self.memory,
+            cache=self.cache,
+        )
+
+
+def _start(
+    model: SearchModel, src_ids: Tensor, settings: SearchSettings, *, bos_id: int, pad_id: int
+) -> _Rows | None:
+    """Encode the batch and set up one row per sentence; None for an empty batch."""
+    batch, device = len(src_ids), src_ids.device
+    if batch == 0:
+        return None
+    src_lens = (src_ids != pad_id).sum(dim=1).tolist()
+    limits = [max(1, math.floor(settings.max_len_a * n + settings.max_len_b)) for n in src_lens]
+    memory = model.encode(src_ids)
+    return _Rows(
+        sentences=list(range(batch)),
+        limits=limits,
+        k=1,
+        prev=torch.full((batch,), bos_id, dtype=torch.long, device=device),
+        tokens=torch.empty((batch, 0), dtype=torch.long, device=device),
+        log_probs=torch.zeros(batch, device=device),
+        max_lens=torch.tensor(limits, device=device),
+        memory=memory,
+        cache=model.init_cache(memory, max_len=max(limits)),
+    )
+
+
+class _Finished:
+    """Finished hypotheses of each input sentence, kept on the device until the search ends."""
+
+    def __init__(self, batch_size: int):
+        self.counts = [0] * batch_size
+        self._chunks: list[tuple[list[int], Tensor, Tensor]] = []
+
+    def add(self, sentences: list[int], *, tokens: Tensor, log_probs: Tensor) -> None:
+        """One hypothesis per entry of `sentences`: tokens [F, t] (no EOS), log_probs [F]."""
+        for s in sentences:
+            self.counts[s] += 1
+        self._chunks.append((sentences, tokens, log_probs))
+
+    def best(self, *, n_best: int, alpha: float) -> list[list[Hypothesis]]:
+        """The n_best hypotheses of each sentence by score = log_prob / length**alpha."""
+        hyps: list[list[Hypothesis]] = [[] for _ in self.counts]
+        for sentences, tokens, log_probs in self._chunks:
+            for s, ids, log_prob in zip(sentences, tokens.tolist(), log_probs.tolist()):
+                score = log_prob / (len(ids) + 1) ** alpha
+                hyps[s].append(Hypothesis(tokens=ids, score=score, log_prob=log_prob))
+        return [sorted(h, key=lambda hyp: hyp.score, reverse=True)[:n_best] for h in hyps]
+
+
+def _index(values: list[int], device: torch.device) -> Tensor:
+    # From pageable host memory a non-blocking copy is staged at once and never waits on the GPU.
+    return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------- greedy step
+
+
+def _greedy_advance(
+    state: _Rows, tokens: Tensor, log_probs: Tensor, ended: Tensor, finished: _Finished
+) -> _Rows | None:
+    """Finish the `ended` rows, extend the others by their token. tokens, log_probs, ended [N]."""
+    flags = ended.tolist()  # the step's one host sync
+    done = [i for i, e in enumerate(flags) if e]
+    live = [i for i, e in enumerate(flags) if not e]
+    device = tokens.device
+    if done:
+        index = _index(done, device)
+        sentences = [state.sentences[i] for i in done]
+        finished.add(sentences, tokens=state.tokens[index], log_probs=log_probs[index])
+    if not live:
+        return None
+    if not done:  # same rows: no reorder needed
+        grown = torch.cat([state.tokens, tokens[:, None]], dim=1)
+        return replace(state, prev=tokens, tokens=grown, log_probs=log_probs)
+    rows = _index(live, device)
+    return state.extend(rows, tokens=tokens[rows], log_probs=log_probs[rows], live=live)
+
+
+# --------------------------------------------------------------------------- beam step
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The best extensions of each sentence's rows, best first. Each field [b, C]."""
+
+    log_probs: Tensor  # log_prob(row) + log p(token | row)
+    rows: Tensor  # the row (0 .. N-1) each candidate extends
+    tokens: Tensor  # the token it appends
+
+
+def _expand(state: _Rows, log_probs: Tensor, *, beam_size: int) -> _Candidates:
+    """Top C = min(2K, k*V) of  log_prob(row) + log p(token | row)  per sentence.
+
+    2K candidates always hold K that do not end in EOS: each of the k <= K rows contributes at
+    most one EOS candidate.
+    """
+    b, k = len(state.sentences), state.k
+    vocab = log_probs.size(-1)
+    total = (state.log_probs[:, None] + log_probs).reshape(b, k * vocab)  # [N, V] -> [b, k*V]
+    top, flat = total.topk(min(2 * beam_size, k * vocab), dim=1)  # [b, C]
+    first_row = k * torch.arange(b, device=flat.device)[:, None]  # [b, 1]
+    rows = first_row + torch.div(flat, vocab, rounding_mode="floor")
+    return _Candidates(log_probs=top, rows=rows, tokens=flat % vocab)
+
+
+def _finalize(
+    state: _Rows,
+    cands: _Candidates,
+    finished: _Finished,
+    *,
+    step: int,
+    beam_size: int,
+    eos_id: int,
+) -> list[int]:
+    """Move EOS candidates among each sentence's top K to its finished list; return the live
+    sentences (positions in `state.sentences`).
+
+    Only EOS ranked within the top K finishes (fairseq's rule): an EOS ranked below K live
+    candidates is not among the K best, and with K = 1 this makes beam search greedy. A
+    sentence is done once it has K finished hypotheses, or after its last allowed step.
+    """
+    top = slice(None, beam_size)
+    ends = (cands.tokens[:, top] == eos_id) & cands.log_probs[:, top].isfinite()  # [b, <=K]
+    width = ends.size(1)
+    flat = [i for i, e in enumerate(ends.reshape(-1).tolist()) if e]  # the step's one host sync
+    if flat:
+        index = _index(flat, cands.rows.device)
+        rows = cands.rows[:, top].reshape(-1)[index]
+        finished.add(
+            [state.sentences[i // width] for i in flat],
+            tokens=state.tokens[rows],
+            log_probs=cands.log_probs[:, top].reshape(-1)[index],
+        )
+    return [
+        i
+        for i, (s, limit) in enumerate(zip(state.sentences, state.limits))
+        if finished.counts[s] < beam_size and step + 1 < limit
+    ]
+
+
+def _keep_alive(
+    state: _Rows, cands: _Candidates, live: list[int], *, beam_size: int, eos_id: int
+) -> _Rows | None:
+    """The K best candidates not ending in EOS of each live sentence become the new rows."""
+    if not live:
+        return None
+    # A stable sort moves EOS candidates last and keeps the others in score order.
+    is_eos = cands.tokens == eos_id  # [b, C]
+    order = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :beam_size]
+    keep = None if len(live) == len(state.sentences) else _index(live, order.device)
+
+    def pick(x: Tensor) -> Tensor:  # [b, C] -> [b', K] -> [b'*K]
+        x = x.gather(1, order)
+        return (x if keep is None else x[keep]).reshape(-1)
+
+    tokens, log_probs = pick(cands.tokens), pick(cands.log_probs)
+    # Only a vocabulary smaller than K can leave an EOS here; such a row must never finish.
+    log_probs = log_probs.masked_fill(tokens == eos_id, NEG_INF)
+    return state.extend(pick(cands.rows), tokens=tokens, log_probs=log_probs, live=live)

@@ -1,0 +1,195 @@
+"""From a checkpoint to text: encode, sort by length, batch by tokens, search, restore order.
+
+Exactly one output per input line, always: an empty (or whitespace-only) input gives an
+empty output without running the model; an input longer than `max_input_tokens` pieces is
+truncated (and counted), never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.data.batching import collate, make_inference_batches
+from nmt.data.clean import normalize
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.decoding.search import Hypothesis, SearchSettings, search
+from nmt.errors import CheckpointError
+from nmt.model.transformer import Transformer
+
+
+@dataclass
+class TranslationStats:
+    sentences: int = 0
+    truncated: int = 0
+    empty: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: TranslationStats) -> None:
+        for name in ("sentences", "truncated", "empty", "output_tokens", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Translation:
+    """n-best hypotheses per input line (in input order), and their text."""
+
+    hypotheses: list[list[Hypothesis]]
+    texts: list[list[str]]
+    stats: TranslationStats = field(default_factory=TranslationStats)
+
+    @property
+    def best(self) -> list[str]:
+        return [t[0] if t else "" for t in self.texts]
+
+
+def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
+    values = dict(
+        beam_size=decode.beam_size,
+        n_best=decode.n_best,
+        length_penalty=decode.length_penalty,
+        max_len_a=decode.max_len_a,
+        max_len_b=decode.max_len_b,
+        min_len=decode.min_len,
+    )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SearchSettings(**values)
+
+
+class _ListSequences:
+    """Adapter giving lists of ids the TokenArray interface `collate` reads."""
+
+    def __init__(self, sentences: Sequence[Sequence[int]]):
+        self.sentences = sentences
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.sentences[i], dtype=np.int64)
+
+
+class Translator:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        *,
+        settings: SearchSettings,
+        device: torch.device | str = "cpu",
+        batch_tokens: int = 4096,
+        max_input_tokens: int = 1000,
+        amp_dtype: torch.dtype | None = None,
+        config: ExperimentConfig | None = None,
+    ):
+        self.config = config  # the checkpoint's resolved config, when loaded from one
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.device = torch.device(device)
+        self.batch_tokens = batch_tokens
+        self.max_input_tokens = max_input_tokens
+        self.amp_dtype = amp_dtype
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: Path, *, device: str = "cpu", decode: DecodeConfig | None = None, **search
+    ) -> Translator:
+        from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
+
+        ckpt = load_checkpoint(Path(path), map_location="cpu")
+        cfg = checkpoint_config(ckpt, path)
+        tokenizer = Tokenizer(
+            tensor_to_bytes(ckpt["spm"]["src"]), tensor_to_bytes(ckpt["spm"]["tgt"])
+        )
+        model = Transformer(
+            cfg.model,
+            src_vocab_size=tokenizer.src_vocab_size,
+            tgt_vocab_size=tokenizer.tgt_vocab_size,
+            pad_id=PAD_ID,
+        )
+        model.load_state_dict(ckpt["model"])
+        model.to(device).eval()
+        decode = decode or cfg.decode
+        return cls(
+            model,
+            tokenizer,
+            settings=search_settings(decode, **search),
+            device=device,
+            batch_tokens=decode.batch_tokens,
+            max_input_tokens=decode.max_input_tokens,
+            config=cfg,
+        )
+
+    # ------------------------------------------------------------------ text
+
+    def translate(self, lines: Sequence[str]) -> Translation:
+        """Translate raw lines (normalised like the training data); one result per line."""
+        started = time.perf_counter()
+        cleaned = [normalize(line) for line in lines]
+        ids = self.tokenizer.encode_src(cleaned)
+        result = self.translate_ids(ids)
+        result.stats.seconds = time.perf_counter() - started
+        return result
+
+    def translate_ids(self, sources: Sequence[Sequence[int]]) -> Translation:
+        """Translate source id lists (without EOS); empty inputs give empty outputs."""
+        stats = TranslationStats(sentences=len(sources))
+        sources, stats.truncated = self._truncate(sources)
+        hyps: list[list[Hypothesis]] = [[] for _ in sources]
+        todo = [i for i, s in enumerate(sources) if len(s) > 0]
+        stats.empty = len(sources) - len(todo)
+        for index, nbest in self._search_all([sources[i] for i in todo]):
+            hyps[todo[index]] = nbest
+        texts = [
+            self.tokenizer.decode_tgt([h.tokens for h in nbest]) if nbest else [""]
+            for nbest in hyps
+        ]
+        stats.output_tokens = sum(len(n[0].tokens) + 1 for n in hyps if n)
+        return Translation(hyps, texts, stats)
+
+    def _truncate(self, sources: Sequence[Sequence[int]]) -> tuple[list, int]:
+        limit = self.max_input_tokens
+        over = sum(1 for s in sources if len(s) > limit)
+        return [s[:limit] if len(s) > limit else s for s in sources], over
+
+    @torch.inference_mode()
+    def _search_all(self, sources: Sequence[Sequence[int]]):
+        """Yield (index in `sources`, n-best list), batch by batch, shortest work first."""
+        if not sources:
+            return
+        self.model.eval()
+        array = _ListSequences(sources)
+        lengths = np.fromiter((len(s) + 1 for s in sources), dtype=np.int64, count=len(sources))
+        for indices in make_inference_batches(lengths, max_tokens=self.batch_tokens):
+            batch = collate(array, None, indices)
+            src = batch.src_ids.to(self.device, non_blocking=True)
+            with self._autocast():
+                results = search(
+                    self.model, src, self.settings, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID
+                )
+            yield from zip(batch.indices.tolist(), results)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def checkpoint_config(ckpt: dict, path: Path) -> ExperimentConfig:
+    """The resolved config stored in a checkpoint (validated again: it is input too)."""
+    from nmt.errors import ConfigError
+
+    if "config" not in ckpt or "model" not in ckpt or "spm" not in ckpt:
+        raise CheckpointError(f"{path} is not an nmt model checkpoint (missing config/model/spm)")
+    try:
+        return config_from_dict(ckpt["config"], source=str(path))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} holds an invalid configuration:\n{exc}") from None

@@ -1,0 +1,126 @@
+"""Stages chained: download if missing -> prepare -> train -> average -> evaluate test splits.
+
+Used by `nmt run` (everything) and at the end of `nmt train` (test-set evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt.config import ExperimentConfig
+from nmt.data.download import corpus_dir, download
+from nmt.data.text import atomic_write, read_lines, write_lines_atomic
+from nmt.errors import DataError
+from nmt.evaluation import Score, score_lines
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_downloaded(cfg: ExperimentConfig) -> None:
+    """Fetch the corpus splits the config names unless they are already on disk."""
+    d = cfg.data
+    splits = list(dict.fromkeys([d.train_split, d.valid_split, *d.test_splits]))
+    base = corpus_dir(d.data_dir, d.corpus)
+    missing = [
+        s
+        for s in splits
+        if not all((base / f"{s}.{lang}").exists() for lang in (d.src_lang, d.tgt_lang))
+    ]
+    if missing:
+        log(f"downloading {d.corpus} ({', '.join(missing)})")
+        download(
+            d.corpus,
+            languages=[d.src_lang, d.tgt_lang],
+            splits=missing,
+            data_dir=d.data_dir,
+            mirror=d.mirror,
+        )
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    split: str
+    scores: dict[str, Score]
+    lowercase: dict[str, Score]
+    hypotheses: Path
+    sentences_per_s: float
+
+    def as_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "cased": {k: v.as_dict() for k, v in self.scores.items()},
+            "lowercased": {k: v.as_dict() for k, v in self.lowercase.items()},
+            "hypotheses": str(self.hypotheses),
+            "sentences_per_s": self.sentences_per_s,
+        }
+
+
+def evaluate_split(translator, cfg: ExperimentConfig, split: str, out_dir: Path) -> SplitResult:
+    """Translate the raw source of a corpus split and score it against the raw reference."""
+    d = cfg.data
+    base = corpus_dir(d.data_dir, d.corpus)
+    src_path, ref_path = base / f"{split}.{d.src_lang}", base / f"{split}.{d.tgt_lang}"
+    for path in (src_path, ref_path):
+        if not path.exists():
+            raise DataError(f"{path} not found; run `nmt download {d.corpus}`")
+    sources, refs = read_lines(src_path), read_lines(ref_path)
+    translation = translator.translate(sources)
+    hyps = translation.best
+    hyp_path = out_dir / f"{split}.hyp.{d.tgt_lang}"
+    write_lines_atomic(hyp_path, hyps)
+    speed = translation.stats.sentences / max(translation.stats.seconds, 1e-9)
+    return SplitResult(
+        split, score_lines(hyps, refs), score_lines(hyps, refs, lowercase=True), hyp_path, speed
+    )
+
+
+def evaluate_test_splits(
+    cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
+) -> list[SplitResult]:
+    """Evaluate `checkpoint` on every `data.test_splits`; writes eval/results.json."""
+    from nmt.decoding.translator import Translator
+
+    if not cfg.data.test_splits:
+        return []
+    translator = Translator.from_checkpoint(checkpoint, device=device)
+    out_dir = cfg.run_path / "eval"
+    results = [evaluate_split(translator, cfg, split, out_dir) for split in cfg.data.test_splits]
+    with atomic_write(out_dir / "results.json") as f:
+        json.dump(
+            {
+                "checkpoint": str(checkpoint),
+                "beam_size": translator.settings.beam_size,
+                "results": [r.as_dict() for r in results],
+            },
+            f,
+            indent=2,
+        )
+    for r in results:
+        log(f"{r.split}: {r.scores['bleu'].text}")
+        log(
+            f"{r.split}: lowercased BLEU {r.lowercase['bleu'].score:.2f}, "
+            f"chrF {r.scores['chrf'].score:.2f}, TER {r.scores['ter'].score:.2f}"
+        )
+    return results
+
+
+def final_checkpoint(cfg: ExperimentConfig) -> Path:
+    """The checkpoint to evaluate: the average of the last N, or best.pt (or last.pt)."""
+    from nmt.training.checkpoint import CheckpointManager, average_checkpoints, save_checkpoint
+
+    directory = cfg.run_path / "checkpoints"
+    if cfg.train.average_last > 0:
+        steps = CheckpointManager(directory, keep_last=cfg.train.keep_last).step_checkpoints()
+        chosen = steps[-cfg.train.average_last :]
+        if len(chosen) > 1:
+            averaged = directory / "averaged.pt"
+            save_checkpoint(averaged, average_checkpoints(chosen))
+            log(f"averaged {len(chosen)} checkpoints into {averaged}")
+            return averaged
+    best = directory / "best.pt"
+    return best if best.exists() else directory / "last.pt"

@@ -1,0 +1,454 @@
+"""The training loop: token-budget batches, accumulation, mixed precision, clipping,
+validation, checkpoints with exact resume, early stopping, DDP, clean interruption.
+
+One update = `update_freq` batches per process. The loss is the label-smoothed sum over every
+target token of the update (all batches, all processes) divided by that token count, so the
+gradient does not depend on how the update is split into batches or processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from nmt.config import ExperimentConfig, config_to_dict, write_resolved_config
+from nmt.data.batching import batches_for_epoch, collate, make_batches
+from nmt.data.prepare import load_prepared, prepared_dir
+from nmt.data.tokenizer import PAD_ID, Tokenizer
+from nmt.errors import NmtError, TrainingError
+from nmt.model.transformer import Transformer
+from nmt.runtime import Runtime, peak_memory_mb, seed_everything
+from nmt.training.checkpoint import (
+    CheckpointManager,
+    bytes_to_tensor,
+    capture_rng_state,
+    restore_rng_state,
+)
+from nmt.training.loss import label_smoothed_loss
+from nmt.training.metrics import MetricsLog, Window
+from nmt.training.schedule import build_scheduler
+
+
+class TrainingInterrupted(NmtError):
+    """SIGINT/SIGTERM arrived: a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: saved {checkpoint}; run the same command again to resume"
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything besides tensors that a resumed run needs to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of this epoch's (sharded) list already consumed
+    best_score: float | None = None
+    bad_validations: int = 0
+    nonfinite_in_row: int = 0
+    nonfinite_total: int = 0
+    elapsed: float = 0.0  # training seconds, summed over resumed sessions
+    stop_reason: str = ""
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    run_dir: Path
+    checkpoints: Path
+    validations: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class UpdateStats:
+    loss: float  # label-smoothed loss sum (this process)
+    nll: float
+    tgt_tokens: int
+    src_tokens: int
+    slots: int  # padded token slots, source + target
+    grad_norm: float
+    finite: bool
+    seconds: float = 0.0  # wall time of the update (validation and saving excluded)
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, runtime: Runtime, *, log=None):
+        self.cfg = cfg
+        self.rt = runtime
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.run_dir = cfg.run_path
+        seed_everything(cfg.train.seed)
+        self.tokenizer = Tokenizer.load(prepared_dir(cfg))
+        self.model = self._build_model()
+        self.train_model = self._wrap_model(self.model)
+        self.optimizer = self._build_optimizer()
+        self.scheduler = build_scheduler(self.optimizer, cfg.train)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
+        self.train_src, self.train_tgt = load_prepared(cfg, cfg.data.train_split)
+        self.batches = make_batches(
+            self.train_src.lengths, self.train_tgt.lengths, max_tokens=cfg.train.max_tokens
+        )
+        self.checkpoints = CheckpointManager(
+            self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
+        )
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=runtime.is_main)
+        self.state = TrainState()
+        self._signal: int | None = None
+        self._epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_model(self) -> Transformer:
+        model = Transformer(
+            self.cfg.model,
+            src_vocab_size=self.tokenizer.src_vocab_size,
+            tgt_vocab_size=self.tokenizer.tgt_vocab_size,
+            pad_id=PAD_ID,
+        )
+        return model.to(self.rt.device)
+
+    def _wrap_model(self, model: Transformer) -> torch.nn.Module:
+        """DDP and/or torch.compile wrappers; checkpoints always hold `self.model`."""
+        wrapped: torch.nn.Module = model
+        if self.rt.distributed:
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.train.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        return torch.optim.AdamW(
+            self.model.parameters(),
+            lr=t.lr,
+            betas=t.adam_betas,
+            eps=t.adam_eps,
+            weight_decay=t.weight_decay,
+            fused=self.rt.device.type == "cuda",
+        )
+
+    # ------------------------------------------------------------------ main loop
+
+    def fit(self) -> TrainResult:
+        """Train until a stop condition; resumes from the run directory's last checkpoint."""
+        self._resume_if_possible()
+        if self.rt.is_main:
+            write_resolved_config(self.cfg)
+            self._announce()
+        validations: list[dict] = []
+        window = Window()
+        with self._signals_caught():
+            while not self._stop_reason():
+                started = time.perf_counter()
+                stats = self._train_update(self._next_group())
+                stats.seconds = time.perf_counter() - started
+                self.state.elapsed += stats.seconds
+                window.add(stats)
+                self._after_update(stats, window, validations)
+        if self._signal is not None:
+            raise TrainingInterrupted(self._signal, self._save(is_best=False))
+        self.state.stop_reason = self._stop_reason()
+        self._save(is_best=False)
+        self.log(f"training stopped at update {self.state.step}: {self.state.stop_reason}")
+        return TrainResult(self.state, self.run_dir, self.checkpoints.directory, validations)
+
+    def _after_update(self, stats: UpdateStats, window: Window, validations: list[dict]) -> None:
+        t = self.cfg.train
+        step = self.state.step
+        if stats.finite and step % t.log_every == 0:
+            self._log_training(window)
+            window.reset()
+        is_best = False
+        if stats.finite and step % t.valid_every == 0:
+            record = self.validate()
+            validations.append(record)
+            is_best = self._track_best(record)
+        if stats.finite and (step % t.save_every == 0 or is_best):
+            self._save(is_best=is_best)
+
+    def _stop_reason(self) -> str:
+        t, s = self.cfg.train, self.state
+        if self._signal is not None:
+            return "interrupted"
+        if s.step >= t.max_updates:
+            return f"reached train.max_updates ({t.max_updates})"
+        if t.max_epochs and s.epoch >= t.max_epochs:
+            return f"reached train.max_epochs ({t.max_epochs})"
+        if t.max_minutes and s.elapsed >= t.max_minutes * 60:
+            return f"reached train.max_minutes ({t.max_minutes:g})"
+        if t.patience and s.bad_validations >= t.patience:
+            return f"no improvement in {t.patience} validations (train.patience)"
+        return ""
+
+    # ------------------------------------------------------------------ data order
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        if self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, self._shard_for_epoch(epoch))
+        return self._epoch_cache[1]
+
+    def _shard_for_epoch(self, epoch: int) -> list[np.ndarray]:
+        return batches_for_epoch(
+            self.batches,
+            seed=self.cfg.train.seed,
+            epoch=epoch,
+            rank=self.rt.rank,
+            world_size=self.rt.world_size,
+        )
+
+    def _next_group(self) -> list[np.ndarray]:
+        """The next `update_freq` batches of this process; rolls over to a new epoch."""
+        s = self.state
+        batches = self._epoch_batches(s.epoch)
+        if s.position >= len(batches):
+            s.epoch, s.position = s.epoch + 1, 0
+            batches = self._epoch_batches(s.epoch)
+            if not batches:
+                raise TrainingError(
+                    "the training data gives no batch to this process; "
+                    "use fewer processes or a smaller train.max_tokens"
+                )
+        group = batches[s.position : s.position + self.cfg.train.update_freq]
+        s.position += len(group)
+        return group
+
+    # ------------------------------------------------------------------ one update
+
+    def _train_update(self, group: list[np.ndarray]) -> UpdateStats:
+        self.train_model.train()
+        batches = [collate(self.train_src, self.train_tgt, idx).to(self.rt.device) for idx in group]
+        total_tokens = self._global_sum(sum(b.num_tgt_tokens for b in batches))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = nll_sum = 0.0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext()
+            if self.rt.distributed and not last:
+                sync = self.train_model.no_sync()
+            with sync:
+                with self.rt.autocast():
+                    logits = self.train_model(batch.src_ids, batch.tgt_in)
+                sums = label_smoothed_loss(
+                    logits,
+                    batch.tgt_out,
+                    epsilon=self.cfg.train.label_smoothing,
+                    ignore_index=PAD_ID,
+                )
+                # DDP averages gradients over processes; * world_size makes it a global sum.
+                self.scaler.scale(sums.loss * self.rt.world_size / total_tokens).backward()
+            loss_sum += sums.loss.detach()
+            nll_sum += sums.nll.detach()
+        grad_norm, finite = self._step_optimizer(loss_sum)
+        return UpdateStats(
+            loss=float(loss_sum),
+            nll=float(nll_sum),
+            tgt_tokens=sum(b.num_tgt_tokens for b in batches),
+            src_tokens=sum(b.num_src_tokens for b in batches),
+            slots=sum(b.src_slots + b.tgt_slots for b in batches),
+            grad_norm=grad_norm,
+            finite=finite,
+        )
+
+    def _step_optimizer(self, loss_sum: torch.Tensor) -> tuple[float, bool]:
+        """Clip, check for non-finite values, step. Returns (grad norm, update applied)."""
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.train.clip_norm or math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(torch.as_tensor(loss_sum)))
+        if self.scaler.is_enabled():
+            # fp16: the scaler skips steps with inf gradients itself and lowers its scale.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            finite = bool(torch.isfinite(torch.as_tensor(loss_sum)))
+        elif finite:
+            self.optimizer.step()
+        if finite:
+            self.scheduler.step()
+            self.state.step += 1
+            self.state.nonfinite_in_row = 0
+        else:
+            self._count_nonfinite()
+        return float(norm), finite
+
+    def _count_nonfinite(self) -> None:
+        s, limit = self.state, self.cfg.train.max_nonfinite_in_row
+        s.nonfinite_in_row += 1
+        s.nonfinite_total += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.log(
+            f"update {s.step + 1}: non-finite loss or gradient, update skipped "
+            f"({s.nonfinite_in_row} in a row, {s.nonfinite_total} in total)"
+        )
+        if s.nonfinite_in_row >= limit:
+            raise TrainingError(
+                f"{limit} non-finite losses/gradients in a row (train.max_nonfinite_in_row) at "
+                f"update {s.step}; lower train.lr, raise train.warmup_updates, or use fp32/bf16"
+            )
+
+    def _global_sum(self, value: int) -> int:
+        if not self.rt.distributed:
+            return value
+        tensor = torch.tensor([value], device=self.rt.device, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return int(tensor.item())
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_training(self, window: Window) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = window.summary() | {
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "lr": lr,
+            "memory_mb": round(peak_memory_mb(self.rt.device), 1),
+            "elapsed_s": round(self.state.elapsed, 2),
+            "nonfinite_total": self.state.nonfinite_total,
+        }
+        self.metrics.write("train", record)
+        if self.rt.is_main:
+            self.log(
+                f"update {record['step']:>7} | loss {record['loss']:.3f} | ppl {record['ppl']:.2f} "
+                f"| lr {lr:.2e} | {record['tgt_tokens_per_s']:.0f} tgt tok/s "
+                f"| pad {record['padding']:.1%} | gnorm {record['grad_norm']:.2f}"
+            )
+
+    def _announce(self) -> None:
+        n = self.model.num_parameters()
+        where = f"{self.rt.device} {self.rt.precision}"
+        if self.rt.distributed:
+            where += f" x{self.rt.world_size} processes"
+        self.log(
+            f"training {self.cfg.name}: {n / 1e6:.2f}M parameters on {where}; "
+            f"{len(self.train_src)} pairs in {len(self.batches)} batches of <= "
+            f"{self.cfg.train.max_tokens} tokens; from update {self.state.step}"
+        )
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> dict:
+        """Dev loss/perplexity (and BLEU) with the unwrapped model, on the main process."""
+        record: dict = {"step": self.state.step}
+        if self.rt.is_main:
+            record["elapsed_s"] = round(self.state.elapsed, 2)
+            from nmt.training.validation import validation_scores
+
+            record |= validation_scores(self.model, self.cfg, self.tokenizer, self.rt)
+            self.metrics.write("valid", record)
+            shown = ", ".join(
+                f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "elapsed_s")
+            )
+            self.log(f"validation at update {self.state.step}: {shown}")
+        record = self._broadcast(record)
+        return record
+
+    def _broadcast(self, record: dict) -> dict:
+        if not self.rt.distributed:
+            return record
+        box = [record]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _track_best(self, record: dict) -> bool:
+        metric = self.cfg.train.best_metric
+        key = "bleu" if metric == "bleu" and "bleu" in record else "loss"
+        score = record[key] if key == "bleu" else -record[key]  # higher is better
+        s = self.state
+        if s.best_score is None or score > s.best_score:
+            s.best_score, s.bad_validations = score, 0
+            return True
+        s.bad_validations += 1
+        return False
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_state(self) -> dict:
+        tok = self.tokenizer
+        return {
+            "config": config_to_dict(self.cfg),
+            "spm": {
+                "src": bytes_to_tensor(tok.src_model),
+                "tgt": bytes_to_tensor(tok.tgt_model),
+            },
+            "vocab": {"src": tok.src_vocab_size, "tgt": tok.tgt_vocab_size, "joint": tok.joint},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": asdict(self.state),
+            "rng": capture_rng_state(),
+        }
+
+    def _save(self, *, is_best: bool) -> Path:
+        if self.rt.is_main:
+            self.checkpoints.save(self._checkpoint_state(), step=self.state.step, is_best=is_best)
+        if self.rt.distributed:
+            dist.barrier()
+        return self.checkpoints.directory / "last.pt"
+
+    def _resume_if_possible(self) -> None:
+        found = self.checkpoints.latest_loadable()
+        if found is None:
+            return
+        path, ckpt = found
+        check_resumable(ckpt, self.cfg, path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["train_state"])
+        self.state.stop_reason = ""
+        restore_rng_state(ckpt["rng"])
+        self.metrics.truncate_after(self.state.step)
+        self.log(f"resuming from {path} at update {self.state.step}")
+
+    # ------------------------------------------------------------------ signals
+
+    @contextlib.contextmanager
+    def _signals_caught(self):
+        """SIGINT/SIGTERM finish the current update, then save and stop."""
+
+        def handler(signum, frame):
+            self._signal = signum
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def check_resumable(ckpt: dict, cfg: ExperimentConfig, path: Path) -> None:
+    """A run directory's checkpoint must come from the same model and data settings."""
+    saved = ckpt.get("config", {})
+    current = config_to_dict(cfg)
+    for section in ("model", "data"):
+        if saved.get(section) != current[section]:
+            changed = sorted(
+                k for k in current[section] if saved.get(section, {}).get(k) != current[section][k]
+            )
+            raise TrainingError(
+                f"{path} was trained with different {section} settings "
+                f"({', '.join(f'{section}.{k}' for k in changed)}); "
+                "use a new experiment name (or delete the run directory) to start over"
+            )
+
+
+def train(cfg: ExperimentConfig, runtime: Runtime) -> TrainResult:
+    return Trainer(cfg, runtime).fit()

@@ -1,0 +1,98 @@
+"""Label-smoothed loss against hand-computed values and torch's own implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.training.loss import label_smoothed_loss
+
+PAD = 1
+
+
+def test_hand_computed_two_tokens_three_words():
+    # p = softmax(log w) = w / sum(w): token 1 has p = (1/4, 1/2, 1/4), token 2 (1/4, 1/4, 1/2).
+    probs = torch.tensor([[[0.25, 0.5, 0.25], [0.25, 0.25, 0.5], [0.2, 0.3, 0.5]]])
+    target = torch.tensor([[1, 0, -100]])  # the third position is padding
+    out = label_smoothed_loss(probs.log(), target, epsilon=0.1, ignore_index=-100)
+
+    nll = -math.log(1 / 2) - math.log(1 / 4)
+    # mean over the 3 words of -log p, per token, summed over the 2 tokens
+    smooth = (-math.log(1 / 4) - math.log(1 / 2) - math.log(1 / 4)) / 3 + (
+        -math.log(1 / 4) - math.log(1 / 4) - math.log(1 / 2)
+    ) / 3
+    expected = 0.9 * nll + 0.1 * smooth  # = (1 - eps) * nll + eps * mean_v(-log p_v)
+
+    assert out.tokens.item() == 2
+    assert out.nll.item() == pytest.approx(nll, rel=1e-6)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("ignore_index", [PAD, -100])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+def test_equals_torch_cross_entropy(epsilon: float, ignore_index: int):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=gen) * 3
+    target = torch.randint(2, 11, (3, 7), generator=gen)
+    target[0, 5:] = ignore_index
+    target[2, 3:] = ignore_index
+
+    out = label_smoothed_loss(logits, target, epsilon=epsilon, ignore_index=ignore_index)
+
+    flat_logits, flat_target = logits.view(-1, 11), target.view(-1)
+    ref = F.cross_entropy(
+        flat_logits,
+        flat_target,
+        ignore_index=ignore_index,
+        label_smoothing=epsilon,
+        reduction="sum",
+    )
+    ref_nll = F.cross_entropy(flat_logits, flat_target, ignore_index=ignore_index, reduction="sum")
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(out.nll, ref_nll)
+    assert out.tokens.item() == int((target != ignore_index).sum())
+
+
+def test_padded_positions_contribute_nothing():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 6, 9, generator=gen, requires_grad=True)
+    target = torch.randint(2, 9, (2, 6), generator=gen)
+    target[1, 2:] = PAD
+    out = label_smoothed_loss(logits, target, epsilon=0.1, ignore_index=PAD)
+
+    # Whatever sits at the padded positions (even -inf) changes nothing.
+    wild = logits.detach().clone()
+    wild[1, 2:] = float("-inf")
+    wild[1, 2:, 0] = 1e4
+    out_wild = label_smoothed_loss(wild, target, epsilon=0.1, ignore_index=PAD)
+    torch.testing.assert_close(out_wild.loss, out.loss.detach())
+    torch.testing.assert_close(out_wild.nll, out.nll.detach())
+
+    # The same sums as over the real tokens alone, and no gradient reaches the padding.
+    real = target != PAD
+    alone = label_smoothed_loss(logits[real], target[real], epsilon=0.1, ignore_index=PAD)
+    torch.testing.assert_close(alone.loss, out.loss)
+    out.loss.backward()
+    assert torch.count_nonzero(logits.grad[1, 2:]) == 0
+    assert torch.count_nonzero(logits.grad[0]) > 0
+
+
+def test_epsilon_zero_gives_nll():
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 5, 13, generator=gen)
+    target = torch.randint(0, 13, (4, 5), generator=gen)
+    out = label_smoothed_loss(logits, target, epsilon=0.0, ignore_index=PAD)
+    assert torch.equal(out.loss, out.nll)
+
+
+def test_bf16_logits_are_reduced_in_float32():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 17, generator=gen).to(torch.bfloat16)
+    target = torch.randint(2, 17, (2, 4), generator=gen)
+    out = label_smoothed_loss(logits, target, epsilon=0.1, ignore_index=PAD)
+    ref = label_smoothed_loss(logits.float(), target, epsilon=0.1, ignore_index=PAD)
+    assert out.loss.dtype == torch.float32
+    torch.testing.assert_close(out.loss, ref.loss)
