@@ -136,7 +136,14 @@ def _translate_and_score(
             f"line counts differ: {src} has {len(sources)} lines but {ref} has {len(refs)}"
         )
     hyps = translator.translate(sources).best
-    out_dir = output_dir or Path(checkpoint).resolve().parent.parent / "eval"
+    out_dir = output_dir or default_output_dir(checkpoint)
     hyp_path = out_dir / f"{name}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     return hyp_path, score_lines(hyps, refs, lowercase=lowercase)
+
+
+def default_output_dir(checkpoint: Path) -> Path:
+    """runs/<name>/eval for a checkpoint in runs/<name>/checkpoints/, else eval/ beside it
+    (never the grandparent of a checkpoint kept elsewhere, e.g. /home/eval for ~/avg.pt)."""
+    folder = Path(checkpoint).resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"

@@ -22,9 +22,10 @@ Scores. A hypothesis is the generated tokens y_1 .. y_L followed by EOS; its len
     score     = log_prob / length ** alpha                 (alpha = length_penalty; 0: none)
 
 Length rules, the same for greedy and beam search:
-  * max_len = max(1, floor(max_len_a * src_len + max_len_b)) per sentence, src_len being its
-    number of non-PAD source tokens. A hypothesis has at most max_len tokens including EOS: at
-    its last allowed step only EOS may follow, and EOS's log-prob under the model still counts.
+  * max_len = max(1, min(floor(max_len_a * src_len + max_len_b), max_len_cap)) per sentence,
+    src_len being its number of non-PAD source tokens; max_len_cap is the decoder's position
+    table size (fairseq caps the same way). A hypothesis has at most max_len tokens including
+    EOS: at its last allowed step only EOS may follow, and EOS's log-prob still counts.
   * min_len: EOS may not follow fewer than min_len generated tokens (max_len wins if smaller).
   * PAD and BOS are never generated.
 Masking a token does not renormalise the others: each token keeps its model log-prob.
@@ -72,6 +73,14 @@ class SearchSettings:
     max_len_a: float = 1.2
     max_len_b: int = 10
     min_len: int = 1
+    max_len_cap: int | None = None  # hard limit, e.g. the model's max_positions
+
+    def max_len(self, src_len: int) -> int:
+        """Most tokens (EOS included) a hypothesis for a source of src_len tokens may have."""
+        limit = math.floor(self.max_len_a * src_len + self.max_len_b)
+        if self.max_len_cap is not None:
+            limit = min(limit, self.max_len_cap)
+        return max(1, limit)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -252,7 +261,7 @@ def _start(
     if batch == 0:
         return None
     src_lens = (src_ids != pad_id).sum(dim=1).tolist()
-    limits = [max(1, math.floor(settings.max_len_a * n + settings.max_len_b)) for n in src_lens]
+    limits = [settings.max_len(n) for n in src_lens]
     memory = model.encode(src_ids)
     return _Rows(
         sentences=list(range(batch)),

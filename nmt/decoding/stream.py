@@ -36,7 +36,11 @@ def open_output(output: str):
             yield f
 
 
-def format_nbest(index: int, hyps, texts: list[str]) -> list[str]:
+def format_nbest(index: int, hyps, texts: list[str], n_best: int) -> list[str]:
+    """`index<TAB>score<TAB>text` rows. An empty input has no hypotheses: its empty output
+    (certain, score 0) fills n_best rows, so every input keeps n_best well-formed rows."""
+    if not hyps:
+        return [f"{index}\t0.0000\t"] * n_best
     return [f"{index}\t{h.score:.4f}\t{t}" for h, t in zip(hyps, texts)]
 
 
@@ -45,6 +49,8 @@ def translate_stream(
 ) -> None:
     from nmt.decoding.translator import TranslationStats, Translator
 
+    if output != "-" and Path(output).is_dir():  # found before translating, not at the end
+        raise DataError(f"--output {output} is a directory; give a file name")
     batch_tokens = search.pop("batch_tokens", None)
     translator = Translator.from_checkpoint(checkpoint, device=device, **search)
     if batch_tokens:
@@ -58,7 +64,10 @@ def translate_stream(
         while chunk := list(itertools.islice(lines, chunk_lines)):
             result = translator.translate(chunk)
             for hyps, texts in zip(result.hypotheses, result.texts):
-                rows = format_nbest(index, hyps, texts) if search.get("n_best") else [texts[0]]
+                if search.get("n_best"):
+                    rows = format_nbest(index, hyps, texts, n_best)
+                else:
+                    rows = [texts[0]]
                 out.write("\n".join(rows) + "\n")
                 index += 1
             out.flush()

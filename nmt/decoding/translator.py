@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import CheckpointError
+from nmt.errors import CheckpointError, NmtError
 from nmt.model.transformer import Transformer
 
 
@@ -60,7 +60,10 @@ def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
         min_len=decode.min_len,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return SearchSettings(**values)
+    try:
+        return SearchSettings(**values)
+    except ValueError as exc:  # e.g. --n-best 3 with a beam of 2
+        raise NmtError(f"invalid search settings: {exc}") from None
 
 
 class _ListSequences:
@@ -92,7 +95,9 @@ class Translator:
         self.config = config  # the checkpoint's resolved config, when loaded from one
         self.model = model
         self.tokenizer = tokenizer
-        self.settings = settings
+        # Outputs never outgrow the decoder's position table (1.2 * 1001 + 10 > 1024 with the
+        # defaults): long inputs get max_len = max_positions, as in fairseq.
+        self.settings = replace(settings, max_len_cap=model.cfg.max_positions)
         self.device = torch.device(device)
         self.batch_tokens = batch_tokens
         self.max_input_tokens = max_input_tokens
@@ -104,6 +109,8 @@ class Translator:
     ) -> Translator:
         from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
 
+        _check_device(device)
+        _check_is_checkpoint_file(Path(path))
         ckpt = load_checkpoint(Path(path), map_location="cpu")
         cfg = checkpoint_config(ckpt, path)
         tokenizer = Tokenizer(
@@ -181,6 +188,37 @@ class Translator:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def _check_device(device: str) -> None:
+    """A device this machine has, named as torch names it (else a user error, not a crash)."""
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise NmtError(f"device {device!r}: expected cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise NmtError(f"device {device!r}: no CUDA GPU is available; use cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise NmtError(f"device {device!r}: there are {count} GPUs, cuda:0 to cuda:{count - 1}")
+
+
+# torch.save writes a zip archive (b"PK\x03\x04"); a legacy one starts with a pickle opcode.
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_is_checkpoint_file(path: Path) -> None:
+    """A YAML config or a text file given by mistake is named as such, not as unsafe data."""
+    if not path.is_file():
+        return  # load_checkpoint says "checkpoint not found"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_CHECKPOINT_MAGIC):
+        raise CheckpointError(
+            f"{path} is not a checkpoint: give a .pt file written by nmt train "
+            "(runs/<name>/checkpoints/), not a config or text file"
+        )
 
 
 def checkpoint_config(ckpt: dict, path: Path) -> ExperimentConfig:

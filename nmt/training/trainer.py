@@ -35,6 +35,7 @@ from nmt.training.checkpoint import (
 )
 from nmt.training.loss import label_smoothed_loss
 from nmt.training.metrics import MetricsLog, Window
+from nmt.training.progress import ProgressBar
 from nmt.training.schedule import build_scheduler
 
 
@@ -60,7 +61,7 @@ class TrainState:
     bad_validations: int = 0
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
-    elapsed: float = 0.0  # training seconds, summed over resumed sessions
+    elapsed: float = 0.0  # wall seconds in the training loop, summed over resumed sessions
     stop_reason: str = ""
 
 
@@ -88,7 +89,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, runtime: Runtime, *, log=None):
         self.cfg = cfg
         self.rt = runtime
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log
         self.run_dir = cfg.run_path
         seed_everything(cfg.train.seed)
         self.tokenizer = Tokenizer.load(prepared_dir(cfg))
@@ -106,8 +107,18 @@ class Trainer:
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=runtime.is_main)
         self.state = TrainState()
-        self._signal: int | None = None
+        self._signal: int | None = None  # agreed by every process: stop after this update
+        self._signal_received: int | None = None  # set by this process's handler
+        self._bar: ProgressBar | None = None
         self._epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
+
+    def log(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+        elif self._bar is not None:
+            self._bar.print(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ construction
 
@@ -151,14 +162,24 @@ class Trainer:
             self._announce()
         validations: list[dict] = []
         window = Window()
-        with self._signals_caught():
+        bar = ProgressBar(
+            total=self.cfg.train.max_updates,
+            done=self.state.step,
+            enabled=self.rt.is_main and self._log is None,
+        )
+        with self._signals_caught(), bar:
+            self._bar = bar
             while not self._stop_reason():
                 started = time.perf_counter()
                 stats = self._train_update(self._next_group())
                 stats.seconds = time.perf_counter() - started
-                self.state.elapsed += stats.seconds
                 window.add(stats)
                 self._after_update(stats, window, validations)
+                bar.advance(self.state.step, f"loss {stats.loss / max(stats.tgt_tokens, 1):.3f}")
+                # Wall time of the whole iteration (validation and saving included): what
+                # train.max_minutes limits. Throughput uses the update time alone.
+                self.state.elapsed += time.perf_counter() - started
+                self._agree_on_stopping()
         if self._signal is not None:
             raise TrainingInterrupted(self._signal, self._save(is_best=False))
         self.state.stop_reason = self._stop_reason()
@@ -186,13 +207,31 @@ class Trainer:
             return "interrupted"
         if s.step >= t.max_updates:
             return f"reached train.max_updates ({t.max_updates})"
-        if t.max_epochs and s.epoch >= t.max_epochs:
+        if t.max_epochs and self._epochs_done() >= t.max_epochs:
             return f"reached train.max_epochs ({t.max_epochs})"
         if t.max_minutes and s.elapsed >= t.max_minutes * 60:
             return f"reached train.max_minutes ({t.max_minutes:g})"
         if t.patience and s.bad_validations >= t.patience:
             return f"no improvement in {t.patience} validations (train.patience)"
         return ""
+
+    def _epochs_done(self) -> int:
+        """Whole epochs trained: the current one counts once its last batch is used (the
+        roll-over to the next epoch only happens when that epoch's first batch is fetched)."""
+        s = self.state
+        return s.epoch + (0 < len(self._epoch_batches(s.epoch)) <= s.position)
+
+    def _agree_on_stopping(self) -> None:
+        """Processes must stop after the same update, or the others wait forever in the next
+        collective: all adopt a signal any of them received and the longest elapsed time."""
+        received = self._signal_received or self._signal or 0
+        elapsed = self.state.elapsed
+        if self.rt.distributed:
+            shared = torch.tensor([received, elapsed], dtype=torch.float64, device=self.rt.device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            received, elapsed = shared.tolist()
+        self._signal = int(received) or None
+        self.state.elapsed = elapsed
 
     # ------------------------------------------------------------------ data order
 
@@ -422,7 +461,7 @@ class Trainer:
         """SIGINT/SIGTERM finish the current update, then save and stop."""
 
         def handler(signum, frame):
-            self._signal = signum
+            self._signal_received = signum
 
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:

@@ -340,3 +340,10 @@ def test_empty_batch_and_invalid_settings():
     )
     with pytest.raises(ValueError, match="n_best"):
         SearchSettings(beam_size=2, n_best=3)
+
+
+def test_max_len_formula_and_cap():
+    settings = SearchSettings(max_len_a=1.2, max_len_b=10, max_len_cap=1024)
+    assert settings.max_len(10) == 22  # floor(1.2 * 10 + 10)
+    assert settings.max_len(1001) == 1024  # floor(1211.2) capped by the position table
+    assert SearchSettings(max_len_a=0.0, max_len_b=0).max_len(5) == 1  # never below 1
