@@ -126,20 +126,24 @@ def main() -> None:
         "cpu_threads": args.threads,
         "torch": torch.__version__,
         "checkpoint": str(args.checkpoint),
-        "settings": vars(args) | {"checkpoint": str(args.checkpoint), "src": str(args.src),
-                                  "output": str(args.output)},
+        "settings": vars(args)
+        | {"checkpoint": str(args.checkpoint), "src": str(args.src), "output": str(args.output)},
         "outputs_identical": identical,
         "results": rows,
         "cache_speedup": speedup,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"beam {args.beam}, batch {args.batch}, {len(lines)} sentences, "
-          f"{args.threads} threads, outputs identical: {identical}")
+    print(
+        f"beam {args.beam}, batch {args.batch}, {len(lines)} sentences, "
+        f"{args.threads} threads, outputs identical: {identical}"
+    )
     print(f"{'system':<10} {'sent/s':>8} {'tok/s':>8} {'median s':>9}")
     for name, r in rows.items():
-        print(f"{name:<10} {r['sentences_per_s']:>8.2f} {r['tokens_per_s']:>8.1f} "
-              f"{r['seconds_median']:>9.2f}")
+        print(
+            f"{name:<10} {r['sentences_per_s']:>8.2f} {r['tokens_per_s']:>8.1f} "
+            f"{r['seconds_median']:>9.2f}"
+        )
     print(f"cache speedup: {speedup:.2f}x")
 
 

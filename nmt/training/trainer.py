@@ -473,15 +473,21 @@ class Trainer:
                 signal.signal(s, h)
 
 
+# Keys that say where data lives or what is evaluated, not what the model was trained on:
+# changing them must not block a resume.
+_RESUME_FREE_KEYS = {"data": {"data_dir", "mirror", "valid_split", "test_splits"}}
+
+
 def check_resumable(ckpt: dict, cfg: ExperimentConfig, path: Path) -> None:
     """A run directory's checkpoint must come from the same model and data settings."""
     saved = ckpt.get("config", {})
     current = config_to_dict(cfg)
     for section in ("model", "data"):
-        if saved.get(section) != current[section]:
-            changed = sorted(
-                k for k in current[section] if saved.get(section, {}).get(k) != current[section][k]
-            )
+        free = _RESUME_FREE_KEYS.get(section, set())
+        before = saved.get(section, {})
+        keys = set(before) | set(current[section])
+        changed = sorted(k for k in keys - free if before.get(k) != current[section].get(k))
+        if changed:
             raise TrainingError(
                 f"{path} was trained with different {section} settings "
                 f"({', '.join(f'{section}.{k}' for k in changed)}); "

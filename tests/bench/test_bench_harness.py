@@ -1,0 +1,82 @@
+"""The benchmark harness's own logic, against known answers (no peers, no timing claims)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import corpus  # noqa: E402
+import models  # noqa: E402
+import peers  # noqa: E402
+import record  # noqa: E402
+from decode_speed import nmt_runner  # noqa: E402
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_forced_length_gives_exactly_length_steps_and_tokens(beam):
+    # Random weights never choose EOS on purpose: the settings alone must fix the length.
+    model = models.build_nmt("small", vocab_size=50, seed=3).eval()
+    rows = corpus.with_eos([[5, 6, 7, 8], [9, 10], [11, 12, 13]])
+    run = nmt_runner(model, [corpus.pad(rows)], beam=beam, length=7)
+    out = run(count_steps=True)
+    assert out["lengths"] == [7, 7, 7]
+    assert out["steps"] == [7]
+
+
+def test_matmul_parameters_match_a_hand_count():
+    d, f, layers, vocab = 256, 1024, 3, 100  # the small preset
+    model = models.build_nmt("small", vocab_size=vocab, seed=1)
+    encoder_layer = 4 * d * d + 2 * d * f  # qkv + out, two ffn matrices
+    decoder_tgt = 4 * d * d + 2 * d * d + 2 * d * f  # self qkv+out, cross q+out, ffn
+    cross_kv = 2 * d * d
+    assert models.matmul_parameters(model) == {
+        "src": layers * (encoder_layer + cross_kv),
+        "tgt": layers * decoder_tgt + vocab * d,
+    }
+    flops = models.training_flops({"src": 10, "tgt": 100}, src_tokens=3, tgt_tokens=2)
+    assert flops == 6 * (10 * 3 + 100 * 2)
+
+
+def test_rates_and_summary():
+    assert record.summary([3.0, 1.0, 2.0]) == {
+        "median": 2.0, "min": 1.0, "max": 3.0, "runs": [3.0, 1.0, 2.0]
+    }
+    assert record.rates(10, [2.0, 5.0, 1.0])["median"] == 5.0
+    lines = record.table(["system", "sent/s"], [["nmt", 12.345], ["hf", 0.5]]).splitlines()
+    assert lines[0] == "system  sent/s"
+    assert lines[2:] == ["nmt      12.35", "hf       0.500"]
+
+
+def test_peer_worker_round_trip_and_errors(tmp_path):
+    # The protocol alone, served by this venv's Python: replies on stdout survive stray prints.
+    script = tmp_path / "echo_peer.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(BENCH)!r})
+        from peers import serve
+
+        def add(*, a, b):
+            print("noise on stdout")
+            return {{"sum": a + b}}
+
+        def fail():
+            raise ValueError("broken on purpose")
+
+        serve({{"add": add, "fail": fail}})
+    """))
+    with peers.PeerWorker(script, python=Path(sys.executable)) as worker:
+        assert worker.call("add", a=2, b=3) == {"sum": 5}
+        with pytest.raises(peers.PeerError, match="broken on purpose"):
+            worker.call("fail")
+        assert worker.call("add", a=1, b=1) == {"sum": 2}
+
+
+def test_torch_requirement_drops_the_local_label():
+    assert peers.torch_requirement() == f"torch=={torch.__version__.split('+')[0]}"
