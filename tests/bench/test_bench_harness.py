@@ -46,7 +46,10 @@ def test_matmul_parameters_match_a_hand_count():
 
 def test_rates_and_summary():
     assert record.summary([3.0, 1.0, 2.0]) == {
-        "median": 2.0, "min": 1.0, "max": 3.0, "runs": [3.0, 1.0, 2.0]
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "runs": [3.0, 1.0, 2.0],
     }
     assert record.rates(10, [2.0, 5.0, 1.0])["median"] == 5.0
     lines = record.table(["system", "sent/s"], [["nmt", 12.345], ["hf", 0.5]]).splitlines()
@@ -57,7 +60,8 @@ def test_rates_and_summary():
 def test_peer_worker_round_trip_and_errors(tmp_path):
     # The protocol alone, served by this venv's Python: replies on stdout survive stray prints.
     script = tmp_path / "echo_peer.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(BENCH)!r})
         from peers import serve
@@ -70,7 +74,8 @@ def test_peer_worker_round_trip_and_errors(tmp_path):
             raise ValueError("broken on purpose")
 
         serve({{"add": add, "fail": fail}})
-    """))
+    """)
+    )
     with peers.PeerWorker(script, python=Path(sys.executable)) as worker:
         assert worker.call("add", a=2, b=3) == {"sum": 5}
         with pytest.raises(peers.PeerError, match="broken on purpose"):
