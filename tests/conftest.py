@@ -45,3 +45,15 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NMT_DATA_MIRROR", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for in-process model runs (what train.threads=1 sets in the CLI):
+    deterministic, and far faster than two threads when other jobs share the CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -150,14 +150,3 @@ def assert_clean_failure() -> Callable[..., None]:
             assert fragment in result.stderr, result.stderr
 
     return check
-
-
-@pytest.fixture
-def one_thread():
-    """In-process decoding on one core: cheaper beside other jobs, and deterministic."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

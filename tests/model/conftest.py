@@ -59,10 +59,6 @@ def make_batch():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def _tiny_models_use_one_thread(one_thread):
     """These models are tiny: a second intra-op thread only adds synchronisation, and on a
     busy machine waiting for it makes the tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

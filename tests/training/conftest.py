@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from nmt.config import ExperimentConfig, load_config
 from nmt.data.batching import make_batches
@@ -95,12 +94,3 @@ def tiny_corpus(tmp_path_factory, shared_data: Path) -> TinyCorpus:
     prepare(cfg)
     assert prepared_dir(cfg) == corpus.prepared
     return corpus
-
-
-@pytest.fixture
-def one_thread():
-    """In-process runs use one intra-op thread (what train.threads=1 sets in the CLI)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
