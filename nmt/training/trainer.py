@@ -270,9 +270,10 @@ class Trainer:
     def _train_update(self, group: list[np.ndarray]) -> UpdateStats:
         self.train_model.train()
         batches = [collate(self.train_src, self.train_tgt, idx).to(self.rt.device) for idx in group]
-        total_tokens = self._global_sum(sum(b.num_tgt_tokens for b in batches))
+        tgt_tokens = sum(b.num_tgt_tokens for b in batches)
+        total_tokens = self._global_sum(tgt_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = nll_sum = 0.0
+        loss_sum = nll_sum = torch.zeros((), device=self.rt.device)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext()
@@ -289,30 +290,35 @@ class Trainer:
                 )
                 # DDP averages gradients over processes; * world_size makes it a global sum.
                 self.scaler.scale(sums.loss * self.rt.world_size / total_tokens).backward()
-            loss_sum += sums.loss.detach()
-            nll_sum += sums.nll.detach()
-        grad_norm, finite = self._step_optimizer(loss_sum)
+            loss_sum = loss_sum + sums.loss.detach()
+            nll_sum = nll_sum + sums.nll.detach()
+        loss, nll, grad_norm, finite = self._step_optimizer(loss_sum, nll_sum)
         return UpdateStats(
-            loss=float(loss_sum),
-            nll=float(nll_sum),
-            tgt_tokens=sum(b.num_tgt_tokens for b in batches),
+            loss=loss,
+            nll=nll,
+            tgt_tokens=tgt_tokens,
             src_tokens=sum(b.num_src_tokens for b in batches),
             slots=sum(b.src_slots + b.tgt_slots for b in batches),
             grad_norm=grad_norm,
             finite=finite,
         )
 
-    def _step_optimizer(self, loss_sum: torch.Tensor) -> tuple[float, bool]:
-        """Clip, check for non-finite values, step. Returns (grad norm, update applied)."""
+    def _step_optimizer(
+        self, loss_sum: torch.Tensor, nll_sum: torch.Tensor
+    ) -> tuple[float, float, float, bool]:
+        """Clip, check for non-finite values, step. Returns (loss, nll, grad norm, applied).
+
+        Loss, nll and norm come to the host in one transfer: one device sync per update."""
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.train.clip_norm or math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(torch.as_tensor(loss_sum)))
+        loss, nll, norm_value = torch.stack([loss_sum, nll_sum, norm.to(loss_sum)]).tolist()
+        finite = math.isfinite(loss) and math.isfinite(norm_value)
         if self.scaler.is_enabled():
             # fp16: the scaler skips steps with inf gradients itself and lowers its scale.
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            finite = bool(torch.isfinite(torch.as_tensor(loss_sum)))
+            finite = math.isfinite(loss)
         elif finite:
             self.optimizer.step()
         if finite:
@@ -321,7 +327,7 @@ class Trainer:
             self.state.nonfinite_in_row = 0
         else:
             self._count_nonfinite()
-        return float(norm), finite
+        return loss, nll, norm_value, finite
 
     def _count_nonfinite(self) -> None:
         s, limit = self.state, self.cfg.train.max_nonfinite_in_row
