@@ -37,7 +37,7 @@ class _PrefixCache:
         self.prefix = torch.full((rows, 1), BOS_ID, dtype=torch.long, device=device)
         self.started = False
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, *, sentences: torch.Tensor | None = None) -> None:
         self.prefix = self.prefix.index_select(0, index)
 
 

@@ -10,10 +10,12 @@ Search needs only this protocol (`nmt.model.transformer.Transformer` implements 
     memory = model.encode(src_ids)                    # src_ids [B, S], PAD at the end
     memory.index_select(index)                        # rows of the memory, selected or repeated
     cache = model.init_cache(memory, max_len=steps)   # room for `steps` decoding steps
-    cache.reorder(index)                              # in place: new row i = old row index[i]
+    cache.reorder(index, sentences=kept)              # in place: new row i = old row index[i]
     log_probs = model.decode_step(prev, memory, cache)  # prev [N] -> [N, V]; cache grows by one
 
-The first `prev` is BOS in every row.
+The first `prev` is BOS in every row. Rows are sentence major (k per sentence); `kept` lists
+the sentences that remain (positions among the current ones) when some left, else None. A
+cache may use it to keep per-sentence state (the encoder memory) once per sentence.
 
 Scores. A hypothesis is the generated tokens y_1 .. y_L followed by EOS; its length counts EOS:
 
@@ -52,7 +54,7 @@ class Memory(Protocol):
 class DecoderCache(Protocol):
     """Decoder state for incremental decoding, one row per hypothesis."""
 
-    def reorder(self, index: Tensor) -> None: ...
+    def reorder(self, index: Tensor, *, sentences: Tensor | None = None) -> None: ...
 
 
 class SearchModel(Protocol):
@@ -237,9 +239,10 @@ class _Rows:
         The memory is re-selected only when the row layout changes (sentences leave, or the
         first beam step grows k from 1 to K): beams of one sentence share the same memory rows.
         """
-        self.cache.reorder(rows)
+        left = len(live) != len(self.sentences)
+        self.cache.reorder(rows, sentences=_index(live, rows.device) if left else None)
         k = len(rows) // len(live)
-        regroup = k != self.k or len(live) != len(self.sentences)
+        regroup = k != self.k or left
         return _Rows(
             sentences=[self.sentences[i] for i in live],
             limits=[self.limits[i] for i in live],

@@ -147,3 +147,17 @@ class CrossAttention(_Attention):
         """x [B, T, D], memory_kv [2, B, H, S, Dh] from `project_memory`, mask [B, 1, 1, S]."""
         q = _split_heads(self.q(x), self.heads)
         return self._attend(q, memory_kv[0], memory_kv[1], mask=mask)
+
+    def step(self, x: Tensor, *, cache: DecoderCache, layer: int) -> Tensor:
+        """x [N, 1, D], N = b*k rows (k per sentence, sentence major) -> [N, 1, D].
+
+        The cache holds the memory once per sentence, [2, b, H, S, Dh]: a sentence's k rows
+        attend to it as k queries of one attention call ([b, H, k, Dh]), so beams never need
+        their own copy of the memory.
+        """
+        rows, _, width = x.shape
+        k = cache.rows_per_sentence
+        q = self.q(x).view(rows // k, k, self.heads, width // self.heads).transpose(1, 2)
+        memory_kv = cache.cross(layer)
+        y = self._attend(q, memory_kv[0], memory_kv[1], mask=cache.cross_mask)  # [b, k, D]
+        return y.view(rows, 1, width)

@@ -1,15 +1,24 @@
-"""Per-layer key/value cache for incremental decoding, with `reorder(index)` for beam search.
+"""Per-layer key/value cache for incremental decoding, with `reorder` for beam search.
 
-Shape legend: see `nmt.model`. Each layer's keys and values live in one preallocated tensor
-for all layers, so that `reorder` is a single gather whatever the depth:
+Shape legend: see `nmt.model`; b source sentences, k rows (hypotheses) per sentence, N = b*k.
+Each kind of state lives in one preallocated tensor for all layers, so that a reorder is a
+single gather whatever the depth:
 
-    self_kv   [L, 2, N, H, max_len, Dh]   decoder self-attention; positions < length are valid
-    cross_kv  [L, 2, N, H, S, Dh]         the encoder memory projected once per sentence
-    cross_mask [N, 1, 1, S]               the source padding as an SDPA mask (attention.py)
+    self_kv    [L, 2, N, H, max_len, Dh]  decoder self-attention; positions < length are valid
+    cross_kv   [L, 2, b, H, S, Dh]        the encoder memory projected once per sentence
+    cross_mask [b, 1, 1, S]               the source padding as an SDPA mask (attention.py)
 
-(index 0 of the second axis holds keys, index 1 values.) Writing a step is one copy into a
-slot that already exists, and reading is a slice: no concatenation, no reallocation, and
-`length` is a Python int, so nothing in a step waits for the device.
+(index 0 of the second axis holds keys, index 1 values.) Rows are sentence major: rows
+i*k .. i*k + k-1 belong to sentence i. The k beams of a sentence share its memory, so the
+cross-attention state is stored once per sentence and the beams attend to it as k queries
+(`cross_queries`): reordering beams never copies it. It is gathered only when sentences
+leave the batch, where beam search prunes finished ones.
+
+Writing a step is one copy into a slot that already exists, and reading is a slice: no
+concatenation, and `length` is a Python int, so nothing in a step waits for the device.
+The self-attention state is gathered at every beam step; it alternates between two buffers
+allocated once, so a step allocates nothing large (a fresh buffer per step costs page
+faults on the CPU, and an allocator round trip everywhere).
 """
 
 from __future__ import annotations
@@ -19,18 +28,21 @@ from torch import Tensor
 
 
 class DecoderCache:
-    """Keys/values of every decoder layer for N rows being decoded in lockstep."""
+    """Keys/values of every decoder layer for N = b*k rows being decoded in lockstep."""
 
     def __init__(self, *, cross_kv: Tensor, cross_mask: Tensor, max_len: int) -> None:
-        """cross_kv [L, 2, N, H, S, Dh], cross_mask [N, 1, 1, S]; room for max_len positions.
+        """cross_kv [L, 2, b, H, S, Dh], cross_mask [b, 1, 1, S]; one row per sentence (k = 1)
+        and room for max_len positions.
 
         The self-attention buffer takes the dtype of `cross_kv`: both come out of linear
         layers under the same autocast state, so a bf16 run gets a bf16 cache.
         """
-        layers, two, rows, heads, _, head_dim = cross_kv.shape
         self.cross_kv = cross_kv
         self.cross_mask = cross_mask
-        self.self_kv = cross_kv.new_empty(layers, two, rows, heads, max_len, head_dim)
+        self.rows_per_sentence = 1
+        self._max_len = max_len
+        self._buffers = [self._allocate(cross_kv.shape[2])]
+        self.self_kv = self._buffers[0]
         self._length = 0
 
     @property
@@ -40,7 +52,7 @@ class DecoderCache:
 
     @property
     def max_len(self) -> int:
-        return self.self_kv.shape[4]
+        return self._max_len
 
     @property
     def num_rows(self) -> int:
@@ -61,25 +73,59 @@ class DecoderCache:
         return buffer[0, :, :, : position + 1], buffer[1, :, :, : position + 1]
 
     def cross(self, layer: int) -> Tensor:
-        """`layer`'s memory keys and values, [2, N, H, S, Dh]."""
+        """`layer`'s memory keys and values, one entry per sentence: [2, b, H, S, Dh]."""
         return self.cross_kv[layer]
 
     def advance(self) -> None:
         self._length += 1
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, *, sentences: Tensor | None = None) -> None:
         """Keep rows `index` (LongTensor [N'], on the cache's device), in this order.
 
         N' may be smaller than N (finished sentences pruned) or larger (rows repeated, e.g.
-        `arange(N).repeat_interleave(K)` to expand each sentence into K beams). Only the
-        positions decoded so far are copied.
+        `arange(N).repeat_interleave(K)` to expand each sentence into K beams). The result
+        must stay sentence major: with b' sentences, new row i belongs to the (i // k')-th
+        of them, k' = N' / b'.
+
+        `sentences` [b'] lists which of the current b sentences remain, in their new order
+        (the memory state is gathered to them); None means all of them, unchanged (b' = b),
+        and the memory state is not touched: beam steps pass None. Reordering arbitrary rows
+        of a k = 1 cache is `reorder(index, sentences=index)`.
         """
+        kept = self.num_sentences if sentences is None else len(sentences)
+        if kept == 0 or len(index) % kept:
+            raise ValueError(f"{len(index)} rows cannot be split evenly over {kept} sentences")
+        self._reorder_self(index)
+        if sentences is not None:
+            self.cross_kv = self.cross_kv.index_select(2, sentences)
+            self.cross_mask = self.cross_mask.index_select(0, sentences)
+        self.rows_per_sentence = len(index) // kept
+
+    @property
+    def num_sentences(self) -> int:
+        return self.cross_kv.shape[2]
+
+    def _reorder_self(self, index: Tensor) -> None:
+        """Gather the decoded positions of rows `index` into the spare buffer and swap."""
+        rows = index.numel()
+        spare = self._spare(rows)
         filled = self._length
-        old = self.self_kv
-        new = old.new_empty(*old.shape[:2], index.numel(), *old.shape[3:])
         if filled:
-            # The gather writes straight into the new buffer's strided prefix: one kernel.
-            torch.index_select(old[:, :, :, :, :filled], 2, index, out=new[:, :, :, :, :filled])
-        self.self_kv = new
-        self.cross_kv = self.cross_kv.index_select(2, index)
-        self.cross_mask = self.cross_mask.index_select(0, index)
+            # The gather writes straight into the spare buffer's strided prefix: one kernel.
+            source = self.self_kv[:, :, :, :, :filled]
+            torch.index_select(source, 2, index, out=spare[:, :, :, :, :filled])
+        self.self_kv = spare
+
+    def _spare(self, rows: int) -> Tensor:
+        """A [L, 2, rows, H, max_len, Dh] view of the buffer not holding `self_kv`."""
+        if len(self._buffers) == 1:
+            self._buffers.append(self._allocate(max(rows, self._buffers[0].shape[2])))
+        current = self._buffers[0].data_ptr() == self.self_kv.data_ptr()
+        spare_at = 1 if current else 0
+        if self._buffers[spare_at].shape[2] < rows:
+            self._buffers[spare_at] = self._allocate(rows)
+        return self._buffers[spare_at][:, :, :rows]
+
+    def _allocate(self, rows: int) -> Tensor:
+        layers, two, _, heads, _, head_dim = self.cross_kv.shape
+        return self.cross_kv.new_empty(layers, two, rows, heads, self._max_len, head_dim)

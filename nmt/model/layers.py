@@ -109,9 +109,14 @@ class DecoderLayer(nn.Module):
         """One position for N rows: x [N, 1, D] -> [N, 1, D]; writes this layer's key/value."""
         res = self.self_attn_residual
         x = res.add(x, self.self_attn.step(res.inputs(x), cache=cache, layer=layer))
-        return self._cross_and_ffn(x, cache.cross(layer), cache.cross_mask)
+        res = self.cross_attn_residual
+        x = res.add(x, self.cross_attn.step(res.inputs(x), cache=cache, layer=layer))
+        return self._feed_forward(x)
 
     def _cross_and_ffn(self, x: Tensor, memory_kv: Tensor, memory_mask: Tensor) -> Tensor:
         res = self.cross_attn_residual
         x = res.add(x, self.cross_attn(res.inputs(x), memory_kv, mask=memory_mask))
+        return self._feed_forward(x)
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
         return self.ffn_residual.add(x, self.ffn(self.ffn_residual.inputs(x)))

@@ -48,9 +48,17 @@ class FakeCache:
         self.prefixes: list[Prefix] = [()] * rows
         self.max_len = max_len
         self.steps = 0
+        self.sentences = list(range(rows))  # the input sentences still searched, in order
+        self.owners = list(range(rows))  # the input sentence of each row
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, *, sentences: torch.Tensor | None = None) -> None:
+        """Checks the protocol's contract: rows stay sentence major, `sentences` is exact."""
         self.prefixes = [self.prefixes[i] for i in index.tolist()]
+        self.owners = [self.owners[i] for i in index.tolist()]
+        if sentences is not None:
+            self.sentences = [self.sentences[i] for i in sentences.tolist()]
+        k = len(self.owners) // len(self.sentences)
+        assert self.owners == [s for s in self.sentences for _ in range(k)]
 
 
 class ScriptedModel:

@@ -17,14 +17,16 @@ def decode(model, src: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     )
 
 
-def decode_with_reorder(model, src, tokens, index: torch.Tensor, *, at: int) -> torch.Tensor:
-    """Decode rows `src` for `at` steps, reorder(index), then continue with rows `index`
-    of `tokens`; returns the log-probs after the reorder, [N', T - at, V]."""
+def decode_with_reorder(
+    model, src, tokens, index: torch.Tensor, *, at: int, sentences: torch.Tensor | None
+) -> torch.Tensor:
+    """Decode rows `src` for `at` steps, reorder(index, sentences=...), then continue with
+    rows `index` of `tokens`; returns the log-probs after the reorder, [N', T - at, V]."""
     memory = model.encode(src)
     cache = model.init_cache(memory, max_len=tokens.shape[1])
     for t in range(at):
         model.decode_step(tokens[:, t], memory, cache)
-    cache.reorder(index)
+    cache.reorder(index, sentences=sentences)
     memory = memory.index_select(index)
     tokens = tokens.index_select(0, index)
     out = [model.decode_step(tokens[:, t], memory, cache) for t in range(at, tokens.shape[1])]
@@ -32,23 +34,24 @@ def decode_with_reorder(model, src, tokens, index: torch.Tensor, *, at: int) -> 
 
 
 @pytest.mark.parametrize(
-    "index",
+    ("index", "sentences"),
     [
-        [2, 0],  # shrink: finished sentences pruned
-        [3, 1, 2, 0],  # permute
-        [0, 0, 1, 1, 2, 2, 3, 3],  # expand, as arange(N).repeat_interleave(K)
-        [1, 1, 1, 3, 3, 3],  # shrink and expand at once
+        ([2, 0], [2, 0]),  # shrink: finished sentences pruned
+        ([3, 1, 2, 0], [3, 1, 2, 0]),  # permute
+        ([0, 0, 1, 1, 2, 2, 3, 3], None),  # expand into beams: the memory is not copied
+        ([1, 1, 1, 3, 3, 3], [1, 3]),  # shrink and expand at once
     ],
 )
 @pytest.mark.parametrize("at", [0, 2])  # before the first step, and mid-sentence
 def test_reorder_then_continue_equals_decoding_the_rows_from_scratch(
-    make_model, make_batch, index, at
+    make_model, make_batch, index, sentences, at
 ):
     model = make_model()
     src, tokens = make_batch(src_lengths=[6, 3, 5, 2], tgt_len=STEPS)
     index = torch.tensor(index)
+    sentences = None if sentences is None else torch.tensor(sentences)
     with torch.no_grad():
-        got = decode_with_reorder(model, src, tokens, index, at=at)
+        got = decode_with_reorder(model, src, tokens, index, at=at, sentences=sentences)
         expected = decode(model, src[index], tokens[index])[:, at:]
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -61,10 +64,37 @@ def test_reorder_keeps_length_and_room(make_model, make_batch):
         cache = model.init_cache(memory, max_len=7)
         for t in range(3):
             model.decode_step(tokens[:, t], memory, cache)
-        cache.reorder(torch.tensor([1, 1, 0]))
+        cache.reorder(torch.tensor([1, 1, 0]), sentences=torch.tensor([1, 1, 0]))
     assert (cache.length, cache.max_len, cache.num_rows) == (3, 7, 3)
     assert cache.self_kv.shape == (2, 2, 3, 2, 7, 16)  # [L, 2, N, H, max_len, Dh]
-    assert cache.cross_kv.shape == (2, 2, 3, 2, 4, 16)  # [L, 2, N, H, S, Dh]
+    assert cache.cross_kv.shape == (2, 2, 3, 2, 4, 16)  # [L, 2, b, H, S, Dh]
+
+
+def test_beams_share_their_sentence_memory(make_model, make_batch):
+    """Expanding 2 sentences into 3 beams each leaves the memory state as it was (2 rows,
+    the same storage), and reorders among beams never copy it; pruning a sentence does."""
+    model = make_model()
+    src, tokens = make_batch(src_lengths=[4, 2], tgt_len=3)
+    with torch.no_grad():
+        memory = model.encode(src)
+        cache = model.init_cache(memory, max_len=7)
+        cross = cache.cross_kv
+        cache.reorder(torch.tensor([0, 0, 0, 1, 1, 1]))
+        model.decode_step(tokens[[0, 0, 0, 1, 1, 1], 0], memory, cache)
+        cache.reorder(torch.tensor([2, 0, 0, 3, 5, 4]))
+        assert cache.cross_kv is cross and cache.rows_per_sentence == 3
+        cache.reorder(torch.tensor([4, 4, 3]), sentences=torch.tensor([1]))
+    assert cache.cross_kv.shape[2] == 1 and cache.num_rows == 3
+    assert torch.equal(cache.cross_kv[:, :, 0], cross[:, :, 1])
+
+
+def test_rows_must_split_evenly_over_the_sentences(make_model, make_batch):
+    model = make_model()
+    src, _ = make_batch(src_lengths=[4, 2], tgt_len=1)
+    with torch.no_grad():
+        cache = model.init_cache(model.encode(src), max_len=3)
+    with pytest.raises(ValueError, match="evenly"):
+        cache.reorder(torch.tensor([0, 0, 1]))
 
 
 def test_full_cache_is_an_error(make_model, make_batch):
