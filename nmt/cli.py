@@ -171,14 +171,15 @@ def train(
     Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
     """
     from nmt.pipeline import evaluate_test_splits, final_checkpoint
-    from nmt.runtime import setup_runtime, teardown_runtime
+    from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
     cfg = load(config, overrides)
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
-        Trainer(cfg, runtime).fit()
+        with peer_failures_reported(runtime):
+            Trainer(cfg, runtime).fit()
         if evaluate_at_end and runtime.is_main:
             evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
     finally:
@@ -196,7 +197,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from nmt.data.prepare import prepare as run_prepare
     from nmt.pipeline import ensure_downloaded, evaluate_test_splits, final_checkpoint
     from nmt.report import print_prepare_summary
-    from nmt.runtime import setup_runtime, teardown_runtime
+    from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
     cfg = load(config, overrides)
@@ -206,7 +207,8 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
-        Trainer(cfg, runtime).fit()
+        with peer_failures_reported(runtime):
+            Trainer(cfg, runtime).fit()
         results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
     finally:
         teardown_runtime(runtime)
@@ -219,6 +221,14 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 
 # --------------------------------------------------------------------------- translate
+
+QuantizeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="none or int8 (dynamic int8 linears, CPU only; default: the checkpoint's "
+        "decode.quantize)."
+    ),
+]
 
 
 @app.command()
@@ -247,6 +257,7 @@ def translate(
     chunk_lines: Annotated[
         int, typer.Option(min=1, help="Lines read and translated at a time.")
     ] = 2000,
+    quantize: QuantizeOption = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.stream import translate_stream
@@ -261,6 +272,7 @@ def translate(
         n_best=n_best,
         length_penalty=length_penalty,
         batch_tokens=batch_tokens,
+        quantize=quantize,
     )
 
 
@@ -288,6 +300,7 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     beam_size: Annotated[int | None, typer.Option(min=1)] = None,
     device: Annotated[str, typer.Option()] = "cpu",
+    quantize: QuantizeOption = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where corpora are (default: the checkpoint's data.data_dir)."),
@@ -310,6 +323,7 @@ def evaluate(
         json_output=json_output,
         beam_size=beam_size,
         device=device,
+        quantize=quantize,
         data_dir=data_dir,
         output_dir=output_dir,
     )

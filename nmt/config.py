@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ class DecodeConfig:
     min_len: int = 1
     batch_tokens: int = 4096
     max_input_tokens: int = 1000  # longer inputs are truncated (with a warning), never dropped
+    quantize: Literal["none", "int8"] = "none"  # int8: CPU dynamic quantization of the linears
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,11 @@ def load_config(
     if path is not None:
         raw = read_yaml_mapping(Path(path))
     overrides_map = parse_overrides(overrides)
-    return config_from_dict(raw, overrides=overrides_map, source=source)
+    try:
+        return config_from_dict(raw, overrides=overrides_map, source=source)
+    except ConfigError as exc:
+        marked = _mark_override_problems(exc.problems, overrides_map)
+        raise ConfigError(marked, exc.source) from None
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -176,7 +182,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: builds only plain data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -191,17 +197,46 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one, so a
+    second `train:` section would erase the first without a word."""
+
+
+def _construct_mapping_once(loader: StrictLoader, node: yaml.MappingNode) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = key in first_line
+        except TypeError:  # an unhashable key: SafeLoader reports it below
+            continue
+        if seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {first_line[key] + 1})",
+                key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once
+)
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`["train.lr=5e-4", "model.layers=3"]` -> `{"train.lr": 0.0005, ...}` (values as YAML)."""
     parsed: dict[str, Any] = {}
     problems = []
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not all(part.strip() for part in key.split(".")):
             problems.append(f"override {item!r} must look like section.key=value")
             continue
         try:
-            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            parsed[key.strip()] = yaml.load(value, Loader=StrictLoader) if value.strip() else None
         except yaml.YAMLError:
             parsed[key.strip()] = value
     if problems:
@@ -222,6 +257,20 @@ def config_from_dict(
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _mark_override_problems(problems: list[str], overrides: dict[str, Any]) -> list[str]:
+    """Say which problems come from the command line: the YAML file does not hold those keys.
+
+    A problem names its key first (`model.nope: unknown key`); an override `nope.x=1` is to
+    blame for a problem with its own key or a section above it (`nope: unknown key`).
+    """
+    marked = []
+    for problem in problems:
+        key = problem.split(":", 1)[0]
+        from_override = any(dotted == key or dotted.startswith(key + ".") for dotted in overrides)
+        marked.append(f"{problem} (command-line override)" if from_override else problem)
+    return marked
 
 
 def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any], problems: list[str]) -> dict:
@@ -331,6 +380,8 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
         if isinstance(value, str):
             value = _yaml11_float(value)  # YAML 1.1 reads `5e-4` (no dot) as a string
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):  # .nan passes every range check; .inf is no size
+            return False, value, "a finite number"
         return ok, float(value) if ok else value, "a number"
     if hint is str:
         return isinstance(value, str), value, "a string"

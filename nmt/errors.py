@@ -33,3 +33,7 @@ class CheckpointError(NmtError):
 
 class TrainingError(NmtError):
     """Training cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+class DistributedError(NmtError):
+    """Another process of a distributed run died or stopped responding."""

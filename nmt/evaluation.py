@@ -51,6 +51,8 @@ def score_files(hyp: Path, ref: Path, *, lowercase: bool = False) -> dict[str, S
         raise DataError(
             f"line counts differ: {hyp} has {len(hyps)} lines but {ref} has {len(refs)}"
         )
+    if not refs:  # sacreBLEU would fail with an IndexError on empty lists
+        raise DataError(f"nothing to score: {hyp} and {ref} have no lines")
     return score_lines(hyps, refs, lowercase=lowercase)
 
 
@@ -72,6 +74,7 @@ def evaluate_command(
     device: str,
     data_dir: Path | None,
     output_dir: Path | None,
+    quantize: str | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split."""
     import json
@@ -95,6 +98,7 @@ def evaluate_command(
             device=device,
             data_dir=data_dir,
             output_dir=output_dir,
+            quantize=quantize,
         )
     report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase)
     if hyp is None:
@@ -111,13 +115,26 @@ def evaluate_command(
 
 
 def _translate_and_score(
-    checkpoint: Path, *, corpus, split, src, ref, lowercase, beam_size, device, data_dir, output_dir
+    checkpoint: Path,
+    *,
+    corpus,
+    split,
+    src,
+    ref,
+    lowercase,
+    beam_size,
+    device,
+    data_dir,
+    output_dir,
+    quantize,
 ) -> tuple[Path, dict[str, Score]]:
     from nmt.data.download import corpus_dir
     from nmt.data.text import write_lines_atomic
     from nmt.decoding.translator import Translator
 
-    translator = Translator.from_checkpoint(checkpoint, device=device, beam_size=beam_size)
+    translator = Translator.from_checkpoint(
+        checkpoint, device=device, beam_size=beam_size, quantize=quantize
+    )
     cfg = translator.config
     if src is not None:
         if ref is None:

@@ -11,13 +11,15 @@ import datetime
 import os
 import random
 import resource
+import signal
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from nmt.errors import NmtError
+from nmt.errors import DistributedError, NmtError
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,73 @@ def setup_runtime(*, device: str = "auto", precision: str = "auto", threads: int
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if chosen.type == "cuda" else "gloo",
-            timeout=datetime.timedelta(seconds=int(os.environ.get("NMT_DIST_TIMEOUT", "600"))),
+            timeout=datetime.timedelta(seconds=dist_timeout_seconds()),
         )
     return Runtime(chosen, choose_precision(precision, chosen), rank, world_size, local_rank)
+
+
+def dist_timeout_seconds() -> float:
+    """How long a collective waits for the other processes before failing (NMT_DIST_TIMEOUT,
+    default 10 min). A dead peer is noticed at once (its sockets close); this bounds the wait
+    for a frozen one. It must exceed the longest legitimate wait, e.g. rank 0 validating."""
+    text = os.environ.get("NMT_DIST_TIMEOUT", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise NmtError(f"NMT_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
+# How gloo and NCCL report, as plain RuntimeErrors, that a peer's connection closed or that a
+# collective timed out.
+_BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "c10d")
+_TIMEOUT_MARKERS = ("timed out", "timeout")
+
+
+@contextlib.contextmanager
+def peer_failures_reported(runtime: Runtime):
+    """Turn a collective that failed because another process died or froze into one
+    DistributedError line, instead of a long gloo/NCCL traceback from every survivor."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not (runtime.distributed and _is_collective_failure(exc)):
+            raise
+        # torchrun SIGTERMs the survivors of a dead worker, racing this error: the process is
+        # stopping anyway, so the signal must not kill it before its one-line message is out.
+        if threading.current_thread() is threading.main_thread():  # else signal() raises
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise DistributedError(_peer_failure_message(runtime, exc)) from None
+
+
+def _is_collective_failure(exc: RuntimeError) -> bool:
+    return isinstance(exc, dist.DistError) or any(m in str(exc) for m in _BACKEND_MARKERS)
+
+
+def _peer_failure_message(runtime: Runtime, exc: RuntimeError) -> str:
+    reason = _backend_reason(str(exc))
+    who = f"rank {runtime.rank} of {runtime.world_size}"
+    resume = "run the same command again to resume from the last checkpoint"
+    if any(m in reason.lower() for m in _TIMEOUT_MARKERS):
+        return (
+            f"{who}: another training process stopped responding (no answer in "
+            f"{dist_timeout_seconds():g} s, NMT_DIST_TIMEOUT); it may be hung or stopped: "
+            f"see its log; {resume} ({reason})"
+        )
+    return (
+        f"{who} lost contact with another training process, which probably died or was "
+        f"killed: see its log; {resume} ({reason})"
+    )
+
+
+def _backend_reason(text: str) -> str:
+    """The first sentence of a backend message, without its `[source.cc:123] ` prefix."""
+    first = text.strip().splitlines()[0] if text.strip() else "no details"
+    if first.startswith("[") and "] " in first:
+        first = first.split("] ", 1)[1]
+    return first.split(". ", 1)[0].rstrip(".")
 
 
 def teardown_runtime(runtime: Runtime) -> None:

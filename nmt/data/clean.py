@@ -20,13 +20,17 @@ _BOM = "\ufeff"
 
 
 def normalize(line: str, *, nfc: bool = True) -> str:
-    """Strip BOM/CR/controls, collapse whitespace, trim, and apply Unicode NFC."""
-    if nfc:
-        line = unicodedata.normalize("NFC", line)
+    """Strip BOM/CR/controls, collapse whitespace, trim, and apply Unicode NFC.
+
+    NFC comes last: deleting a BOM or control between a letter and its combining mark
+    ("A\\ufeff\\u0301") leaves a sequence that NFC composes, so NFC first would give
+    non-NFC output that a second pass changes.
+    """
     line = line.replace(_BOM, "")
     if any(unicodedata.category(ch) == "Cc" and not ch.isspace() for ch in line):
         line = "".join(ch for ch in line if ch.isspace() or unicodedata.category(ch) != "Cc")
-    return _WHITESPACE_RUN.sub(" ", line).strip()
+    line = _WHITESPACE_RUN.sub(" ", line).strip()
+    return unicodedata.normalize("NFC", line) if nfc else line
 
 
 @dataclass(frozen=True)

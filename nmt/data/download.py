@@ -79,13 +79,8 @@ def download(
     if _all_intact(target, manifest, wanted):
         return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=True)
     fetch = _mirror_fetcher(spec, mirror_root) if mirror_root else _online_fetcher(spec)
-    for file_name, (split, lang) in wanted.items():
-        if file_name in manifest and _intact(target / file_name, manifest[file_name]):
-            continue
-        source = fetch(split, lang, target / file_name)
-        manifest[file_name] = _describe_file(target / file_name, source)
-        _write_manifest(target, manifest)
-    _check_splits_aligned(target, splits, languages)
+    for split in splits:
+        _install_split(target, split, languages, manifest, fetch)
     return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=False)
 
 
@@ -124,20 +119,18 @@ def register_files(
         if not path.is_file():
             raise DataError(f"file not found: {path}")
     # Check both inputs completely before writing anything.
-    n_src, n_tgt = count_lines(Path(src)), count_lines(Path(tgt))
-    for path, n in ((src, n_src), (tgt, n_tgt)):
-        if n == 0:
-            raise DataError(f"{path} is empty")
+    n_src, n_tgt = _count_corpus_lines(Path(src)), _count_corpus_lines(Path(tgt))
     if n_src != n_tgt:
         raise DataError(f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}")
     target = corpus_dir(data_dir, name)
     manifest = _read_manifest(target)
-    for path, lang in ((Path(src), src_lang), (Path(tgt), tgt_lang)):
-        dest = target / f"{split}.{lang}"
-        _copy_checked(path, dest)
-        manifest[dest.name] = _describe_file(dest, f"file:{path.resolve()}")
-    _write_manifest(target, manifest)
-    _check_splits_aligned(target, [split], [src_lang, tgt_lang])
+    user_files = {src_lang: Path(src), tgt_lang: Path(tgt)}
+
+    def copy(_split: str, lang: str, dest: Path) -> str:
+        _copy_checked(user_files[lang], dest)
+        return f"file:{user_files[lang].resolve()}"
+
+    _install_split(target, split, [src_lang, tgt_lang], manifest, copy, keep_intact=False)
     return DownloadResult(
         target, {k: manifest[k] for k in (f"{split}.{src_lang}", f"{split}.{tgt_lang}")}, False
     )
@@ -255,23 +248,99 @@ def _write_hub_column(rows, lang: str, dest: Path, dataset: str) -> None:
 # --------------------------------------------------------------------------- checks & manifest
 
 
+def _install_split(
+    target: Path,
+    split: str,
+    languages: list[str],
+    manifest: dict,
+    fetch: Fetcher,
+    *,
+    keep_intact: bool = True,
+) -> None:
+    """Fetch one split's files into temporaries, check that every language has the same
+    number of lines, and only then move them into place and record them in the manifest.
+
+    A bad file (misaligned, invalid UTF-8, empty...) leaves neither that split's new files
+    nor manifest entries behind, so a re-run cannot take a broken split for a finished one.
+    With `keep_intact`, files whose sha256 matches the manifest are not fetched again.
+    """
+    staged: dict[str, tuple[Path, str]] = {}  # file name -> (temporary file, source)
+    try:
+        for lang in languages:
+            name = f"{split}.{lang}"
+            if keep_intact and name in manifest and _intact(target / name, manifest[name]):
+                continue
+            temporary = target / f".{name}.fetching"
+            staged[name] = (temporary, fetch(split, lang, temporary))
+        _check_split_aligned(target, split, languages, staged)
+    except BaseException:
+        for temporary, _ in staged.values():
+            temporary.unlink(missing_ok=True)
+        raise
+    for name, (temporary, source) in staged.items():
+        os.replace(temporary, target / name)
+        manifest[name] = _describe_file(target / name, source)
+    if staged:
+        _write_manifest(target, manifest)
+
+
+def _check_split_aligned(
+    target: Path, split: str, languages: list[str], staged: dict[str, tuple[Path, str]]
+) -> None:
+    """Raise naming each file (its source, when just fetched) if line counts differ."""
+    counts = {}
+    for lang in languages:
+        name = f"{split}.{lang}"
+        if name in staged:
+            temporary, source = staged[name]
+            counts[_source_name(source)] = count_lines(temporary)
+        else:
+            counts[str(target / name)] = count_lines(target / name)
+    if len(set(counts.values())) > 1:
+        described = ", ".join(f"{where} has {n} lines" for where, n in counts.items())
+        raise DataError(f"line counts differ in split {split!r}: {described}")
+
+
+def _source_name(source: str) -> str:
+    """`mirror:/m/train.de` -> `/m/train.de`; a URL or sacreBLEU name stays as it is."""
+    for prefix in ("mirror:", "file:"):
+        if source.startswith(prefix):
+            return source[len(prefix) :]
+    return source
+
+
 def _copy_checked(src: Path, dest: Path) -> None:
     """Copy text (gunzipping if needed), checking UTF-8 line by line; atomic at `dest`."""
     with atomic_write(dest) as out:
-        lines = 0
-        for line in iter_lines(src):
+        lines, first = 0, ""
+        for lines, line in enumerate(iter_lines(src), start=1):
             out.write(line + "\n")
-            lines += 1
-        if lines == 0:  # raised inside the block: an earlier good `dest` stays untouched
-            raise DataError(f"{src} is empty")
+            if lines == 1:
+                first = line
+        # Raised inside the block: an earlier good `dest` stays untouched.
+        _check_line_structure(src, lines, first)
 
 
-def _check_splits_aligned(target: Path, splits: list[str], languages: list[str]) -> None:
-    for split in splits:
-        counts = {lang: count_lines(target / f"{split}.{lang}") for lang in languages}
-        if len(set(counts.values())) > 1:
-            described = ", ".join(f"{target / f'{split}.{k}'} has {v}" for k, v in counts.items())
-            raise DataError(f"line counts differ: {described} lines")
+def _count_corpus_lines(path: Path) -> int:
+    """Line count of a corpus file that `_check_line_structure` accepts."""
+    lines, first = 0, ""
+    for lines, line in enumerate(iter_lines(path), start=1):
+        if lines == 1:
+            first = line
+    _check_line_structure(path, lines, first)
+    return lines
+
+
+def _check_line_structure(path: Path, lines: int, first: str) -> None:
+    """Refuse an empty file, and one with CR-only (classic Mac) line ends: only "\\n" ends
+    a line, so such a file reads as one line, and aligning it would pair whole files."""
+    if lines == 0:
+        raise DataError(f"{path} is empty")
+    if lines == 1 and "\r" in first.rstrip("\r"):
+        raise DataError(
+            f"{path} has CR-only (classic Mac) line ends, so it reads as one line; "
+            "convert them to \\n first, e.g. tr '\\r' '\\n' < IN > OUT"
+        )
 
 
 def _describe_file(path: Path, source: str) -> dict:

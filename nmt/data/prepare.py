@@ -8,10 +8,13 @@ unchanged inputs and settings does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +54,27 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     previous = _read_stats(out)
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
         return PrepareResult(out, previous, skipped=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STATS_FILE).unlink(missing_ok=True)  # outputs are about to change
+    # Everything is built in a staging directory that replaces `out` only when complete: a
+    # failure leaves the previous prepared data as it was (or nothing), never a mix, and no
+    # file of an earlier prepare (a stale spm.model beside new spm.src/tgt.model) survives.
+    # The names hold the process id, so two prepares of one run never delete each other's.
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    created = _make_dirs(staging)
+    try:
+        stats = _prepare_into(staging, cfg, raw, fingerprint)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in reversed(created[:-1]):  # e.g. runs/<name>/ made for this attempt
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if still empty
+        raise
+    _replace_dir(out, staging)
+    return PrepareResult(out, stats, skipped=False)
+
+
+def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str) -> dict:
+    """Clean, train SentencePiece and binarize into the (empty) directory `out`."""
+    d = cfg.data
     stats: dict = {"fingerprint": fingerprint, "nmt_version": __version__, "splits": {}}
     stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
     tokenizer = _train_tokenizer(d, out, seed=cfg.train.seed)
@@ -68,7 +90,28 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
         stats["splits"][split].update(_binarize_split(d, split, tokenizer, out))
     with atomic_write(out / STATS_FILE) as f:
         json.dump(stats, f, indent=2)
-    return PrepareResult(out, stats, skipped=False)
+    return stats
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Create `path` afresh (and missing parents); returns the directories created, outermost
+    first, so that a failure can remove what it added."""
+    shutil.rmtree(path, ignore_errors=True)  # the remains of a killed attempt with our pid
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True)
+    return list(reversed(missing))
+
+
+def _replace_dir(out: Path, staging: Path) -> None:
+    """Put the finished `staging` directory where `out` is, then delete the old `out`."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -154,9 +197,11 @@ def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
             fs.write(s + "\n")
             ft.write(t + "\n")
     if stats.kept == 0:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dropped.items()))
         raise DataError(
             f"every training pair was filtered out of {raw[0]} / {raw[1]} "
-            f"({stats.as_dict()['dropped']}); check data.max_chars and data.max_length_ratio"
+            f"({stats.read} read; dropped: {reasons}); check data.max_chars "
+            f"({d.max_chars}) and data.max_length_ratio ({d.max_length_ratio:g})"
         )
     return stats.as_dict()
 

@@ -7,6 +7,7 @@ source and target lines.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import os
@@ -45,12 +46,23 @@ def iter_lines(path: Path) -> Iterator[str]:
                     raise DataError(
                         f"{path}: line {number} is not valid UTF-8 "
                         f"(byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+                        + _utf16_hint(raw if number == 1 else b"")
                     ) from None
                 yield text[:-1] if text.endswith("\n") else text
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"file not found: {path}") from None
         raise DataError(f"{path}: cannot read after line {number}: {exc}") from None
+
+
+def _utf16_hint(first_line: bytes) -> str:
+    """Name the usual culprit, a UTF-16 file (Windows "Unicode" text), by its byte-order mark."""
+    if first_line.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return (
+            "; it starts with a UTF-16 byte-order mark: convert it to UTF-8, "
+            "e.g. iconv -f UTF-16 -t UTF-8 IN > OUT"
+        )
+    return ""
 
 
 def read_lines(path: Path) -> list[str]:

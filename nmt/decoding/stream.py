@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from nmt.data.text import atomic_write, iter_lines
-from nmt.errors import DataError
+from nmt.errors import DataError, NmtError
 
 
 def stdin_lines() -> Iterator[str]:
@@ -29,11 +31,112 @@ def stdin_lines() -> Iterator[str]:
 
 @contextlib.contextmanager
 def open_output(output: str):
+    """stdout; a FIFO or a device (/dev/stdout, /dev/null) written in place, since renaming a
+    file over one would replace it; else a file written atomically. Failures to create or
+    write the file (missing permission, full disk) become one error naming it."""
     if output == "-":
         yield sys.stdout
-    else:
-        with atomic_write(Path(output)) as f:
-            yield f
+        return
+    path = Path(output)
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "w", encoding="utf-8", newline="\n") as f:
+                yield f
+        else:
+            with atomic_write(path) as f:
+                yield f
+    except OSError as exc:
+        raise _write_error(output, exc) from None
+
+
+def _write_error(output: str, exc: OSError) -> DataError:
+    """Names the user's path, and a parent directory when that is what failed, but not the
+    temporary file, which the user never asked for."""
+    reason = exc.strerror or str(exc)
+    culprit = Path(exc.filename) if isinstance(exc.filename, str) else None
+    if culprit is not None and culprit in Path(output).parents:
+        if isinstance(exc, FileExistsError):  # mkdir of a parent that is a file
+            reason = f"{culprit} exists and is not a directory"
+        else:
+            reason = f"{culprit}: {reason}"
+    return DataError(f"cannot write --output {output}: {reason}")
+
+
+class TranslationStopped(NmtError):
+    """SIGTERM or SIGINT stopped `nmt translate`. The exit code is 128 + the signal number,
+    what a shell reports for a process killed by that signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way up swallows it; atomic_write removes its temporary file."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalGuard:
+    """SIGTERM and SIGINT stop the translation at once, except while a chunk is written:
+    then they wait for its last line, so stdout never gets a cut line. Python's default
+    SIGTERM action kills the process without unwinding, which would leave the temporary
+    output file behind; raising instead unwinds through atomic_write's clean-up."""
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.holding = False
+        self.pending: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> _SignalGuard:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may set handlers (and receives signals)
+        for signum in self.signals:
+            current = signal.getsignal(signum)
+            if current is not signal.SIG_IGN:  # ignored on purpose (nohup, `cmd &` in a script)
+                self.previous[signum] = current
+                signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.holding and self.pending is None:
+            self.pending = signum  # a second signal does not wait (a reader may have stalled)
+        else:
+            raise _Stop(signum)
+
+    @contextlib.contextmanager
+    def held(self):
+        """Signals wait until the block is done, then stop the run."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending is not None:
+            raise _Stop(self.pending)
+
+    def hold_to_the_end(self) -> None:
+        """The translation is complete: let the output be finished even if a signal comes."""
+        self.holding = True
+
+
+def _stopped_message(signum: int, lines_done: int, output: str) -> str:
+    name = signal.Signals(signum).name
+    if output == "-":
+        return f"{name} received: stopped after {lines_done} lines, all written whole to stdout"
+    return (
+        f"{name} received: stopped after {lines_done} lines; {output} was not written "
+        "(a file output is only written complete)"
+    )
 
 
 def format_nbest(index: int, hyps, texts: list[str], n_best: int) -> list[str]:
@@ -52,28 +155,41 @@ def translate_stream(
     if output != "-" and Path(output).is_dir():  # found before translating, not at the end
         raise DataError(f"--output {output} is a directory; give a file name")
     batch_tokens = search.pop("batch_tokens", None)
-    translator = Translator.from_checkpoint(checkpoint, device=device, **search)
-    if batch_tokens:
-        translator.batch_tokens = batch_tokens
-    n_best = translator.settings.n_best
-    lines = stdin_lines() if input == "-" else iter_lines(Path(input))
+    nbest_rows = bool(search.get("n_best"))
     total = TranslationStats()
     started = time.perf_counter()
-    index = 0
-    with open_output(output) as out:
-        while chunk := list(itertools.islice(lines, chunk_lines)):
-            result = translator.translate(chunk)
-            for hyps, texts in zip(result.hypotheses, result.texts):
-                if search.get("n_best"):
-                    rows = format_nbest(index, hyps, texts, n_best)
-                else:
-                    rows = [texts[0]]
-                out.write("\n".join(rows) + "\n")
-                index += 1
-            out.flush()
-            total.add(result.stats)
-            _progress(total, time.perf_counter() - started)
-    _finish(total, time.perf_counter() - started, n_best)
+    index = 0  # input lines written so far
+    guard = _SignalGuard()
+    try:
+        with guard:
+            translator = Translator.from_checkpoint(checkpoint, device=device, **search)
+            if batch_tokens:
+                translator.batch_tokens = batch_tokens
+            n_best = translator.settings.n_best if nbest_rows else None
+            lines = stdin_lines() if input == "-" else iter_lines(Path(input))
+            with open_output(output) as out:
+                while chunk := list(itertools.islice(lines, chunk_lines)):
+                    result = translator.translate(chunk)
+                    with guard.held():
+                        index = _write_chunk(out, result, index, n_best)
+                    total.add(result.stats)
+                    _progress(total, time.perf_counter() - started)
+                guard.hold_to_the_end()
+    except _Stop as stop:
+        message = _stopped_message(stop.signum, index, output)
+        raise TranslationStopped(message, stop.signum) from None
+    _finish(total, time.perf_counter() - started, translator.settings.n_best)
+
+
+def _write_chunk(out, result, index: int, n_best: int | None) -> int:
+    """Write one chunk's outputs as whole lines (n-best rows when `n_best` is given) and
+    flush; returns the index of the next input line."""
+    for hyps, texts in zip(result.hypotheses, result.texts):
+        rows = [texts[0]] if n_best is None else format_nbest(index, hyps, texts, n_best)
+        out.write("\n".join(rows) + "\n")
+        index += 1
+    out.flush()
+    return index
 
 
 def _progress(stats, seconds: float) -> None:

@@ -7,6 +7,7 @@ truncated (and counted), never dropped.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model.transformer import Transformer
@@ -66,6 +68,16 @@ def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
         raise NmtError(f"invalid search settings: {exc}") from None
 
 
+# Every character str.splitlines() breaks a line on (text-mode open() breaks on \n and \r).
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """A hypothesis as one line: byte-fallback pieces such as <0x0A> decode to real line
+    breaks, which would split one output into two lines and shift all the following ones."""
+    return _LINE_BREAKS.sub(" ", text)
+
+
 class _ListSequences:
     """Adapter giving lists of ids the TokenArray interface `collate` reads."""
 
@@ -105,8 +117,16 @@ class Translator:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, *, device: str = "cpu", decode: DecodeConfig | None = None, **search
+        cls,
+        path: Path,
+        *,
+        device: str = "cpu",
+        decode: DecodeConfig | None = None,
+        quantize: str | None = None,
+        **search,
     ) -> Translator:
+        """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
+        checkpoint's own; `quantize` ("none" | "int8") and `search` override it."""
         from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
 
         _check_device(device)
@@ -125,6 +145,7 @@ class Translator:
         model.load_state_dict(ckpt["model"])
         model.to(device).eval()
         decode = decode or cfg.decode
+        model = quantize_model(model, quantize or decode.quantize, device=torch.device(device))
         return cls(
             model,
             tokenizer,
@@ -156,7 +177,9 @@ class Translator:
         for index, nbest in self._search_all([sources[i] for i in todo]):
             hyps[todo[index]] = nbest
         texts = [
-            self.tokenizer.decode_tgt([h.tokens for h in nbest]) if nbest else [""]
+            [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
+            if nbest
+            else [""]
             for nbest in hyps
         ]
         stats.output_tokens = sum(len(n[0].tokens) + 1 for n in hyps if n)
@@ -205,20 +228,12 @@ def _check_device(device: str) -> None:
 
 
 # torch.save writes a zip archive (b"PK\x03\x04"); a legacy one starts with a pickle opcode.
-_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
 def _check_is_checkpoint_file(path: Path) -> None:
     """A YAML config or a text file given by mistake is named as such, not as unsafe data."""
-    if not path.is_file():
-        return  # load_checkpoint says "checkpoint not found"
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith(_CHECKPOINT_MAGIC):
-        raise CheckpointError(
-            f"{path} is not a checkpoint: give a .pt file written by nmt train "
-            "(runs/<name>/checkpoints/), not a config or text file"
-        )
+    from nmt.filetype import check_checkpoint_file
+
+    if path.is_file():  # else load_checkpoint says "checkpoint not found"
+        check_checkpoint_file(path)
 
 
 def checkpoint_config(ckpt: dict, path: Path) -> ExperimentConfig:

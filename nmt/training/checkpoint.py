@@ -24,7 +24,10 @@ Only `format_version` is checked here; the other keys are the trainer's and tran
 Files of a run (`CheckpointManager`): `step_<N>.pt` (the newest `keep_last` are kept),
 `last.pt` (the newest save) and `best.pt` (the best validation so far). Every file appears
 under its name only complete: it is written to a temporary file in the same directory,
-flushed and fsynced, then renamed over the old one.
+flushed and fsynced, then renamed over the old one. A writer killed mid-save (SIGKILL, power
+loss) leaves its temporary file behind; `CheckpointManager.remove_stale_temporaries` deletes
+those. Loading checks every CRC-32 of the zip archive torch.save writes (torch.load does not),
+so a flipped bit is reported as a corrupt file instead of loading as wrong weights.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import shutil
 import sys
 import uuid
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +51,7 @@ import torch
 
 import nmt
 from nmt.errors import CheckpointError
+from nmt.filetype import check_checkpoint_file
 
 FORMAT_VERSION = 1
 
@@ -59,6 +64,8 @@ _PLAIN_SEQUENCES = (list, tuple, torch.Size)
 _PLAIN_MAPPINGS = (dict, OrderedDict)
 
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
+# `_replace_atomically`'s temporary files: .<name>.<pid of the writer>.<8 hex digits>.tmp
+_TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp")
 
 
 # --------------------------------------------------------------------------- save / load
@@ -75,11 +82,48 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "xb") as f:
-            torch.save(payload, f)
+            _torch_save(payload, f)
             f.flush()
             os.fsync(f.fileno())
 
     _replace_atomically(Path(path), write)
+
+
+def _torch_save(payload: dict[str, Any], f) -> None:
+    """`torch.save(payload, f)`, raising the OSError of a failed write (a full disk).
+
+    torch.save writes through `f` from C++, which reports a write that raised as a bare
+    RuntimeError ("[enforce fail at inline_container.cc] unexpected pos ..."); the OSError
+    that caused it is what the user needs to see.
+    """
+    writer = _ErrorKeepingWriter(f)
+    try:
+        torch.save(payload, writer)
+    except RuntimeError:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+
+
+class _ErrorKeepingWriter:
+    """The binary file torch.save writes to, remembering the OSError of a failed write."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def __getattr__(self, name: str) -> Any:  # anything else: the file's own
+        return getattr(self._f, name)
 
 
 def _check_plain_data(value: Any, where: str) -> None:
@@ -113,9 +157,35 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path)  # a config or text file given by mistake is named as such
+    _check_checksums(path)
     state = _torch_load(path, map_location)
     _check_format(path, state)
     return state
+
+
+def _check_checksums(path: Path) -> None:
+    """Compare every member of the zip archive torch.save writes with its stored CRC-32.
+
+    torch.load never does, so one flipped bit in a tensor (a bad disk, a bad copy) would load
+    as silently wrong weights. A file that is no zip archive (truncated, a legacy or foreign
+    pickle) is left to torch.load, which refuses it with its own message.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+    except Exception as exc:  # a damaged directory of the archive: BadZipFile and others
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    if bad_member is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: {bad_member} does not match its CRC-32 checksum"
+        )
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:
@@ -301,9 +371,11 @@ def _numpy_state_tuple(state: dict[str, Any]) -> tuple:
 class CheckpointManager:
     """`step_<N>.pt`, `last.pt` and `best.pt` in one directory.
 
-    `save` writes the step file first, then points `last.pt` (and `best.pt`) at it with an
-    atomic hard link (a copy where links are unsupported), then deletes all but the newest
-    `keep_last` step files. A crash at any moment leaves only complete files.
+    `save` writes the step file first, then points `best.pt` (for a best save) and last of
+    all `last.pt` at it with an atomic hard link (a copy where links are unsupported), then
+    deletes all but the newest `keep_last` step files. A crash at any moment leaves only
+    complete files, and `last.pt` moves only once the save is whole: a resume from it never
+    finds a `best.pt` older than the best score it records.
     """
 
     def __init__(self, directory: Path, *, keep_last: int):
@@ -327,9 +399,9 @@ class CheckpointManager:
         """Save `state` as the checkpoint of update `step`; returns the step file's path."""
         path = self.step_path(step)
         save_checkpoint(path, state)
-        self._point(self.last_path, path)
         if is_best:
             self._point(self.best_path, path)
+        self._point(self.last_path, path)  # the commit point of the save: see the class doc
         self._prune()
         return path
 
@@ -344,12 +416,19 @@ class CheckpointManager:
                 found.append((int(match.group(1)), path))
         return [path for _, path in sorted(found)]
 
-    def latest_loadable(self, *, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    def latest_loadable(
+        self,
+        *,
+        map_location: Any = "cpu",
+        check: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that loads: `last.pt`, else step files newest first.
 
-        Unusable files are skipped with a warning on stderr. Returns None when the directory
-        holds no checkpoint; raises `CheckpointError` when it holds some but none loads
-        (starting afresh would silently throw a run away).
+        `check(path, state)` may raise `CheckpointError` to reject a file that loads but
+        cannot serve (a resume needs optimizer state, for one). Unusable files are skipped
+        with a warning on stderr. Returns None when the directory holds no checkpoint;
+        raises `CheckpointError` when it holds some but none is usable (starting afresh would
+        silently throw a run away).
         """
         candidates = [self.last_path] if self.last_path.is_file() else []
         candidates += self.step_checkpoints()[::-1]
@@ -358,13 +437,31 @@ class CheckpointManager:
         problems = []
         for path in candidates:
             try:
-                return path, load_checkpoint(path, map_location=map_location)
+                state = load_checkpoint(path, map_location=map_location)
+                if check is not None:
+                    check(path, state)
+                return path, state
             except CheckpointError as exc:
                 print(f"warning: skipping checkpoint: {exc}", file=sys.stderr)
                 problems.append(f"  - {exc}")
         raise CheckpointError(
             f"no loadable checkpoint in {self.directory}:\n" + "\n".join(problems)
         )
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of saves whose writer died (SIGKILL, power loss), which
+        nothing else would ever remove; returns them. A file whose writing process still runs
+        (on this machine) is kept. Call it before this process saves anything.
+        """
+        if not self.directory.is_dir():
+            return []
+        removed = []
+        for path in sorted(self.directory.iterdir()):
+            match = _TEMP_FILE.fullmatch(path.name)
+            if match and not _is_running_elsewhere(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def _point(self, name: Path, target: Path) -> None:
         _replace_atomically(name, lambda tmp: _link_or_copy(target, tmp))
@@ -375,6 +472,19 @@ class CheckpointManager:
                 old.unlink(missing_ok=True)
             except OSError as exc:  # a leftover file is no reason to stop training
                 print(f"warning: cannot delete {old}: {_os_reason(exc)}", file=sys.stderr)
+
+
+def _is_running_elsewhere(pid: int) -> bool:
+    """Whether `pid` is a live process other than this one."""
+    if pid == os.getpid():  # a reused pid: this process has not saved yet
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- averaging

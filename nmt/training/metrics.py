@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
+
+from nmt.errors import TrainingError
 
 
 class Window:
@@ -60,10 +63,11 @@ class MetricsLog:
     def write(self, kind: str, record: dict) -> None:
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"kind": kind, "time": round(time.time(), 3)} | record)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        with _stop_on_os_error(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
@@ -71,8 +75,22 @@ class MetricsLog:
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        with _stop_on_os_error(self.path):
+            try:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+                tmp.replace(self.path)
+            finally:
+                tmp.unlink(missing_ok=True)  # gone after a successful replace
+
+
+@contextlib.contextmanager
+def _stop_on_os_error(path: Path):
+    """A full disk (or a read-only run directory) stops training with one clear message
+    instead of a traceback; the last checkpoint is intact and a rerun resumes from it."""
+    try:
+        yield
+    except OSError as exc:
+        raise TrainingError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -24,7 +24,7 @@ from nmt.config import ExperimentConfig, config_to_dict, write_resolved_config
 from nmt.data.batching import batches_for_epoch, collate, make_batches
 from nmt.data.prepare import load_prepared, prepared_dir
 from nmt.data.tokenizer import PAD_ID, Tokenizer
-from nmt.errors import NmtError, TrainingError
+from nmt.errors import CheckpointError, NmtError, TrainingError
 from nmt.model.transformer import Transformer
 from nmt.runtime import Runtime, peak_memory_mb, seed_everything
 from nmt.training.checkpoint import (
@@ -439,14 +439,28 @@ class Trainer:
 
     def _save(self, *, is_best: bool) -> Path:
         if self.rt.is_main:
-            self.checkpoints.save(self._checkpoint_state(), step=self.state.step, is_best=is_best)
+            try:
+                self.checkpoints.save(
+                    self._checkpoint_state(), step=self.state.step, is_best=is_best
+                )
+            except CheckpointError as exc:  # a full disk, say: say what the user can do
+                raise CheckpointError(
+                    f"{exc}; training stopped at update {self.state.step} (earlier checkpoints "
+                    "are intact: fix the cause, then run the same command again to resume)"
+                ) from exc
         if self.rt.distributed:
             dist.barrier()
         return self.checkpoints.directory / "last.pt"
 
     def _resume_if_possible(self) -> None:
-        found = self.checkpoints.latest_loadable()
+        if self.rt.is_main:
+            for path in self.checkpoints.remove_stale_temporaries():
+                self.log(f"removed {path.name}, the unfinished file of an interrupted save")
+        found = self.checkpoints.latest_loadable(check=check_has_training_state)
         if found is None:
+            # No checkpoint: any records in metrics.jsonl come from a run that died before
+            # its first save (perhaps mid-line). This run redoes those updates: drop them.
+            self.metrics.truncate_after(0)
             return
         path, ckpt = found
         check_resumable(ckpt, self.cfg, path)
@@ -482,6 +496,21 @@ class Trainer:
 # Keys that say where data lives or what is evaluated, not what the model was trained on:
 # changing them must not block a resume.
 _RESUME_FREE_KEYS = {"data": {"data_dir", "mirror", "valid_split", "test_splits"}}
+
+
+# What `_resume_if_possible` restores: a checkpoint without them cannot continue a run.
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "train_state", "rng")
+
+
+def check_has_training_state(path: Path, ckpt: dict) -> None:
+    """Refuse (so that the resume falls back to an older file) a checkpoint that loads but
+    holds no training state, e.g. the output of `nmt average` copied over last.pt."""
+    missing = [key for key in _RESUME_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"cannot resume from {path}: it holds no {', '.join(missing)} state "
+            "(an averaged checkpoint, or one not written by nmt train)"
+        )
 
 
 def check_resumable(ckpt: dict, cfg: ExperimentConfig, path: Path) -> None:

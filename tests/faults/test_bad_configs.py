@@ -1,0 +1,273 @@
+"""Bad configurations given to the real CLI: broken YAML, unknown or mistyped keys, bad values
+and overrides, and settings that only the corpus can refute (the vocabulary size).
+
+Each one gives a single `error: invalid configuration in <file>:` message that lists every
+problem with its dotted key and what is allowed, exit code 2, and no traceback. A problem
+that comes from a command-line override says so, because the YAML file does not have the
+key. The cases run in this process (typer's CliRunner); one runs the real entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+from nmt.data.tokenizer import Tokenizer
+
+# name -> (config file text, overrides, fragments the message must hold)
+BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
+    "tab indentation": (
+        "train:\n\tlr: 1\n",
+        [],
+        ["malformed YAML at line 2, column 1", "'\\t' that cannot start any token"],
+    ),
+    "duplicate key": (
+        "train:\n  lr: 0.001\n  lr: 0.002\n",
+        [],
+        ["line 3, column 3: duplicate key 'lr' (first on line 2)"],
+    ),
+    "duplicate section": (
+        "train:\n  lr: 0.001\nmodel:\n  heads: 4\ntrain:\n  seed: 3\n",
+        [],
+        ["line 5, column 1: duplicate key 'train' (first on line 1)"],
+    ),
+    "python tag": (
+        "name: !!python/object/apply:os.system [echo hi]\n",
+        [],
+        ["malformed YAML at line 1, column 7", "could not determine a constructor"],
+    ),
+    "not UTF-8": (b"name: caf\xe9\n", [], ["config file is not valid UTF-8 (byte 9)"]),
+    "unknown section": (
+        "optimizer:\n  lr: 0.001\n",
+        [],
+        ["optimizer: unknown key", "(valid keys: name, run_dir, data, model, train, decode)"],
+    ),
+    "unknown nested key": (
+        "data:\n  vocab: 8000\n",
+        [],
+        ["data.vocab: unknown key; did you mean data.vocab_size?"],
+    ),
+    "a level too deep": (
+        "train:\n  lr:\n    value: 0.001\n",
+        [],
+        ["train.lr: got {'value': 0.001} (dict), expected a number"],
+    ),
+    "section given a scalar": (
+        "model: big\n",
+        [],
+        ["model: expected a mapping, got 'big' (str)"],
+    ),
+    "wrong types": (
+        "model:\n  heads: four\ntrain:\n  compile: 'yes'\n  adam_betas: [0.9]\n"
+        "data:\n  test_splits: 3\n",
+        [],
+        [
+            "model.heads: got 'four' (str), expected an integer",
+            "train.compile: got 'yes' (str), expected true or false",
+            "train.adam_betas: got [0.9] (list), expected a list of 2 numbers",
+            "data.test_splits: got 3 (int), expected a list of strings",
+        ],
+    ),
+    "not a number": (
+        "train:\n  lr: .nan\n",
+        [],
+        ["train.lr: got nan (float), expected a finite number"],
+    ),
+    "infinity": (
+        "train:\n  max_minutes: .inf\n",
+        [],
+        ["train.max_minutes: got inf (float), expected a finite number"],
+    ),
+    "negative sizes": (
+        "model:\n  d_model: -512\ntrain:\n  max_tokens: 0\ndata:\n  vocab_size: -1\n",
+        [],
+        [
+            "model.d_model: -512 is out of range; allowed >= 1",
+            "train.max_tokens: 0 is out of range; allowed >= 1",
+            "data.vocab_size: -1 is out of range; allowed >= 8",
+        ],
+    ),
+    "d_model not divisible by heads": (
+        "model:\n  d_model: 100\n  heads: 3\n",
+        [],
+        ["model.d_model (100) must be divisible by model.heads (3)"],
+    ),
+    "override of a missing key": (
+        "name: ok\n",
+        ["model.nope=3"],
+        ["model.nope: unknown key", "valid keys: preset, d_model", "(command-line override)"],
+    ),
+    "override of a missing section": (
+        "name: ok\n",
+        ["nope.x=1"],
+        ["nope: unknown key", "(command-line override)"],
+    ),
+    "override without =": (
+        "name: ok\n",
+        ["model.d_model"],
+        ["override 'model.d_model' must look like section.key=value"],
+    ),
+    "override with an empty key part": (
+        "name: ok\n",
+        ["model..d_model=3"],
+        ["override 'model..d_model=3' must look like section.key=value"],
+    ),
+    "override of the wrong type": (
+        "name: ok\n",
+        ["model.d_model=abc"],
+        ["model.d_model: got 'abc' (str), expected an integer (command-line override)"],
+    ),
+    "override with NaN": (
+        "name: ok\n",
+        ["train.lr=nan"],
+        ["train.lr: got 'nan' (str), expected a finite number (command-line override)"],
+    ),
+}
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Non-zero exit, no traceback, one `error: ...` message holding every fragment."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert result.stderr.count("error: ") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture
+def nmt(in_tmp):
+    """`nmt(*args)`: the CLI in this process, cwd = the test's empty tmp dir; an escaped
+    exception is appended to stderr as the traceback a real process would print."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    def run(*args) -> subprocess.CompletedProcess:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
+
+    return run
+
+
+def write_config(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_gives_one_clear_message(case, nmt, in_tmp):
+    text, overrides, fragments = BAD_CONFIGS[case]
+    config = write_config(in_tmp / "x.yaml", text)
+    result = nmt("prepare", config, *overrides)
+    assert_clean_failure(result, "invalid configuration in ", *fragments)
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]  # nothing else written
+
+
+def test_config_that_is_a_directory(nmt, in_tmp):
+    (in_tmp / "x.yaml").mkdir()
+    assert_clean_failure(nmt("prepare", "x.yaml"), "x.yaml", "cannot read config file")
+
+
+def test_missing_mirror_directory_named_by_the_config(nmt, in_tmp):
+    """`nmt run` logs what it starts to download, then fails with the one error line."""
+    write_config(in_tmp / "x.yaml", "data:\n  mirror: no/such/dir\n")
+    result = nmt("run", "x.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == "error: mirror directory not found: no/such/dir"
+    assert result.stderr.count("error: ") == 1
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]
+
+
+def test_every_problem_of_a_file_at_once_from_the_real_entry_point(in_tmp):
+    """`python -m nmt.cli`: exit code 2, the file named once, one line per problem."""
+    config = write_config(
+        in_tmp / "x.yaml", "model:\n  heads: four\ntrain:\n  lr: .inf\n  lrr: 1\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.cli", "train", str(config), "decode.beam=2"],
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert_clean_failure(result)
+    assert result.stderr.splitlines() == [
+        f"error: invalid configuration in {config}:",
+        "  - model.heads: got 'four' (str), expected an integer",
+        "  - train.lrr: unknown key; did you mean train.lr? (valid keys: "
+        + ", ".join(KEYS_OF_TRAIN)
+        + ")",
+        "  - train.lr: got inf (float), expected a finite number",
+        "  - decode.beam: unknown key; did you mean decode.beam_size? (valid keys: "
+        + "beam_size, n_best, length_penalty, max_len_a, max_len_b, min_len, batch_tokens, "
+        + "max_input_tokens, quantize) (command-line override)",
+    ]
+    assert result.stdout == ""
+
+
+KEYS_OF_TRAIN = [
+    *("seed", "device", "precision", "compile", "threads", "max_tokens", "update_freq"),
+    *("max_updates", "max_epochs", "max_minutes", "lr", "warmup_updates", "warmup_init_lr"),
+    *("adam_betas", "adam_eps", "weight_decay", "clip_norm", "label_smoothing", "log_every"),
+    *("valid_every", "save_every", "keep_last", "valid_bleu", "valid_bleu_beam"),
+    *("valid_bleu_max_sentences", "best_metric", "patience", "max_nonfinite_in_row"),
+    "average_last",
+]
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+@pytest.fixture
+def small_corpus(nmt, in_tmp, shared_data) -> Path:
+    """200 training and 20 dev pairs of Multi30k registered as corpus `m`; a config for it."""
+    for split, n in (("train", 200), ("val", 20)):
+        files = []
+        for lang in ("de", "en"):
+            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+                lines = [next(f) for _ in range(n)]
+            files.append(in_tmp / f"{split}.{lang}")
+            files[-1].write_text("".join(lines), encoding="utf-8")
+        result = nmt(
+            *("download", "m", "--src", files[0], "--tgt", files[1]),
+            *("--src-lang", "de", "--tgt-lang", "en", "--split", split),
+        )
+        assert result.returncode == 0, result.stderr
+    body = {"name": "v", "data": {"corpus": "m", "test_splits": []}, "model": {"preset": "tiny"}}
+    return write_config(in_tmp / "v.yaml", json.dumps(body))
+
+
+def test_vocabulary_larger_than_the_corpus_supports(nmt, in_tmp, small_corpus):
+    """Found broken: the cleaned training text was left in runs/v/data/ after the error."""
+    result = nmt("prepare", small_corpus, "data.vocab_size=60000")
+    assert_clean_failure(
+        result,
+        "invalid configuration",
+        "data.vocab_size: 60000 is more than the training text supports; use a value <= ",
+    )
+    assert not (in_tmp / "runs").exists()
+
+
+def test_switching_to_separate_vocabularies_leaves_no_stale_joint_model(nmt, in_tmp, small_corpus):
+    """Found broken: the old joint spm.model stayed beside the new spm.src/tgt.model, and
+    Tokenizer.load (the trainer's) preferred it: ids and vocabulary no longer matched."""
+    assert nmt("prepare", small_corpus, "data.vocab_size=400").returncode == 0
+    separate = ["data.vocab_size=350", "data.joint_vocab=false", "model.share_embeddings=false"]
+    result = nmt("prepare", small_corpus, *separate)
+    assert result.returncode == 0, result.stderr
+    out = in_tmp / "runs" / "v" / "data"
+    assert not (out / "spm.model").exists()
+    tokenizer = Tokenizer.load(out)
+    assert not tokenizer.joint and tokenizer.src_vocab_size == 350
