@@ -15,6 +15,9 @@ max_new_tokens = L; CTranslate2: min/max_decoding_length = L). A check pass on t
 checked. Systems then take turns (A B C D, A B C D, ...) for --repeats rounds; rates are
 computed per run and summarised as median/min/max, with each system's median ratio to nmt's.
 
+nmt runs twice: float32, and int8 (`decode.quantize=int8`: dynamic int8 linears with
+per-channel weight scales, nmt/decoding/quantize.py), to set against CTranslate2's int8.
+
 The peers run in their own venv (bench/.venvs/peers, see peers.py), one process kept alive
 for the whole run; only one process computes at a time. Prints a table last and writes
 bench/results/decode_speed.json.
@@ -35,6 +38,7 @@ from peers import PeerWorker, open_marian_peer
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.quantize import quantize_int8
 from nmt.decoding.search import SearchSettings, search
 from nmt.model.transformer import Transformer
 
@@ -206,7 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_cases(args, peer, sentences, spm_path) -> tuple[list[dict], dict]:
     cases, params = [], {}
     for size in args.sizes:
-        model = build_nmt(size, vocab_size=args.vocab, seed=args.seed)
+        model = build_nmt(size, vocab_size=args.vocab, seed=args.seed).eval()
+        int8_model = quantize_int8(model)
         params[size] = {"nmt": model.num_parameters()}
         if peer is not None:
             params[size]["hf"] = prepare_peer(peer, size, args=args, spm_path=spm_path)
@@ -217,7 +222,10 @@ def run_cases(args, peer, sentences, spm_path) -> tuple[list[dict], dict]:
             tensors = [corpus.pad(r) for r in rows]
             for beam in args.beams:
                 print(f"{size} beam {beam} batch {batch} ...", file=sys.stderr, flush=True)
-                runners = {"nmt": nmt_runner(model, tensors, beam=beam, length=args.length)}
+                runners = {
+                    "nmt": nmt_runner(model, tensors, beam=beam, length=args.length),
+                    "nmt-int8": nmt_runner(int8_model, tensors, beam=beam, length=args.length),
+                }
                 runners |= peer_runners(peer, beam=beam, length=args.length, threads=args.threads)
                 systems = measure(
                     runners, repeats=args.repeats, sentences=len(sentences), length=args.length
