@@ -6,7 +6,8 @@
 1. prepare: Multi30k train (de-en) repeated 1x, 4x, 16x is registered as a user corpus
    (`nmt download NAME --src --tgt`, plus Multi30k val as its dev split) in a temporary
    directory and prepared with `nmt prepare` (SentencePiece --vocab, dedup off so the copies
-   stay). Each run is its own process; wall time and peak RSS come from os.wait4 on it.
+   stay). Each run is its own process; wall time is taken around it, and its peak RSS is its
+   own VmHWM (see measured_run).
 2. one epoch: `nmt train` on the prepared 1x and 4x data, nmt's `tiny` model, CPU, no
    validation, `train.max_epochs=1`. The loop time of the epoch is taken from the trainer's
    metrics.jsonl: seconds per update from the `elapsed_s` of the first and last log records
@@ -51,22 +52,45 @@ BUCKETS = ((1, 10), (11, 20), (21, 40), (41, 60), (61, 100))
 
 
 def measured_run(command: list[str], *, log: Path) -> dict:
-    """Run `command` (its output to `log`); wall seconds and the peak RSS of that process
-    tree's largest member (ru_maxrss of os.wait4, in MiB). Raises on a non-zero exit."""
+    """Run `command` (its output to `log`); wall seconds and its peak RSS in MiB.
+
+    The peak is the child's own VmHWM, which `nmt_command` makes it write at exit. Not
+    ru_maxrss of os.wait4: Linux folds the RSS of the process that forked the child (this
+    script, with torch loaded) into that figure at exec, which would hide the small peaks
+    this benchmark is about. Raises on a non-zero exit."""
+    peak_file = log.with_name(log.name + ".peak")
+    peak_file.unlink(missing_ok=True)
+    env = {**os.environ, PEAK_FILE_ENV: str(peak_file)}
     with open(log, "w") as out:
         started = record.now()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         seconds = record.now() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{tail}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "peak_rss_mb": int(peak_file.read_text()) / 1024}
+
+
+PEAK_FILE_ENV = "NMT_BENCH_PEAK_FILE"
+# `python -m nmt.cli ...`, plus an exit hook writing the process's VmHWM (KiB) to the file
+# named by PEAK_FILE_ENV.
+_CLI_WITH_PEAK = f"""
+import atexit, os, re, runpy, sys
+def _write_peak():
+    if "{PEAK_FILE_ENV}" not in os.environ:
+        return
+    with open("/proc/self/status") as f:
+        peak = re.search(r"VmHWM:\\s+(\\d+)", f.read()).group(1)
+    with open(os.environ["{PEAK_FILE_ENV}"], "w") as f:
+        f.write(peak)
+atexit.register(_write_peak)
+sys.argv[0] = "nmt"
+runpy.run_module("nmt.cli", run_name="__main__")
+"""
 
 
 def nmt_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nmt.cli", *args]
+    return [sys.executable, "-c", _CLI_WITH_PEAK, *args]
 
 
 # --------------------------------------------------------------------------- corpora

@@ -18,7 +18,8 @@ fraction of all epoch-0 batches, peak memory (GPU: max_memory_allocated per syst
 process's peak RSS, which covers everything the process held) and, on a GPU, model FLOPs
 utilisation MFU = training FLOPs/s / peak, with training FLOPs from models.training_flops.
 
-On a GPU nmt trains under bf16 autocast (fp32 weights, fused AdamW) as its trainer does; the
+nmt's AdamW is fused (one kernel over all parameters) on the CPU and the GPU, as in its
+trainer. On a GPU nmt trains under bf16 autocast (fp32 weights) as its trainer does; the
 peers stay on the CPU machine (their venv needs the package registry), so a GPU run is nmt
 alone. Prints a table last and writes bench/results/train_speed.json.
 """
@@ -106,7 +107,7 @@ class NmtTrainer:
             betas=(0.9, 0.98),
             eps=1e-9,
             weight_decay=0.0,
-            fused=device.type == "cuda",
+            fused=device.type in ("cuda", "cpu"),  # as nmt's trainer
         )
         self.amp = torch.autocast(
             device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
