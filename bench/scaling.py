@@ -2,12 +2,17 @@
 
     python bench/scaling.py            # prepare 1x/4x/16x Multi30k, epochs 1x/4x, 5 length buckets
     python bench/scaling.py --quick    # smoke test: 2000-line corpus, 1x/4x, ~1 min
+    python bench/scaling.py --parts prepare --spm-sample 50000 --output \
+        bench/results/scaling_prepare_sample50k.json    # prepare memory with a bounded sample
 
 1. prepare: Multi30k train (de-en) repeated 1x, 4x, 16x is registered as a user corpus
    (`nmt download NAME --src --tgt`, plus Multi30k val as its dev split) in a temporary
    directory and prepared with `nmt prepare` (SentencePiece --vocab, dedup off so the copies
    stay). Each run is its own process; wall time is taken around it, and its peak RSS is its
-   own VmHWM (see measured_run).
+   own VmHWM (see measured_run). SentencePiece trains on a sample of at most
+   data.spm_input_sentence_size sentences (default 2M) and holds that sample in memory; with
+   --spm-sample below the corpus size, the rest of prepare streams, so peak memory should stay
+   flat as the corpus grows.
 2. one epoch: `nmt train` on the prepared 1x and 4x data, nmt's `tiny` model, CPU, no
    validation, `train.max_epochs=1`. The loop time of the epoch is taken from the trainer's
    metrics.jsonl: seconds per update from the `elapsed_s` of the first and last log records
@@ -149,6 +154,7 @@ def register_corpus(work: Path, factor: int, args) -> dict:
             "test_splits": [],
             "vocab_size": args.vocab,
             "dedup": False,
+            **({"spm_input_sentence_size": args.spm_sample} if args.spm_sample else {}),
         },
         "model": {"preset": "tiny"},
         "train": {
@@ -292,6 +298,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--base-lines", type=int, default=0, help="lines of Multi30k per copy (0: all)")
     p.add_argument("--vocab", type=int, default=8000, help="prepare's SentencePiece vocabulary")
+    p.add_argument(
+        "--spm-sample",
+        type=int,
+        default=0,
+        help="data.spm_input_sentence_size for prepare (0: nmt's default, 2M sentences)",
+    )
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--decode-size", choices=sorted(SIZES), default="base")
@@ -349,7 +361,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_tables(result: dict, args) -> None:
     if result["prepare"]:
-        print(f"\nnmt prepare (SentencePiece {args.vocab}, dedup off), median of {args.repeats}")
+        sample = f"sample {args.spm_sample} sentences" if args.spm_sample else "default sample"
+        print(
+            f"\nnmt prepare (SentencePiece {args.vocab}, {sample}, dedup off), "
+            f"median of {args.repeats}"
+        )
         print(
             record.table(
                 ["corpus", "pairs", "seconds", "peak RSS MB"],

@@ -96,3 +96,34 @@ def test_bf16_logits_are_reduced_in_float32():
     ref = label_smoothed_loss(logits.float(), target, epsilon=0.1, ignore_index=PAD)
     assert out.loss.dtype == torch.float32
     torch.testing.assert_close(out.loss, ref.loss)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+def test_gradient_equals_autograd_through_torch_cross_entropy(epsilon: float):
+    """The hand-written backward (softmax - q) against autograd of the reference."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11) * 3
+    target = torch.randint(1, 11, (3, 5))
+    target[0, -2:] = 0  # padding
+    ours_in = logits.clone().requires_grad_()
+    ours = label_smoothed_loss(ours_in, target, epsilon=epsilon, ignore_index=0).loss
+    (ours_grad,) = torch.autograd.grad(ours * 0.7, ours_in)  # a non-unit upstream gradient
+    ref_in = logits.clone().requires_grad_()
+    ref = F.cross_entropy(
+        ref_in.view(-1, 11),
+        target.view(-1),
+        ignore_index=0,
+        label_smoothing=epsilon,
+        reduction="sum",
+    )
+    (ref_grad,) = torch.autograd.grad(ref * 0.7, ref_in)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(ours_grad, ref_grad, atol=1e-6)
+    assert ours_grad[0, -2:].abs().sum() == 0  # padded positions get no gradient
+
+
+def test_bf16_logits_get_a_bf16_gradient():
+    logits = torch.randn(2, 4, 7).to(torch.bfloat16).requires_grad_()
+    target = torch.randint(1, 7, (2, 4))
+    label_smoothed_loss(logits, target, epsilon=0.1, ignore_index=0).loss.backward()
+    assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
