@@ -1,0 +1,72 @@
+"""Where nmt's decoding time goes: torch.profiler's operator table for one forced-length run.
+
+    python bench/profile_decode.py                       # base, beam 5, batch 16, float32
+    python bench/profile_decode.py --int8 --size small
+
+Same inputs and forced output length as decode_speed.py (random weights, the first N
+newstest2014 sentences of 15-35 pieces, L = 30 steps). One untimed pass warms up, then one
+pass runs under the profiler. Prints the operators by self CPU time, and the share of the
+matrix products (aten::mm / addmm, and quantized::linear_dynamic under --int8) in the total,
+which bounds what any change outside them can gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import corpus
+import torch
+from decode_speed import forced_length
+from models import SIZES, build_nmt
+from torch.profiler import profile
+
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.quantize import quantize_int8
+from nmt.decoding.search import search
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "quantized::linear_dynamic")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="base")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--sentences", type=int, default=32)
+    p.add_argument("--length", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--rows", type=int, default=15)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer = corpus.load_tokenizer(corpus.sentencepiece_model(vocab_size=10_000))
+    src = corpus.DATA_ROOT / "wmt_newstest" / "de-en" / "newstest2014.de"
+    sentences = corpus.sentences_by_length(
+        tokenizer, src, count=args.sentences, min_tokens=15, max_tokens=35
+    )
+    batches = [corpus.pad(r) for r in corpus.chunks(corpus.with_eos(sentences), args.batch)]
+    model = build_nmt(args.size, vocab_size=10_000, seed=1).eval()
+    if args.int8:
+        model = quantize_int8(model)
+    settings = forced_length(args.beam, args.length)
+
+    def decode() -> None:
+        for batch in batches:
+            search(model, batch, settings, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+
+    decode()
+    with profile() as prof:
+        decode()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    kind = "int8" if args.int8 else "float32"
+    print(
+        f"{args.size} {kind}, beam {args.beam}, batch {args.batch}, {args.threads} threads: "
+        f"matrix products {100 * matmul / total:.1f}% of {total / 1e6:.2f} s self CPU time"
+    )
+
+
+if __name__ == "__main__":
+    main()
