@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import traceback
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def cli_inline():
+    """`cli_inline(*args)`: `nmt *args` run in this process (typer's CliRunner, no 3 s of
+    interpreter and torch start-up), returned as a CompletedProcess; an exception that escaped
+    the CLI is appended to stderr as the traceback a real process would print."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    def run(*args) -> subprocess.CompletedProcess:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
+
+    return run

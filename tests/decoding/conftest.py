@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,23 +116,16 @@ def nmt_cli() -> Nmt:
 
 
 @pytest.fixture
-def nmt_inline(monkeypatch, one_thread) -> Nmt:
+def nmt_inline(monkeypatch, one_thread, cli_inline) -> Nmt:
     """The same command line run in this process (no 3 s of interpreter and torch start-up).
 
     Returns a CompletedProcess like `nmt_cli`; an exception that escaped the CLI is appended
     to stderr as the traceback a real process would print.
     """
-    from typer.testing import CliRunner
-
-    from nmt.cli import app
 
     def run(*args, cwd: Path) -> subprocess.CompletedProcess:
         monkeypatch.chdir(cwd)
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        stderr = result.stderr
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            stderr += "".join(traceback.format_exception(result.exception))
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
+        return cli_inline(*args)
 
     return run
 

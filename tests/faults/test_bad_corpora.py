@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import pytest
@@ -73,21 +72,9 @@ def run_process(*args, cwd: Path, prelude: str = "") -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def nmt(in_tmp, monkeypatch):
-    """`nmt(*args)`: the CLI in this process, cwd = the test's empty tmp dir; an escaped
-    exception is appended to stderr as the traceback a real process would print."""
-    from typer.testing import CliRunner
-
-    from nmt.cli import app
-
-    def run(*args) -> subprocess.CompletedProcess:
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        stderr = result.stderr
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            stderr += "".join(traceback.format_exception(result.exception))
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
-
-    return run
+def nmt(in_tmp, cli_inline):
+    """`nmt(*args)`: the CLI in this process (`cli_inline`), cwd = the test's empty tmp dir."""
+    return cli_inline
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import pytest
@@ -41,21 +40,9 @@ def run_process(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def nmt(in_tmp, one_thread):
-    """`nmt(*args)`: the CLI in this process, cwd = the test's empty tmp dir; an escaped
-    exception is appended to stderr as the traceback a real process would print."""
-    from typer.testing import CliRunner
-
-    from nmt.cli import app
-
-    def run(*args) -> subprocess.CompletedProcess:
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        stderr = result.stderr
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            stderr += "".join(traceback.format_exception(result.exception))
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
-
-    return run
+def nmt(in_tmp, one_thread, cli_inline):
+    """`nmt(*args)`: the CLI in this process (`cli_inline`), cwd = the test's empty tmp dir."""
+    return cli_inline
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
