@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import assert_clean_failure
 
 from nmt.data.tokenizer import Tokenizer
 
@@ -128,16 +129,6 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
         ["train.lr: got 'nan' (str), expected a finite number (command-line override)"],
     ),
 }
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Non-zero exit, no traceback, one `error: ...` message holding every fragment."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
-    assert result.stderr.count("error: ") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 @pytest.fixture

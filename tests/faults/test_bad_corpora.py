@@ -15,12 +15,10 @@ the real `python -m nmt.cli` entry point twice, and so does one failure case.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import assert_clean_failure, run_process
 
 from nmt.data.tokenizer import Tokenizer
 
@@ -56,35 +54,10 @@ DIRTY_PAIRS = [
 # --------------------------------------------------------------------------- helpers
 
 
-def run_process(*args, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:
-    """The real entry point, `python -m nmt.cli`; `prelude` runs first in the same process."""
-    code = f"{prelude}\nfrom nmt.cli import main\nmain()"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("NMT_DATA_MIRROR", None)
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def nmt(in_tmp, cli_inline):
     """`nmt(*args)`: the CLI in this process (`cli_inline`), cwd = the test's empty tmp dir."""
     return cli_inline
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Non-zero exit, no traceback, one `error: ...` message holding every fragment."""
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
-    assert result.stderr.count("error: ") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 def files_under(root: Path) -> list[str]:

@@ -10,13 +10,11 @@ few of them.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
+from _cli import assert_clean_failure, run_process
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / "configs" / "tiny.yaml"
@@ -25,34 +23,10 @@ TINY_YAML = REPO / "configs" / "tiny.yaml"
 # --------------------------------------------------------------------------- helpers
 
 
-def run_process(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """The real entry point, as a user runs it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("NMT_DATA_MIRROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "nmt.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def nmt(in_tmp, one_thread, cli_inline):
     """`nmt(*args)`: the CLI in this process (`cli_inline`), cwd = the test's empty tmp dir."""
     return cli_inline
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit code 2, no traceback, one `error: ...` message holding every fragment."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
-    assert result.stderr.count("error: ") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 def write_lines(path: Path, lines: list[str], ending: str = "\n") -> Path:
