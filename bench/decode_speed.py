@@ -15,8 +15,10 @@ max_new_tokens = L; CTranslate2: min/max_decoding_length = L). A check pass on t
 checked. Systems then take turns (A B C D, A B C D, ...) for --repeats rounds; rates are
 computed per run and summarised as median/min/max, with each system's median ratio to nmt's.
 
-nmt runs twice: float32, and int8 (`decode.quantize=int8`: dynamic int8 linears with
-per-channel weight scales, nmt/decoding/quantize.py), to set against CTranslate2's int8.
+nmt runs twice, each as `nmt translate` runs on the CPU (`translator.inference_model`):
+float32 with oneDNN-packed linears (nmt/decoding/packing.py), and int8 (`decode.quantize=int8`:
+dynamic int8 linears with per-channel weight scales, nmt/decoding/quantize.py), to set against
+CTranslate2's int8.
 
 The peers run in their own venv (bench/.venvs/peers, see peers.py), one process kept alive
 for the whole run; only one process computes at a time. Prints a table last and writes
@@ -38,11 +40,12 @@ from peers import PeerWorker, open_marian_peer
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.quantize import quantize_int8
 from nmt.decoding.search import SearchSettings, search
+from nmt.decoding.translator import inference_model
 from nmt.model.transformer import Transformer
 
 CT2_TYPES = ("float32", "int8")
+CPU = torch.device("cpu")
 Run = Callable[..., dict]  # run(limit=0, count_steps=False) -> {"seconds", "lengths", "steps"}
 
 
@@ -211,8 +214,10 @@ def run_cases(args, peer, sentences, spm_path) -> tuple[list[dict], dict]:
     cases, params = [], {}
     for size in args.sizes:
         model = build_nmt(size, vocab_size=args.vocab, seed=args.seed).eval()
-        int8_model = quantize_int8(model)
         params[size] = {"nmt": model.num_parameters()}
+        # As `nmt translate` decodes on the CPU: int8 (a copy), else packed float32 linears.
+        int8_model = inference_model(model, "int8", device=CPU)
+        model = inference_model(model, "none", device=CPU)
         if peer is not None:
             params[size]["hf"] = prepare_peer(peer, size, args=args, spm_path=spm_path)
         for batch in args.batches:

@@ -21,10 +21,16 @@ from models import SIZES, build_nmt
 from torch.profiler import profile
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.quantize import quantize_int8
 from nmt.decoding.search import search
+from nmt.decoding.translator import inference_model
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "quantized::linear_dynamic")
+MATMULS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "mkldnn::_linear_pointwise",
+    "quantized::linear_dynamic",
+)
 
 
 def main() -> None:
@@ -46,8 +52,8 @@ def main() -> None:
     )
     batches = [corpus.pad(r) for r in corpus.chunks(corpus.with_eos(sentences), args.batch)]
     model = build_nmt(args.size, vocab_size=10_000, seed=1).eval()
-    if args.int8:
-        model = quantize_int8(model)
+    # What `nmt translate` decodes with on the CPU (packed float32 linears, or int8).
+    model = inference_model(model, "int8" if args.int8 else "none", device=torch.device("cpu"))
     settings = forced_length(args.beam, args.length)
 
     def decode() -> None:

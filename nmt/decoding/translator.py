@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
 from nmt.errors import CheckpointError, NmtError
@@ -127,25 +129,9 @@ class Translator:
     ) -> Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8") and `search` override it."""
-        from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
-
-        _check_device(device)
-        _check_is_checkpoint_file(Path(path))
-        ckpt = load_checkpoint(Path(path), map_location="cpu")
-        cfg = checkpoint_config(ckpt, path)
-        tokenizer = Tokenizer(
-            tensor_to_bytes(ckpt["spm"]["src"]), tensor_to_bytes(ckpt["spm"]["tgt"])
-        )
-        model = Transformer(
-            cfg.model,
-            src_vocab_size=tokenizer.src_vocab_size,
-            tgt_vocab_size=tokenizer.tgt_vocab_size,
-            pad_id=PAD_ID,
-        )
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
+        model, tokenizer, cfg = load_trained_model(Path(path), device=device)
         decode = decode or cfg.decode
-        model = quantize_model(model, quantize or decode.quantize, device=torch.device(device))
+        model = inference_model(model, quantize or decode.quantize, device=torch.device(device))
         return cls(
             model,
             tokenizer,
@@ -211,6 +197,36 @@ class Translator:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def load_trained_model(
+    path: Path, *, device: str = "cpu"
+) -> tuple[Transformer, Tokenizer, ExperimentConfig]:
+    """The float32 model of a checkpoint (on `device`, in eval mode), its tokenizer and its
+    resolved config; refuses a non-checkpoint file or a missing device clearly."""
+    from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
+
+    _check_device(device)
+    _check_is_checkpoint_file(path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = checkpoint_config(ckpt, path)
+    tokenizer = Tokenizer(tensor_to_bytes(ckpt["spm"]["src"]), tensor_to_bytes(ckpt["spm"]["tgt"]))
+    model = Transformer(
+        cfg.model,
+        src_vocab_size=tokenizer.src_vocab_size,
+        tgt_vocab_size=tokenizer.tgt_vocab_size,
+        pad_id=PAD_ID,
+    )
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def inference_model(model: Transformer, quantize: str, *, device: torch.device) -> nn.Module:
+    """A trained model made ready for decoding only: int8 when `quantize` says so, else on
+    the CPU float32 linears with packed weights (`nmt.decoding.packing`)."""
+    if quantize == "none" and device.type == "cpu":
+        return pack_linears(model)
+    return quantize_model(model, quantize, device=device)
 
 
 def _check_device(device: str) -> None:

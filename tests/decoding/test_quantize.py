@@ -10,7 +10,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from nmt.data.text import read_lines
 from nmt.decoding.quantize import quantize, quantize_int8
-from nmt.decoding.translator import Translator
+from nmt.decoding.translator import Translator, load_trained_model
 from nmt.errors import NmtError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,7 +22,7 @@ def sources(tiny_run) -> list[str]:
 
 
 def test_every_linear_is_int8_and_the_float_model_is_untouched(tiny_run):
-    model = Translator.from_checkpoint(tiny_run.checkpoint).model
+    model, _, _ = load_trained_model(tiny_run.checkpoint)
     q = quantize_int8(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert linears and all(type(m) is nn.Linear for m in linears)  # a copy was quantized
