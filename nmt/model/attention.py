@@ -65,6 +65,20 @@ def _xavier_blocks(weight: Tensor, blocks: int, *, gain: float) -> None:
         nn.init.xavier_uniform_(block, gain=gain)
 
 
+def _few_query_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh) + mask) v: q [B, H, T, Dh], k and v [B, H, S, Dh] -> [B, H, T, Dh].
+
+    Two batched products and a softmax. For the one to five queries of a decoding step this
+    measured about twice as fast as SDPA's CPU flash kernel, whose blocking (32 queries by
+    512 keys) is tuned for long query blocks: 350 vs 590 us for 80 rows x 8 heads over 15
+    cached positions, 370 vs 800 us for the cross-attention of 16 sentences x 5 beams.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
+    if mask is not None:
+        scores.add_(mask)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
 class _Attention(nn.Module):
     """What self- and cross-attention share: head layout, dropout, output projection."""
 
@@ -85,6 +99,15 @@ class _Attention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
         )
         return self.out(_merge_heads(y))
+
+    def _attend_step(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
+        """`_attend` for the few queries of one decoding step (q [B, H, T, Dh], T = 1 or the
+        k beams of a sentence): on the CPU with explicit products (`_few_query_attention`)."""
+        if q.device.type != "cpu":
+            return self._attend(q, k, v, mask=mask)
+        return self.out(_merge_heads(_few_query_attention(q, k, v, mask=mask)))
 
     def _reset_out(self) -> None:
         nn.init.xavier_uniform_(self.out.weight)
@@ -118,7 +141,7 @@ class SelfAttention(_Attention):
         qkv = self.qkv(x).view(rows, 3, self.heads, width // self.heads)
         q = qkv[:, 0].unsqueeze(2)  # [N, H, 1, Dh]
         k, v = cache.append_self(layer, qkv[:, 1:].transpose(0, 1))  # [N, H, length + 1, Dh]
-        return self._attend(q, k, v)
+        return self._attend_step(q, k, v)
 
 
 class CrossAttention(_Attention):
@@ -159,5 +182,5 @@ class CrossAttention(_Attention):
         k = cache.rows_per_sentence
         q = self.q(x).view(rows // k, k, self.heads, width // self.heads).transpose(1, 2)
         memory_kv = cache.cross(layer)
-        y = self._attend(q, memory_kv[0], memory_kv[1], mask=cache.cross_mask)  # [b, k, D]
+        y = self._attend_step(q, memory_kv[0], memory_kv[1], mask=cache.cross_mask)  # [b, k, D]
         return y.view(rows, 1, width)

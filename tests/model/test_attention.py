@@ -117,3 +117,17 @@ def test_fused_projections_are_initialised_block_by_block():
         assert block.abs().max() <= bound
         assert block.abs().max() > 0.9 * bound  # uses the whole range: not a smaller gain
     assert torch.count_nonzero(self_attn.qkv.bias) == 0
+
+
+def test_few_query_attention_equals_sdpa_with_padding():
+    """The explicit-product path of decoding steps on the CPU computes what SDPA computes."""
+    from nmt.model.attention import _few_query_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 4, 5, 8), torch.randn(3, 4, 7, 8), torch.randn(3, 4, 7, 8)
+    pad = torch.tensor([[False] * 7, [False] * 5 + [True] * 2, [False] + [True] * 6])
+    mask = attention_mask(pad, dtype=torch.float32)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(_few_query_attention(q, k, v, mask=mask), expected)
+    unmasked = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(_few_query_attention(q, k, v, mask=None), unmasked)
