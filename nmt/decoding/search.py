@@ -16,6 +16,7 @@ Search needs only this protocol (`nmt.model.transformer.Transformer` implements 
 The first `prev` is BOS in every row. Rows are sentence major (k per sentence); `kept` lists
 the sentences that remain (positions among the current ones) when some left, else None. A
 cache may use it to keep per-sentence state (the encoder memory) once per sentence.
+`decode_step` returns a new tensor each call: search masks it in place.
 
 Scores. A hypothesis is the generated tokens y_1 .. y_L followed by EOS; its length counts EOS:
 
@@ -198,24 +199,31 @@ class _Rules:
     eos_id: int
     pad_id: int
 
-    def constrain(self, log_probs: Tensor, *, step: int, max_lens: Tensor) -> Tensor:
-        """Set disallowed tokens to -inf. log_probs [N, V], max_lens [N] -> float32 [N, V].
+    def constrain(self, log_probs: Tensor, *, step: int, last_rows: list[int]) -> Tensor:
+        """Set disallowed tokens to -inf, in place. log_probs [N, V] -> float32 [N, V].
 
-        `step` counts the tokens already generated, so a row's last step is max_len - 1; there
-        every token but EOS is masked, which overrides min_len.
+        `step` counts the tokens already generated; `last_rows` are the rows at their last
+        step (max_len - 1): there every token but EOS is masked, which overrides min_len.
+        Only the few banned columns and last rows are written, never a full [N, V] mask.
         """
-        vocab = torch.arange(log_probs.size(-1), device=log_probs.device)  # [V]
-        is_eos = vocab == self.eos_id
-        banned = ((vocab == self.pad_id) | (vocab == self.bos_id)) & ~is_eos
+        log_probs = log_probs.float()
+        device = log_probs.device
+        banned = [t for t in (self.pad_id, self.bos_id) if t != self.eos_id]
         if step < self.min_len:
-            banned |= is_eos
-        last = (max_lens == step + 1)[:, None]  # [N, 1]
-        return log_probs.float().masked_fill(torch.where(last, ~is_eos, banned), NEG_INF)
+            banned.append(self.eos_id)
+        rows = _index(last_rows, device) if last_rows else None
+        if rows is not None:
+            eos = log_probs[rows, self.eos_id]  # a copy, taken before min_len may ban EOS
+        log_probs.index_fill_(1, _index(banned, device), NEG_INF)
+        if rows is not None:
+            log_probs.index_fill_(0, rows, NEG_INF)
+            log_probs[rows, self.eos_id] = eos
+        return log_probs
 
     def next_log_probs(self, model: SearchModel, state: _Rows, *, step: int) -> Tensor:
         """One decoding step of every row, constrained. -> float32 [N, V]."""
         log_probs = model.decode_step(state.prev, state.memory, state.cache)
-        return self.constrain(log_probs, step=step, max_lens=state.max_lens)
+        return self.constrain(log_probs, step=step, last_rows=state.rows_at_limit(step))
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,11 @@ class _Rows:
     max_lens: Tensor  # [N] max_len of each row's sentence
     memory: Memory  # N rows (B before the first step of beam search)
     cache: DecoderCache
+
+    def rows_at_limit(self, step: int) -> list[int]:
+        """The rows whose sentence allows no token after this step (max_len = step + 1)."""
+        ending = [i for i, limit in enumerate(self.limits) if limit == step + 1]
+        return [i * self.k + j for i in ending for j in range(self.k)]
 
     def extend(self, rows: Tensor, *, tokens: Tensor, log_probs: Tensor, live: list[int]) -> _Rows:
         """New row i = old row rows[i] followed by tokens[i]. rows, tokens, log_probs [N'].

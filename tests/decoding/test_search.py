@@ -219,6 +219,19 @@ def test_max_len_forces_eos():
     assert model.cache_max_len == 3 and model.rows_per_step == [1, 2, 2]
 
 
+@pytest.mark.parametrize("search_fn", [greedy_search, beam_search])
+def test_max_len_overrides_min_len_and_keeps_the_eos_probability(search_fn):
+    """min_len 5 bans EOS, but max_len 3 ends the hypothesis: EOS is forced at the third
+    token and its model probability (0.1) still counts. In the same batch a longer source
+    (max_len 4) reaches its own limit one step later: limits are per sentence."""
+    model_tables = {None: {None: {A: 0.6, B: 0.25, EOS: 0.1, UNK: 0.05}}}
+    batch = src((7, 8, 9, 10), (7, 8, 9, 10, 11, 12))
+    rules = SearchSettings(beam_size=2, max_len_a=0.5, max_len_b=1, min_len=5, length_penalty=0.0)
+    short, long = search_fn(table_model(model_tables), batch, rules, **IDS)
+    check(short[:1], expect([A, A], 0.6, 0.6, 0.1, alpha=0.0))
+    check(long[:1], expect([A, A, A], 0.6, 0.6, 0.6, 0.1, alpha=0.0))
+
+
 MIN_LEN = {
     None: {
         (): {EOS: 0.5, A: 0.3, B: 0.2},
