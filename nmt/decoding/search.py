@@ -415,6 +415,10 @@ def _keep_alive(
     # A stable sort moves EOS candidates last and keeps the others in score order.
     is_eos = cands.tokens == eos_id  # [b, C]
     order = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :beam_size]
+    local_parents = cands.rows.gather(1, order) - state.k * torch.arange(
+        len(state.sentences), device=order.device
+    ).unsqueeze(1)
+    order = order.gather(1, _by_parent_slot(local_parents))
     keep = None if len(live) == len(state.sentences) else _index(live, order.device)
 
     def pick(x: Tensor) -> Tensor:  # [b, C] -> [b', K] -> [b'*K]
@@ -425,3 +429,25 @@ def _keep_alive(
     # Only a vocabulary smaller than K can leave an EOS here; such a row must never finish.
     log_probs = log_probs.masked_fill(tokens == eos_id, NEG_INF)
     return state.extend(pick(cands.rows), tokens=tokens, log_probs=log_probs, live=live)
+
+
+def _by_parent_slot(parents: Tensor) -> Tensor:
+    """Where each sentence's new rows go: perm [b, K], slot j takes new row perm[:, j].
+
+    parents [b, K]: the row (0 .. k-1 within its sentence, k <= K) each new row extends, new
+    rows best first. The best child of each parent takes its parent's slot; the other rows
+    fill the free slots in score order. Rows that stay where their prefix already is need no
+    copy when the cache is reordered (DecoderCache copies only moved rows on the CPU); the
+    order of a sentence's rows never changes what the search finds.
+    """
+    b, k = parents.shape
+    rank = torch.arange(k, device=parents.device)
+    same_parent = parents[:, :, None] == parents[:, None, :]  # [b, K, K]
+    first = ~(same_parent & (rank[None, :] < rank[:, None])).any(dim=2)  # [b, K]
+    # Only a first child claims a slot; the others write into a spare column, dropped.
+    claimed = torch.zeros(b, k + 1, dtype=torch.bool, device=parents.device)
+    claimed.scatter_(1, torch.where(first, parents, k), True)
+    free = torch.sort(claimed[:, :k].to(torch.uint8), dim=1, stable=True).indices  # free first
+    others = (torch.cumsum(~first, dim=1) - 1).clamp_(min=0)  # i-th non-first -> i-th free
+    slots = torch.where(first, parents, free.gather(1, others))  # [b, K]: slot of each row
+    return torch.empty_like(slots).scatter_(1, slots, rank.expand(b, k))

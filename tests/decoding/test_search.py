@@ -368,3 +368,13 @@ def test_max_len_formula_and_cap():
     assert settings.max_len(10) == 22  # floor(1.2 * 10 + 10)
     assert settings.max_len(1001) == 1024  # floor(1211.2) capped by the position table
     assert SearchSettings(max_len_a=0.0, max_len_b=0).max_len(5) == 1  # never below 1
+
+
+def test_new_rows_stay_in_their_parents_slot_where_they_can():
+    """The best child of each parent takes the parent's slot; the others fill the free slots
+    in score order. perm[s, j] is the new row (best first) that goes to slot j."""
+    from nmt.decoding.search import _by_parent_slot
+
+    parents = torch.tensor([[2, 2, 0, 1, 1], [0, 0, 0, 0, 0], [4, 3, 2, 1, 0], [1, 1, 1, 1, 1]])
+    expected = [[2, 3, 0, 1, 4], [0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 0, 2, 3, 4]]
+    assert _by_parent_slot(parents).tolist() == expected

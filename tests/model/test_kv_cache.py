@@ -56,6 +56,32 @@ def test_reorder_then_continue_equals_decoding_the_rows_from_scratch(
     assert torch.allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("swap", [[1, 0, 2, 3, 4, 5, 6, 7], list(range(8))])
+def test_reordering_a_few_beam_rows_in_place_equals_decoding_them_from_scratch(
+    make_model, make_batch, swap
+):
+    """Under half of the rows move (one swap, or none): the CPU copies just those rows into
+    the same buffer. Each swapped row is the other's source, so both must be read first."""
+    model = make_model()
+    src, tokens = make_batch(src_lengths=[6, 3, 5, 2], tgt_len=STEPS)
+    beams = torch.arange(4).repeat_interleave(2)  # 2 beams per sentence, sentence major
+    beam_tokens = torch.stack([tokens, tokens.roll(1, dims=0)], dim=1).reshape(8, STEPS)
+    swap = torch.tensor(swap)
+    with torch.no_grad():
+        memory = model.encode(src)
+        cache = model.init_cache(memory, max_len=STEPS)
+        cache.reorder(beams)
+        for t in range(2):
+            model.decode_step(beam_tokens[:, t], memory, cache)
+        storage = cache.self_kv.data_ptr()
+        cache.reorder(swap)
+        assert cache.self_kv.data_ptr() == storage  # in place, not the spare buffer
+        moved = beam_tokens[swap]
+        got = torch.stack([model.decode_step(moved[:, t], memory, cache) for t in (2, 3, 4)], 1)
+        expected = decode(model, src[beams], moved)[:, 2:]
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_reorder_keeps_length_and_room(make_model, make_batch):
     model = make_model()
     src, tokens = make_batch(src_lengths=[4, 2], tgt_len=3)
