@@ -36,12 +36,13 @@ import corpus
 import record
 import torch
 from models import SIZES, build_nmt
-from peers import PeerWorker, open_marian_peer
+from peers import PeerWorker, huge_pages_setting, open_marian_peer
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.search import SearchSettings, search
 from nmt.decoding.translator import inference_model
+from nmt.hugepages import enable_huge_pages
 from nmt.model.transformer import Transformer
 
 CT2_TYPES = ("float32", "int8")
@@ -195,6 +196,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: DATA_ROOT/wmt_newstest/de-en/newstest2014.de",
     )
     p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
+    p.add_argument(
+        "--peers-huge-pages",
+        action="store_true",
+        help="control run: the peers also get the huge-page allocation nmt's CLI turns on",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
         "--output", type=Path, default=None, help="default: bench/results/decode_speed.json"
@@ -278,6 +284,7 @@ def print_table(cases: list[dict], args, n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    enable_huge_pages()  # as nmt's command line does, before torch's first CPU allocation
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     spm_path = corpus.sentencepiece_model(data_root=args.data_root, vocab_size=args.vocab)
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         min_tokens=args.min_tokens,
         max_tokens=args.max_tokens,
     )
-    peer, peer_error = open_marian_peer(disabled=args.no_peers)
+    peer, peer_error = open_marian_peer(disabled=args.no_peers, huge_pages=args.peers_huge_pages)
     try:
         versions = {"nmt": nmt.__version__} | (peer.call("versions") if peer else {})
         cases, params = run_cases(args, peer, sentences, spm_path)
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python", "bench/decode_speed.py", *sys.argv[1:]]),
         "versions": versions,
         "peers_error": peer_error,
+        "huge_pages": huge_pages_setting(args.peers_huge_pages),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "inputs": {
             "sentences": len(sentences),

@@ -29,6 +29,8 @@ from typing import Any, TextIO
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venvs" / "peers"
 PEER_PACKAGES = ("transformers", "ctranslate2", "sentencepiece", "protobuf")
+# nmt.hugepages.THP_VARIABLE, spelled out: this module also runs in the peer venv, without nmt.
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 _STAMP = "nmt-bench-stamp.json"  # what the venv was built with; a change rebuilds it
 
 
@@ -138,13 +140,25 @@ class PeerWorker:
         return reply["result"]
 
 
-def open_marian_peer(*, disabled: bool = False) -> tuple[PeerWorker | None, str | None]:
+def huge_pages_setting(peers: bool) -> dict[str, str | None]:
+    """THP_MEM_ALLOC_ENABLE as each side of a benchmark saw it (for the JSON record)."""
+    return {"nmt": os.environ.get(THP_VARIABLE), "peers": "1" if peers else "0"}
+
+
+def open_marian_peer(
+    *, disabled: bool = False, huge_pages: bool = False
+) -> tuple[PeerWorker | None, str | None]:
     """The running marian_peer.py worker, or (None, why not): benchmarks then measure nmt
-    alone and record the reason instead of failing."""
+    alone and record the reason instead of failing.
+
+    The peers run as their users run them: without PyTorch's huge-page allocation, which
+    nmt's command line switches on (nmt/hugepages.py), unless `huge_pages` (a control run).
+    """
     if disabled:
         return None, "--no-peers"
+    env = {THP_VARIABLE: "1" if huge_pages else "0"}
     try:
-        return PeerWorker(BENCH / "marian_peer.py").__enter__(), None
+        return PeerWorker(BENCH / "marian_peer.py", env=env).__enter__(), None
     except PeerError as exc:
         print(f"peers unavailable, measuring nmt alone: {exc}", file=sys.stderr)
         return None, str(exc)

@@ -14,6 +14,10 @@ from typing import Annotated
 import typer
 
 from nmt.errors import NmtError
+from nmt.hugepages import enable_huge_pages
+
+# Before any command imports torch: torch reads this once, at its first CPU allocation.
+enable_huge_pages()
 
 app = typer.Typer(
     add_completion=False,
