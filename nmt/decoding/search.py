@@ -409,7 +409,8 @@ def _finalize(
 def _keep_alive(
     state: _Rows, cands: _Candidates, live: list[int], *, beam_size: int, eos_id: int
 ) -> _Rows | None:
-    """The K best candidates not ending in EOS of each live sentence become the new rows."""
+    """The K best candidates not ending in EOS of each live sentence become the new rows,
+    each parent's best child in the parent's own row (`_by_parent_slot`)."""
     if not live:
         return None
     # A stable sort moves EOS candidates last and keeps the others in score order.
