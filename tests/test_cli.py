@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import assert_clean_failure
 
 
 def nmt(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -18,14 +19,6 @@ def nmt(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
         env=env,
         timeout=300,
     )
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    assert result.stderr.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 def test_import_and_help_do_not_import_datasets(tmp_path):

@@ -1,5 +1,5 @@
-"""What the bad-input tests share: the real entry point in a subprocess, and the check that a
-failure is clean (exit 2, one `error:` message, no traceback)."""
+"""What the command-line failure tests share: the real entry point in a subprocess, and the
+check that a failure is clean (exit 2, one `error:` message, no traceback)."""
 
 from __future__ import annotations
 
