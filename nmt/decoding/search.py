@@ -43,6 +43,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from nmt.decoding.topk import grouped_topk
+
 NEG_INF = float("-inf")
 
 
@@ -364,8 +366,8 @@ def _expand(state: _Rows, log_probs: Tensor, *, beam_size: int) -> _Candidates:
     """
     b, k = len(state.sentences), state.k
     vocab = log_probs.size(-1)
-    total = (state.log_probs[:, None] + log_probs).reshape(b, k * vocab)  # [N, V] -> [b, k*V]
-    top, flat = total.topk(min(2 * beam_size, k * vocab), dim=1)  # [b, C]
+    count = min(2 * beam_size, k * vocab)
+    top, flat = grouped_topk(log_probs, state.log_probs, groups=b, count=count)  # [b, C]
     first_row = k * torch.arange(b, device=flat.device)[:, None]  # [b, 1]
     rows = first_row + torch.div(flat, vocab, rounding_mode="floor")
     return _Candidates(log_probs=top, rows=rows, tokens=flat % vocab)
