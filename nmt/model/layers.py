@@ -31,7 +31,9 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+        h = self.activation(self.fc1(x))
+        # In eval mode dropout is the identity; skipping the module call saves decoding time.
+        return self.fc2(self.dropout(h) if self.training else h)
 
 
 class Residual(nn.Module):
@@ -48,7 +50,7 @@ class Residual(nn.Module):
         return self.norm(x) if self.pre_norm else x
 
     def add(self, x: Tensor, y: Tensor) -> Tensor:
-        x = x + self.dropout(y)
+        x = x + (self.dropout(y) if self.training else y)  # see FeedForward.forward
         return x if self.pre_norm else self.norm(x)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.model.attention import attention_mask
-from nmt.model.layers import DecoderLayer, EncoderLayer, FeedForward
+from nmt.model.layers import DecoderLayer, EncoderLayer, FeedForward, Residual
 
 CFG = ModelConfig(d_model=16, heads=2, ffn_dim=32, dropout=0.0)
 
@@ -20,6 +20,24 @@ def test_feed_forward_is_fc2_act_fc1():
     x = torch.randn(3, 4)
     hidden = torch.clamp(x @ ffn.fc1.weight.T + ffn.fc1.bias, min=0)
     assert torch.allclose(ffn(x), hidden @ ffn.fc2.weight.T + ffn.fc2.bias, atol=1e-6)
+
+
+def test_dropout_applies_in_training_only():
+    """Eval mode skips the dropout calls (decoding speed); training must still drop."""
+    torch.manual_seed(0)
+    ffn = FeedForward(d_model=4, ffn_dim=64, activation="relu", activation_dropout=0.5)
+    residual = Residual(d_model=4, dropout=0.5, pre_norm=True)
+    x, y = torch.randn(8, 4), torch.randn(8, 4)
+    hidden = torch.relu(ffn.fc1(x))
+    torch.manual_seed(1)
+    want_ffn = ffn.fc2(torch.nn.functional.dropout(hidden, 0.5, training=True))
+    want_add = x + torch.nn.functional.dropout(y, 0.5, training=True)
+    torch.manual_seed(1)
+    assert torch.equal(ffn.train()(x), want_ffn)
+    assert torch.equal(residual.train().add(x, y), want_add)
+    assert not torch.equal(want_add, x + y)  # something was dropped
+    assert torch.equal(ffn.eval()(x), ffn.fc2(hidden))
+    assert torch.equal(residual.eval().add(x, y), x + y)
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
