@@ -63,6 +63,7 @@ class TrainState:
     nonfinite_total: int = 0
     elapsed: float = 0.0  # wall seconds in the training loop, summed over resumed sessions
     stop_reason: str = ""
+    validated_step: int | None = None  # the update the last validation saw
 
 
 @dataclass
@@ -185,7 +186,14 @@ class Trainer:
         if self._signal is not None:
             raise TrainingInterrupted(self._signal, self._save(is_best=False))
         self.state.stop_reason = self._stop_reason()
-        self._save(is_best=False)
+        is_best = False
+        if self.state.step > 0 and self.state.validated_step != self.state.step:
+            # The last updates since the last validation (train.max_minutes, or max_updates
+            # not a multiple of valid_every) must not be lost to best.pt.
+            record = self.validate()
+            validations.append(record)
+            is_best = self._track_best(record)
+        self._save(is_best=is_best)
         self.log(f"training stopped at update {self.state.step}: {self.state.stop_reason}")
         return TrainResult(self.state, self.run_dir, self.checkpoints.directory, validations)
 
@@ -389,6 +397,7 @@ class Trainer:
     def validate(self) -> dict:
         """Dev loss/perplexity (and BLEU) with the unwrapped model, on the main process."""
         record: dict = {"step": self.state.step}
+        self.state.validated_step = self.state.step
         if self.rt.is_main:
             record["elapsed_s"] = round(self.state.elapsed, 2)
             from nmt.training.validation import validation_scores

@@ -270,11 +270,13 @@ def test_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory) -> Path:
-    """A run directory after `nmt train` stopped at update 4: last.pt, step_2.pt, step_4.pt."""
+    """A run directory after `nmt train` stopped at update 4: best.pt (its final validation),
+    last.pt, step_2.pt, step_4.pt."""
     run = tiny_corpus.new_run(tmp_path_factory.mktemp("trained") / "run")
     result = nmt(*train_args(tiny_corpus, run, "train.max_updates=4"), cwd=run.parent)
     assert result.returncode == 0, result.stderr
-    assert [p.name for p in visible_checkpoints(run)] == ["last.pt", "step_2.pt", "step_4.pt"]
+    names = [p.name for p in visible_checkpoints(run)]
+    assert names == ["best.pt", "last.pt", "step_2.pt", "step_4.pt"]
     return run
 
 
