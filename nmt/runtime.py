@@ -87,11 +87,25 @@ def setup_runtime(*, device: str = "auto", precision: str = "auto", threads: int
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(
-            backend="nccl" if chosen.type == "cuda" else "gloo",
-            timeout=datetime.timedelta(seconds=dist_timeout_seconds()),
-        )
+        _join_process_group("nccl" if chosen.type == "cuda" else "gloo", rank, world_size)
     return Runtime(chosen, choose_precision(precision, chosen), rank, world_size, local_rank)
+
+
+def _join_process_group(backend: str, rank: int, world_size: int) -> None:
+    """init_process_group, with a failed rendezvous (the port taken, rank 0 unreachable or
+    never started) reported as one DistributedError line instead of torch's traceback."""
+    try:
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=dist_timeout_seconds())
+        )
+    except (RuntimeError, ValueError) as exc:  # torch.distributed.DistError is a RuntimeError
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise DistributedError(
+            f"rank {rank} of {world_size} could not join the other training processes at "
+            f"{where} (MASTER_ADDR:MASTER_PORT): {_first_line(str(exc))}; start every "
+            f"process with the same address and a free port, e.g. torchrun "
+            f"--nproc-per-node {world_size} --master-port <free port> ..."
+        ) from None
 
 
 def dist_timeout_seconds() -> float:
@@ -152,10 +166,15 @@ def _peer_failure_message(runtime: Runtime, exc: RuntimeError) -> str:
 
 def _backend_reason(text: str) -> str:
     """The first sentence of a backend message, without its `[source.cc:123] ` prefix."""
+    return _first_line(text).split(". ", 1)[0].rstrip(".")
+
+
+def _first_line(text: str) -> str:
+    """The first line of a backend message, without its `[source.cc:123] ` prefix."""
     first = text.strip().splitlines()[0] if text.strip() else "no details"
     if first.startswith("[") and "] " in first:
         first = first.split("] ", 1)[1]
-    return first.split(". ", 1)[0].rstrip(".")
+    return first.rstrip(".")
 
 
 def teardown_runtime(runtime: Runtime) -> None:

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 
-def run_process(*args, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:
+def run_process(
+    *args, cwd: Path, prelude: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The real entry point, as `python -m nmt.cli` runs it; `prelude` runs first in the same
-    process (e.g. to report its peak memory at exit)."""
+    process (e.g. to report its peak memory at exit); `env` adds environment variables."""
     code = f"{prelude}\nfrom nmt.cli import main\nmain()"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env.pop("NMT_DATA_MIRROR", None)
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],

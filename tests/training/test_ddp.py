@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import assert_clean_failure, run_process
 
 from nmt.runtime import Runtime
 from nmt.training.checkpoint import load_checkpoint
@@ -176,3 +177,27 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_update(tiny_
     assert result.returncode != 0
     assert load_checkpoint(last)["train_state"]["step"] == 2
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_failed_rendezvous_is_one_clear_line(tiny_corpus, tmp_path):
+    """Rank 0 cannot open the rendezvous port (another program holds it): one error line that
+    names the address and the cause, exit 2, no traceback."""
+    run = tiny_corpus.new_run(tmp_path / "run")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+        result = run_process(
+            "train",
+            *tiny_corpus.cli_args(run, "train.max_updates=1"),
+            "--no-evaluate",
+            cwd=tmp_path,
+            env={**env, "MASTER_PORT": str(port)},
+        )
+    assert_clean_failure(
+        result,
+        f"rank 0 of 2 could not join the other training processes at 127.0.0.1:{port}",
+        "address already in use",
+        "--master-port",
+    )
