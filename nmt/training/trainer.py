@@ -183,16 +183,11 @@ class Trainer:
                 # train.max_minutes limits. Throughput uses the update time alone.
                 self.state.elapsed += time.perf_counter() - started
                 self._agree_on_stopping()
+            # Still under the signal handlers: a Ctrl-C now waits for the save below.
+            is_best = self._signal is None and self._validate_the_last_update(validations)
         if self._signal is not None:
             raise TrainingInterrupted(self._signal, self._save(is_best=False))
         self.state.stop_reason = self._stop_reason()
-        is_best = False
-        if self.state.step > 0 and self.state.validated_step != self.state.step:
-            # The last updates since the last validation (train.max_minutes, or max_updates
-            # not a multiple of valid_every) must not be lost to best.pt.
-            record = self.validate()
-            validations.append(record)
-            is_best = self._track_best(record)
         self._save(is_best=is_best)
         self.log(f"training stopped at update {self.state.step}: {self.state.stop_reason}")
         return TrainResult(self.state, self.run_dir, self.checkpoints.directory, validations)
@@ -210,6 +205,19 @@ class Trainer:
             is_best = self._track_best(record)
         if stats.finite and (step % t.save_every == 0 or is_best):
             self._save(is_best=is_best)
+
+    def _validate_the_last_update(self, validations: list[dict]) -> bool:
+        """Validate the final model unless valid_every just did; True if it is the best.
+
+        The updates since the last validation (train.max_minutes, or max_updates not a
+        multiple of valid_every) must not be lost to best.pt; fairseq does the same at
+        max_update. A rerun of a finished run finds it validated and does nothing.
+        """
+        if self.state.step == 0 or self.state.validated_step == self.state.step:
+            return False
+        record = self.validate()
+        validations.append(record)
+        return self._track_best(record)
 
     def _stop_reason(self) -> str:
         t, s = self.cfg.train, self.state

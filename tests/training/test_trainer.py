@@ -246,6 +246,28 @@ def test_the_last_update_is_validated_once(tiny_corpus, tmp_path):
     assert [r["step"] for r in metrics(run, "valid")] == [4, 6]
 
 
+def test_ctrl_c_during_the_last_validation_loses_nothing(tiny_corpus, tmp_path, monkeypatch):
+    """SIGINT while the final model is being validated: the run still saves that model as
+    last.pt and best.pt (the signal handlers are still the trainer's), rather than dying
+    with the updates since the last checkpoint unsaved."""
+    original = Trainer.validate
+
+    def validate(self):
+        if self.state.step == 6:
+            assert signal.getsignal(signal.SIGINT) not in (
+                signal.default_int_handler,
+                signal.SIG_DFL,
+            )
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    run = tiny_corpus.new_run(tmp_path / "run")
+    fit(tiny_corpus.config(run, *RESUME, "train.max_updates=6", "train.save_every=1000"))
+    assert ckpt(run)["train_state"]["step"] == 6
+    assert ckpt(run, "best.pt")["train_state"]["step"] == 6
+
+
 def test_max_epochs_stops_after_the_last_batch_of_an_epoch(tiny_corpus, tmp_path):
     batches = tiny_corpus.num_batches()
     per_epoch = math.ceil(batches / 2)  # update_freq=2; the last update may hold one batch
