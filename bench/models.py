@@ -21,10 +21,13 @@ SIZES = {
 }
 
 
-def build_nmt(size: str, *, vocab_size: int, seed: int, dropout: float = 0.1) -> Transformer:
-    """nmt's Transformer of `size` with random weights (seeded)."""
+def build_nmt(
+    size: str, *, vocab_size: int, seed: int, dropout: float = 0.1, **dims: int
+) -> Transformer:
+    """nmt's Transformer of `size` with random weights (seeded); `dims` override some of the
+    size's dimensions (e.g. d_model=16 for profile_decode.py's floor model)."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(**SIZES[size], dropout=dropout)
+    cfg = ModelConfig(**{**SIZES[size], **dims}, dropout=dropout)
     return Transformer(cfg, src_vocab_size=vocab_size, tgt_vocab_size=vocab_size, pad_id=PAD_ID)
 
 

@@ -30,12 +30,10 @@ from decode_speed import forced_length
 from models import SIZES, build_nmt
 from torch.profiler import profile
 
-from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.search import search
 from nmt.decoding.translator import inference_model
 from nmt.hugepages import enable_huge_pages
-from nmt.model.transformer import Transformer
 
 MATMULS = (
     "aten::mm",
@@ -95,11 +93,8 @@ def main() -> None:
 
 def floor_model(size: str, quantize: str) -> torch.nn.Module:
     """`size`'s depth, heads and vocabulary with d_model 16 and ffn 32, as decoded."""
-    torch.manual_seed(1)
-    dims = {**SIZES[size], "d_model": 16, "ffn_dim": 32}
-    cfg = ModelConfig(**dims, dropout=0.1)
-    model = Transformer(cfg, src_vocab_size=10_000, tgt_vocab_size=10_000, pad_id=PAD_ID)
-    return inference_model(model.eval(), quantize, device=torch.device("cpu"))
+    model = build_nmt(size, vocab_size=10_000, seed=1, d_model=16, ffn_dim=32).eval()
+    return inference_model(model, quantize, device=torch.device("cpu"))
 
 
 def print_floor(args, models: dict[str, torch.nn.Module], batches: list[torch.Tensor]) -> None:
