@@ -405,7 +405,6 @@ class Trainer:
     def validate(self) -> dict:
         """Dev loss/perplexity (and BLEU) with the unwrapped model, on the main process."""
         record: dict = {"step": self.state.step}
-        self.state.validated_step = self.state.step
         if self.rt.is_main:
             record["elapsed_s"] = round(self.state.elapsed, 2)
             from nmt.training.validation import validation_scores
@@ -417,6 +416,7 @@ class Trainer:
             )
             self.log(f"validation at update {self.state.step}: {shown}")
         record = self._broadcast(record)
+        self.state.validated_step = self.state.step
         return record
 
     def _broadcast(self, record: dict) -> dict:
