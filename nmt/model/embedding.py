@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nmt.model.dropout import Dropout
+
 
 def sinusoidal_positions(num_positions: int, d_model: int) -> Tensor:
     """The position table PE, float32 [num_positions, D] (D even)."""
@@ -41,7 +43,7 @@ class TransformerEmbedding(nn.Module):
         super().__init__()
         self.tokens = tokens
         self.scale = math.sqrt(tokens.embedding_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.register_buffer(
             "positions", sinusoidal_positions(max_positions, tokens.embedding_dim), persistent=False
         )

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from nmt.config import ModelConfig
 from nmt.model.attention import CrossAttention, SelfAttention
 from nmt.model.cache import DecoderCache
+from nmt.model.dropout import Dropout
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -27,7 +28,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(d_model, ffn_dim)
         self.activation = _ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(activation_dropout)
+        self.dropout = Dropout(activation_dropout)
         self.fc2 = nn.Linear(ffn_dim, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,7 +44,7 @@ class Residual(nn.Module):
     def __init__(self, *, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def inputs(self, x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.model.attention import attention_mask
+from nmt.model.dropout import Dropout
 from nmt.model.layers import DecoderLayer, EncoderLayer, FeedForward, Residual
 
 CFG = ModelConfig(d_model=16, heads=2, ffn_dim=32, dropout=0.0)
@@ -30,8 +31,8 @@ def test_dropout_applies_in_training_only():
     x, y = torch.randn(8, 4), torch.randn(8, 4)
     hidden = torch.relu(ffn.fc1(x))
     torch.manual_seed(1)
-    want_ffn = ffn.fc2(torch.nn.functional.dropout(hidden, 0.5, training=True))
-    want_add = x + torch.nn.functional.dropout(y, 0.5, training=True)
+    want_ffn = ffn.fc2(Dropout(0.5)(hidden))
+    want_add = x + Dropout(0.5)(y)
     torch.manual_seed(1)
     assert torch.equal(ffn.train()(x), want_ffn)
     assert torch.equal(residual.train().add(x, y), want_add)
