@@ -127,3 +127,31 @@ def test_bf16_logits_get_a_bf16_gradient():
     target = torch.randint(1, 7, (2, 4))
     label_smoothed_loss(logits, target, epsilon=0.1, ignore_index=0).loss.backward()
     assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
+
+
+def test_extreme_logits_give_exact_finite_losses():
+    """A target 1000 nats below the best word: p_y underflows to 0 in float32, yet the
+    loss comes from logsumexp - logit_y, so it is exact, as is its gradient."""
+    logits = torch.tensor([[[1000.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
+    target = torch.tensor([[1, 2]])
+    out = label_smoothed_loss(logits, target, epsilon=0.1, ignore_index=-100)
+    uniform = math.log(3)
+    assert out.nll.item() == pytest.approx(1000.0 + uniform)
+    # token 1: nll 1000, smooth mean(1000, 1000, 0) = 2000/3; token 2: uniform
+    expected = 0.9 * 1000 + 0.1 * 2000 / 3 + uniform
+    assert out.loss.item() == pytest.approx(expected)
+    out.loss.backward()
+    expected_grad = torch.tensor(
+        [[[1 - 0.1 / 3, -0.9 - 0.1 / 3, -0.1 / 3], [1 / 3 - 0.1 / 3] * 2 + [1 / 3 - 0.9 - 0.1 / 3]]]
+    )
+    torch.testing.assert_close(logits.grad, expected_grad)
+
+
+def test_a_second_backward_fails_loudly():
+    """The backward writes the gradient into the saved softmax: a second backward must not
+    compute from the overwritten values."""
+    logits = torch.randn(4, 9, requires_grad=True)
+    loss = label_smoothed_loss(logits, torch.tensor([1, 2, 3, 4]), epsilon=0.1, ignore_index=0)
+    loss.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.loss.backward()
