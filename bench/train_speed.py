@@ -119,6 +119,7 @@ class NmtTrainer:
         with self.amp:
             logits = self.step_model(batch.src_ids, batch.tgt_in)
         sums = label_smoothed_loss(logits, batch.tgt_out, epsilon=0.1, ignore_index=PAD_ID)
+        del logits  # as the trainer: the backward does not need them
         (sums.loss / batch.num_tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()

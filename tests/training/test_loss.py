@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -155,3 +156,15 @@ def test_a_second_backward_fails_loudly():
     loss.loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.loss.backward()
+
+
+def test_the_backward_does_not_keep_the_logits_alive():
+    """The trainer frees the [N, V] logits before its backward: the loss must not hold them."""
+    weights = torch.randn(2, 3, 7, requires_grad=True)
+    logits = weights * 2.0  # a non-leaf, as a model's output
+    alive = weakref.ref(logits)
+    out = label_smoothed_loss(logits, torch.tensor([[1, 2, 3]] * 2), epsilon=0.1, ignore_index=0)
+    del logits
+    assert alive() is None
+    out.loss.backward()
+    assert weights.grad is not None and weights.grad.abs().sum() > 0
