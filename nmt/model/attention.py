@@ -130,9 +130,11 @@ class SelfAttention(_Attention):
     def forward(self, x: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """x [B, T, D]; mask from `attention_mask` (encoder) or causal=True (decoder)."""
         batch, length, width = x.shape
-        # [B, T, 3D] -> [3, B, H, T, Dh]: q, k, v as strided views, no copies.
+        # [B, T, 3D] -> three [B, H, T, Dh]: strided views, no copies. Split along the
+        # projection's own axis, so that the backward stacks the three gradients straight
+        # into its [B, T, 3, H, Dh] layout (one pass; a split of [3, B, H, T, Dh] takes two).
         qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (part.transpose(1, 2) for part in qkv.unbind(2))
         return self._attend(q, k, v, mask=mask, causal=causal)
 
     def step(self, x: Tensor, *, cache: DecoderCache, layer: int) -> Tensor:
@@ -169,7 +171,10 @@ class CrossAttention(_Attention):
     def forward(self, x: Tensor, memory_kv: Tensor, *, mask: Tensor) -> Tensor:
         """x [B, T, D], memory_kv [2, B, H, S, Dh] from `project_memory`, mask [B, 1, 1, S]."""
         q = _split_heads(self.q(x), self.heads)
-        return self._attend(q, memory_kv[0], memory_kv[1], mask=mask)
+        # unbind, not indexing: the backward of memory_kv[i] fills a zero tensor of the whole
+        # [2, B, H, S, Dh] per index; unbind's stacks the two gradients once.
+        k, v = memory_kv.unbind(0)
+        return self._attend(q, k, v, mask=mask)
 
     def step(self, x: Tensor, *, cache: DecoderCache, layer: int) -> Tensor:
         """x [N, 1, D], N = b*k rows (k per sentence, sentence major) -> [N, 1, D].
