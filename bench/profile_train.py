@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 
-import corpus
 import torch
 from models import SIZES, build_nmt
 from torch.profiler import profile
 from train_speed import NmtTrainer, epoch_batches
+from train_speed import parse_args as train_speed_args
 
 from nmt.hugepages import enable_huge_pages
 
@@ -29,17 +29,20 @@ ATTENTION_PREFIX = "aten::_scaled_dot_product"
 
 
 def parse_args() -> argparse.Namespace:
+    """This script's options, completed with train_speed.py's defaults for the rest (seed,
+    vocabulary, data root), so that both scripts build the same batches and model."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="base")
     p.add_argument("--updates", type=int, default=3, help="profiled updates")
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=20)
-    args = p.parse_args()
-    # What epoch_batches reads from train_speed's own arguments.
-    args.warmup, args.seed, args.vocab = 1, 1, 10_000
-    args.data_root = corpus.DATA_ROOT
-    return args
+    own = p.parse_args()
+    shared = train_speed_args(
+        ["--max-tokens", str(own.max_tokens), "--threads", str(own.threads)]
+        + ["--warmup", "1", "--updates", str(own.updates)]
+    )
+    return argparse.Namespace(**{**vars(shared), **vars(own)})
 
 
 def main() -> None:
