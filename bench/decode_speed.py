@@ -36,13 +36,13 @@ import corpus
 import record
 import torch
 from models import SIZES, build_nmt
-from peers import PeerWorker, huge_pages_setting, open_marian_peer
+from peers import PeerWorker, allocator_record, open_marian_peer
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.search import SearchSettings, search
 from nmt.decoding.translator import inference_model
-from nmt.hugepages import enable_huge_pages
+from nmt.memory import configure_cpu_memory
 from nmt.model.transformer import Transformer
 
 CT2_TYPES = ("float32", "int8")
@@ -197,9 +197,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
     p.add_argument(
-        "--peers-huge-pages",
+        "--peers-nmt-allocator",
+        "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
+        dest="peers_nmt_allocator",
         action="store_true",
-        help="control run: the peers also get the huge-page allocation nmt's CLI turns on",
+        help="control run: the peers also get the memory settings nmt's CLI makes (huge "
+        "pages, freed memory kept)",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
@@ -284,7 +287,9 @@ def print_table(cases: list[dict], args, n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    enable_huge_pages()  # as nmt's command line does, before torch's first CPU allocation
+    memory = (
+        configure_cpu_memory()
+    )  # as nmt's command line does, before torch's first CPU allocation
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     spm_path = corpus.sentencepiece_model(data_root=args.data_root, vocab_size=args.vocab)
@@ -296,7 +301,9 @@ def main(argv: list[str] | None = None) -> None:
         min_tokens=args.min_tokens,
         max_tokens=args.max_tokens,
     )
-    peer, peer_error = open_marian_peer(disabled=args.no_peers, huge_pages=args.peers_huge_pages)
+    peer, peer_error = open_marian_peer(
+        disabled=args.no_peers, allocator_as_nmt=args.peers_nmt_allocator
+    )
     try:
         versions = {"nmt": nmt.__version__} | (peer.call("versions") if peer else {})
         cases, params = run_cases(args, peer, sentences, spm_path)
@@ -309,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python", "bench/decode_speed.py", *sys.argv[1:]]),
         "versions": versions,
         "peers_error": peer_error,
-        "huge_pages": huge_pages_setting(args.peers_huge_pages),
+        "allocator": allocator_record(memory, peers_as_nmt=args.peers_nmt_allocator),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "inputs": {
             "sentences": len(sentences),

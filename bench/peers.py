@@ -29,8 +29,10 @@ from typing import Any, TextIO
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venvs" / "peers"
 PEER_PACKAGES = ("transformers", "ctranslate2", "sentencepiece", "protobuf")
-# nmt.hugepages.THP_VARIABLE, spelled out: this module also runs in the peer venv, without nmt.
+# nmt.memory's THP_VARIABLE and KEEP_FREED_MEMORY_ENV, spelled out: this module also runs in
+# the peer venv, without nmt (tests/bench checks that they agree).
 THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1)}
 _STAMP = "nmt-bench-stamp.json"  # what the venv was built with; a change rebuilds it
 
 
@@ -140,23 +142,33 @@ class PeerWorker:
         return reply["result"]
 
 
-def huge_pages_setting(peers: bool) -> dict[str, str | None]:
-    """THP_MEM_ALLOC_ENABLE as each side of a benchmark saw it (for the JSON record)."""
-    return {"nmt": os.environ.get(THP_VARIABLE), "peers": "1" if peers else "0"}
+def peer_allocator_env(as_nmt: bool) -> dict[str, str]:
+    """The peer worker's CPU memory settings: PyTorch's and glibc's defaults, as the peers'
+    users run them, or (a control run, `as_nmt`) those nmt's command line sets
+    (nmt/memory.py): huge pages, and freed memory kept by glibc for reuse."""
+    if not as_nmt:
+        return {THP_VARIABLE: "0"}
+    return {THP_VARIABLE: "1", **KEEP_FREED_MEMORY_ENV}
+
+
+def allocator_record(nmt_settings: dict, *, peers_as_nmt: bool) -> dict:
+    """What each side of a benchmark ran with (for the JSON record): `nmt_settings` is what
+    nmt.memory.configure_cpu_memory returned."""
+    return {"nmt": nmt_settings, "peers": peer_allocator_env(peers_as_nmt)}
 
 
 def open_marian_peer(
-    *, disabled: bool = False, huge_pages: bool = False
+    *, disabled: bool = False, allocator_as_nmt: bool = False
 ) -> tuple[PeerWorker | None, str | None]:
     """The running marian_peer.py worker, or (None, why not): benchmarks then measure nmt
     alone and record the reason instead of failing.
 
     The peers run as their users run them: without PyTorch's huge-page allocation, which
-    nmt's command line switches on (nmt/hugepages.py), unless `huge_pages` (a control run).
+    nmt's command line switches on (nmt/memory.py), unless `allocator_as_nmt` (a control run).
     """
     if disabled:
         return None, "--no-peers"
-    env = {THP_VARIABLE: "1" if huge_pages else "0"}
+    env = peer_allocator_env(allocator_as_nmt)
     try:
         return PeerWorker(BENCH / "marian_peer.py", env=env).__enter__(), None
     except PeerError as exc:

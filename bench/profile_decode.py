@@ -33,7 +33,7 @@ from torch.profiler import profile
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.search import search
 from nmt.decoding.translator import inference_model
-from nmt.hugepages import enable_huge_pages
+from nmt.memory import configure_cpu_memory
 
 MATMULS = (
     "aten::mm",
@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--floor", action="store_true", help="per-step time: real vs d16 model")
     args = p.parse_args()
-    enable_huge_pages()  # as nmt's command line does, before torch's first CPU allocation
+    configure_cpu_memory()  # as nmt's command line does, before torch's first CPU allocation
     torch.set_num_threads(args.threads)
     tokenizer = corpus.load_tokenizer(corpus.sentencepiece_model(vocab_size=10_000))
     src = corpus.DATA_ROOT / "wmt_newstest" / "de-en" / "newstest2014.de"

@@ -22,7 +22,7 @@ from torch.profiler import profile
 from train_speed import NmtTrainer, epoch_batches
 from train_speed import parse_args as train_speed_args
 
-from nmt.hugepages import enable_huge_pages
+from nmt.memory import configure_cpu_memory
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 ATTENTION_PREFIX = "aten::_scaled_dot_product"
@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    enable_huge_pages()  # as nmt's command line does, before torch's first CPU allocation
+    configure_cpu_memory()  # as nmt's command line does, before torch's first CPU allocation
     args = parse_args()
     torch.set_num_threads(args.threads)
     batches, stats = epoch_batches(args)

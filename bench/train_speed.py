@@ -36,12 +36,12 @@ import numpy as np
 import record
 import torch
 from models import SIZES, build_nmt, matmul_parameters, training_flops
-from peers import PeerWorker, huge_pages_setting, open_marian_peer
+from peers import PeerWorker, allocator_record, open_marian_peer
 
 import nmt
 from nmt.data.batching import Batch, batches_for_epoch, collate, make_batches
 from nmt.data.tokenizer import PAD_ID
-from nmt.hugepages import enable_huge_pages
+from nmt.memory import configure_cpu_memory
 from nmt.training.loss import label_smoothed_loss
 
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM
@@ -250,9 +250,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=corpus.DATA_ROOT)
     p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
     p.add_argument(
-        "--peers-huge-pages",
+        "--peers-nmt-allocator",
+        "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
+        dest="peers_nmt_allocator",
         action="store_true",
-        help="control run: the peers also get the huge-page allocation nmt's CLI turns on",
+        help="control run: the peers also get the memory settings nmt's CLI makes (huge "
+        "pages, freed memory kept)",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
@@ -267,7 +270,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    enable_huge_pages()  # as nmt's command line does, before torch's first CPU allocation
+    memory = (
+        configure_cpu_memory()
+    )  # as nmt's command line does, before torch's first CPU allocation
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     batches, stats = epoch_batches(args)
     # The peers' venv comes from the package registry, which a GPU machine may not reach.
     peer, peer_error = open_marian_peer(
-        disabled=args.no_peers or device.type == "cuda", huge_pages=args.peers_huge_pages
+        disabled=args.no_peers or device.type == "cuda", allocator_as_nmt=args.peers_nmt_allocator
     )
     results, infos = {}, {}
     try:
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         "versions": versions,
         "peers_error": peer_error,
-        "huge_pages": huge_pages_setting(args.peers_huge_pages),
+        "allocator": allocator_record(memory, peers_as_nmt=args.peers_nmt_allocator),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "data": stats,
         "models": infos,

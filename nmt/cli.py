@@ -14,10 +14,11 @@ from typing import Annotated
 import typer
 
 from nmt.errors import NmtError
-from nmt.hugepages import enable_huge_pages
+from nmt.memory import configure_cpu_memory
 
-# Before any command imports torch: torch reads this once, at its first CPU allocation.
-enable_huge_pages()
+# Before any command imports torch: torch reads THP_MEM_ALLOC_ENABLE once, at its first
+# CPU allocation.
+configure_cpu_memory()
 
 app = typer.Typer(
     add_completion=False,

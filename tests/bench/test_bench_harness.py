@@ -85,3 +85,14 @@ def test_peer_worker_round_trip_and_errors(tmp_path):
 
 def test_torch_requirement_drops_the_local_label():
     assert peers.torch_requirement() == f"torch=={torch.__version__.split('+')[0]}"
+
+
+def test_peer_allocator_settings_spell_out_nmts():
+    """peers.py runs without nmt, so it restates nmt.memory's settings: they must agree."""
+    import nmt.memory
+
+    assert peers.THP_VARIABLE == nmt.memory.THP_VARIABLE
+    assert peers.KEEP_FREED_MEMORY_ENV == nmt.memory.KEEP_FREED_MEMORY_ENV
+    assert peers.peer_allocator_env(False) == {nmt.memory.THP_VARIABLE: "0"}
+    control = peers.peer_allocator_env(True)
+    assert control == {nmt.memory.THP_VARIABLE: "1", **nmt.memory.KEEP_FREED_MEMORY_ENV}
