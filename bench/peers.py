@@ -145,10 +145,11 @@ class PeerWorker:
 def peer_allocator_env(as_nmt: bool) -> dict[str, str]:
     """The peer worker's CPU memory settings: PyTorch's and glibc's defaults, as the peers'
     users run them, or (a control run, `as_nmt`) those nmt's command line sets
-    (nmt/memory.py): huge pages, and freed memory kept by glibc for reuse."""
+    (nmt/memory.py): freed memory kept by glibc for reuse (no huge pages: on glibc nmt
+    uses them only where it cannot keep freed memory)."""
     if not as_nmt:
         return {THP_VARIABLE: "0"}
-    return {THP_VARIABLE: "1", **KEEP_FREED_MEMORY_ENV}
+    return {THP_VARIABLE: "0", **KEEP_FREED_MEMORY_ENV}
 
 
 def allocator_record(nmt_settings: dict, *, peers_as_nmt: bool) -> dict:
@@ -163,8 +164,8 @@ def open_marian_peer(
     """The running marian_peer.py worker, or (None, why not): benchmarks then measure nmt
     alone and record the reason instead of failing.
 
-    The peers run as their users run them: without PyTorch's huge-page allocation, which
-    nmt's command line switches on (nmt/memory.py), unless `allocator_as_nmt` (a control run).
+    The peers run as their users run them, with PyTorch's and glibc's default memory
+    settings, unless `allocator_as_nmt` (a control run: nmt's, see `peer_allocator_env`).
     """
     if disabled:
         return None, "--no-peers"

@@ -1,26 +1,29 @@
-"""How nmt's process allocates CPU memory: huge pages for PyTorch's large tensors, and freed
-memory kept for reuse. Both are set once, before torch allocates (`configure_cpu_memory`).
+"""How nmt's process allocates CPU memory: glibc keeps freed memory for reuse, or, where it
+cannot, PyTorch backs large tensors with huge pages. Set once, before torch allocates
+(`configure_cpu_memory`).
 
 Every training update allocates the same large tensors again (activations of tens of MB, the
 [tokens x V] logits of a hundred or more) and frees them at its end. By default glibc gives
 each allocation above 32 MiB (its largest mmap threshold) fresh pages from the kernel and
 unmaps them when freed, and trims the heap's freed top back to the kernel: every update then
-faults in and zeroes all of its activations again. On the 2-core benchmark machine,
-`x - c` into a new [4096, 10000] float32 tensor took 72 ms, 22 ms with huge pages, and 9 ms
-in place, with no allocation.
+faults in and zeroes its activations again. On the 2-core benchmark machine, `x - c` into a
+new [4096, 2048] float32 tensor took 7.0 ms, 1.4 ms once freed memory was kept, and 0.5 ms in
+place, with no allocation.
 
-* Huge pages: with THP_MEM_ALLOC_ENABLE=1 PyTorch aligns allocations of 2 MiB and more to
-  2 MiB and advises the kernel to back them with huge pages (MADV_HUGEPAGE): 512 times fewer
-  faults. torch reads the variable once, at its first CPU allocation.
 * Freed memory kept: glibc serves every allocation from its heap (M_MMAP_MAX = 0, no mmap)
-  and never trims the heap (M_TRIM_THRESHOLD -1), so the next update reuses the
-  pages the last one freed, already faulted in. The process then holds its peak memory until
-  it exits, which is what a training or decoding process reaches every update anyway.
+  and never trims the heap (M_TRIM_THRESHOLD = -1), so the next update reuses the pages the
+  last one freed, already faulted in. The process then holds its peak memory until it exits,
+  which a training or decoding process reaches at every update anyway.
+* Huge pages, the fallback: with THP_MEM_ALLOC_ENABLE=1 PyTorch aligns allocations of 2 MiB
+  and more to 2 MiB and advises the kernel to back them with huge pages (MADV_HUGEPAGE), so
+  fresh memory takes 512 times fewer faults. torch reads the variable once, at its first CPU
+  allocation. With freed memory kept they bring no further speed and hold more memory
+  (fragments of 2 MiB alignment), so they are only the fallback where glibc cannot keep it.
 
-Measured on CPU training: see docs/benchmarks.md. A user's own setting wins: set
-THP_MEM_ALLOC_ENABLE=0, or any of glibc's MALLOC_*_ variables or malloc tunables
-(GLIBC_TUNABLES=glibc.malloc...), and nmt leaves that part alone. Where the C library is not
-glibc, or the kernel has no transparent huge pages, nothing changes.
+Measured on CPU training: see docs/benchmarks.md. A user's own setting wins: with any of
+glibc's MALLOC_*_ variables or malloc tunables (GLIBC_TUNABLES=glibc.malloc...) set, glibc is
+left as configured; THP_MEM_ALLOC_ENABLE, when set, is never changed. Where the C library is
+not glibc, or the kernel has no transparent huge pages, that part changes nothing.
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(
 
 
 def configure_cpu_memory() -> dict[str, str | bool | None]:
-    """Huge pages and freed memory kept, as the command line runs; call before torch allocates.
+    """Freed memory kept, else huge pages, as the command line runs; call before torch
+    allocates.
 
-    Returns the settings in effect (for benchmark records): THP_MEM_ALLOC_ENABLE's value and
-    whether glibc keeps freed memory.
+    Returns the settings in effect (for benchmark records): whether glibc keeps freed memory,
+    and THP_MEM_ALLOC_ENABLE's value (None: unset, PyTorch's default, no huge pages).
     """
-    enable_huge_pages()
-    return {THP_VARIABLE: os.environ.get(THP_VARIABLE), "keep_freed_memory": keep_freed_memory()}
+    kept = keep_freed_memory()
+    if not kept:
+        enable_huge_pages()
+    return {"keep_freed_memory": kept, THP_VARIABLE: os.environ.get(THP_VARIABLE)}
 
 
 def enable_huge_pages() -> None:

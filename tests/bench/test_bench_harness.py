@@ -95,4 +95,4 @@ def test_peer_allocator_settings_spell_out_nmts():
     assert peers.KEEP_FREED_MEMORY_ENV == nmt.memory.KEEP_FREED_MEMORY_ENV
     assert peers.peer_allocator_env(False) == {nmt.memory.THP_VARIABLE: "0"}
     control = peers.peer_allocator_env(True)
-    assert control == {nmt.memory.THP_VARIABLE: "1", **nmt.memory.KEEP_FREED_MEMORY_ENV}
+    assert control == {nmt.memory.THP_VARIABLE: "0", **nmt.memory.KEEP_FREED_MEMORY_ENV}
