@@ -4,10 +4,11 @@
     python bench/profile_train.py --size small
 
 The update and the batches are train_speed.py's (forward, label-smoothed loss, backward,
-clipping, fused AdamW; epoch 0's first batches of Multi30k de-en at --max-tokens). One update
-warms up, then --updates run under the profiler. Prints the operators by self CPU time, then
-the shares of the matrix products (aten::mm / addmm / bmm) and of attention (SDPA's kernels)
-in the total, the products' own rate in GFLOP/s (the profiler's FLOP count of each product
+clipping, fused AdamW; epoch 0's first batches of Multi30k de-en at --max-tokens). --warmup
+updates run first, then --updates under the profiler. Prints the operators by self CPU time,
+then the shares of the matrix products (aten::mm / addmm / bmm) and of SDPA's fused kernels in
+the total (attention over at most 64 keys takes SDPA's math kernel on the CPU, whose products
+are aten::bmm and count among the products), the products' own rate in GFLOP/s (the profiler's FLOP count of each product
 over its time), and the ceiling that the products set: the speed-up if everything else took
 no time at all.
 """
@@ -22,7 +23,7 @@ from torch.profiler import profile
 from train_speed import NmtTrainer, epoch_batches
 from train_speed import parse_args as train_speed_args
 
-from nmt.memory import configure_cpu_memory
+from nmt.memory import configure_cpu_memory, enable_huge_pages
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 ATTENTION_PREFIX = "aten::_scaled_dot_product"
@@ -34,19 +35,26 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="base")
     p.add_argument("--updates", type=int, default=3, help="profiled updates")
+    p.add_argument("--warmup", type=int, default=4, help="updates before profiling")
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=20)
     own = p.parse_args()
     shared = train_speed_args(
         ["--max-tokens", str(own.max_tokens), "--threads", str(own.threads)]
-        + ["--warmup", "1", "--updates", str(own.updates)]
+        + ["--warmup", str(own.warmup), "--updates", str(own.updates)]
     )
     return argparse.Namespace(**{**vars(shared), **vars(own)})
 
 
 def main() -> None:
-    configure_cpu_memory()  # as nmt's command line does, before torch's first CPU allocation
+    # As nmt's command line does, before torch's first CPU allocation, plus huge pages: the
+    # profiler's own records interleave with the model's tensors on the heap, so under it the
+    # heap keeps growing, and huge pages keep that growth's page faults few (without them the
+    # element-wise operators, the first to touch the new pages, time twice as long as they do
+    # without the profiler).
+    enable_huge_pages()
+    configure_cpu_memory()
     args = parse_args()
     torch.set_num_threads(args.threads)
     batches, stats = epoch_batches(args)
