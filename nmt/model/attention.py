@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 if TYPE_CHECKING:
     from nmt.model.cache import DecoderCache
@@ -42,34 +41,6 @@ def attention_mask(pad_mask: Tensor, *, dtype: torch.dtype | None = None) -> Ten
         return allowed
     additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return additive.masked_fill_(~allowed, float("-inf"))
-
-
-# Up to this many keys, SDPA's math kernel (two batched products and a softmax) beats its CPU
-# flash kernel, whose blocking (32 queries by 512 keys) is tuned for long sequences. Forward
-# and backward of causal self-attention, 8 heads of 64, 4096 tokens (2 threads, 2026-11-24):
-# 14.2 vs 25.8 ms at 16 keys, 17.3 vs 22.5 at 32, 26.0 vs 28.1 at 64; 40.5 vs 40.8 at 128, and
-# flash ahead from there (63.9 vs 70.5 at 256), where the math kernel's [B, H, T, S] weights
-# also start to cost memory.
-CPU_MATH_MAX_KEYS = 64
-
-
-def _sdpa(
-    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, dropout_p: float, causal: bool
-) -> Tensor:
-    """F.scaled_dot_product_attention, with the math kernel for short keys on the CPU (eager
-    only: a compiled graph leaves the choice to inductor)."""
-    if (
-        q.device.type == "cpu"
-        and k.size(-2) <= CPU_MATH_MAX_KEYS
-        and not torch.compiler.is_compiling()
-    ):
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
-            )
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
-    )
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -124,7 +95,9 @@ class _Attention(nn.Module):
     ) -> Tensor:
         """q [B, H, T, Dh], k and v [B, H, S, Dh] -> [B, T, D] after the output projection."""
         dropout_p = self.dropout if self.training else 0.0
-        y = _sdpa(q, k, v, mask=mask, dropout_p=dropout_p, causal=causal)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
+        )
         return self.out(_merge_heads(y))
 
     def _attend_step(

@@ -131,38 +131,3 @@ def test_few_query_attention_equals_sdpa_with_padding():
     torch.testing.assert_close(_few_query_attention(q, k, v, mask=mask), expected)
     unmasked = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     torch.testing.assert_close(_few_query_attention(q, k, v, mask=None), unmasked)
-
-
-def _sdpa_run(q, k, v, **kwargs):
-    """Output, input gradients and the aten operators of one _sdpa forward and backward."""
-    from torch.profiler import profile
-
-    from nmt.model.attention import _sdpa
-
-    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-    with profile() as prof:
-        out = _sdpa(*leaves, dropout_p=0.0, **kwargs)
-        out.backward(torch.ones_like(out))
-    ops = {event.key for event in prof.key_averages()}
-    return out.detach(), [t.grad for t in leaves], ops
-
-
-def test_short_keys_take_the_math_kernel_on_the_cpu_with_flash_results(monkeypatch):
-    """Up to CPU_MATH_MAX_KEYS keys the math kernel runs (faster there); values and gradients
-    are flash's, causal or with a padding mask."""
-    import nmt.model.attention as attention
-
-    torch.manual_seed(0)
-    q, k, v = torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
-    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
-    flash_op = "aten::_scaled_dot_product_flash_attention_for_cpu"
-    for kwargs in ({"mask": None, "causal": True}, {"mask": attention_mask(pad), "causal": False}):
-        math_out, math_grads, math_ops = _sdpa_run(q, k, v, **kwargs)
-        monkeypatch.setattr(attention, "CPU_MATH_MAX_KEYS", 4)  # 5 keys: now too many
-        flash_out, flash_grads, flash_ops = _sdpa_run(q, k, v, **kwargs)
-        monkeypatch.undo()
-        assert flash_op not in math_ops and "aten::_scaled_dot_product_attention_math" in math_ops
-        assert flash_op in flash_ops
-        torch.testing.assert_close(math_out, flash_out)
-        for math_grad, flash_grad in zip(math_grads, flash_grads):
-            torch.testing.assert_close(math_grad, flash_grad)
