@@ -201,8 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
         dest="peers_nmt_allocator",
         action="store_true",
-        help="control run: the peers also get the memory settings nmt's CLI makes (huge "
-        "pages, freed memory kept)",
+        help="control run: the peers also get the memory settings nmt's CLI makes "
+        "(nmt/memory.py: glibc keeps freed memory)",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
@@ -287,9 +287,8 @@ def print_table(cases: list[dict], args, n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    memory = (
-        configure_cpu_memory()
-    )  # as nmt's command line does, before torch's first CPU allocation
+    # As nmt's command line does, before torch's first CPU allocation.
+    memory = configure_cpu_memory()
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     spm_path = corpus.sentencepiece_model(data_root=args.data_root, vocab_size=args.vocab)

@@ -7,9 +7,9 @@ The update and the batches are train_speed.py's (forward, label-smoothed loss, b
 clipping, fused AdamW; epoch 0's first batches of Multi30k de-en at --max-tokens). --warmup
 updates run first, then --updates under the profiler. Prints the operators by self CPU time,
 then the shares of the matrix products (aten::mm / addmm / bmm) and of attention (SDPA's
-kernels) in the total, the products' own rate in GFLOP/s (the profiler's FLOP count of each product
-over its time), and the ceiling that the products set: the speed-up if everything else took
-no time at all.
+kernels) in the total, the products' own rate in GFLOP/s (the profiler's FLOP count of each
+product over its time), and the ceiling that the products set: the speed-up if everything
+else took no time at all.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ Every training update allocates the same large tensors again (activations of ten
 [tokens x V] logits of a hundred or more) and frees them at its end. By default glibc gives
 each allocation above 32 MiB (its largest mmap threshold) fresh pages from the kernel and
 unmaps them when freed, and trims the heap's freed top back to the kernel: every update then
-faults in and zeroes its activations again. On the 2-core benchmark machine, `x - c` into a
-new [4096, 2048] float32 tensor took 7.0 ms, 1.4 ms once freed memory was kept, and 0.5 ms in
-place, with no allocation.
+faults in and zeroes its activations again: on the 2-core benchmark machine a `base` update
+took 136,082 page faults that way and 2 with freed memory kept (`bench/memory_settings.py`,
+in docs/benchmarks.md).
 
 * Freed memory kept: glibc serves every allocation from its heap (M_MMAP_MAX = 0, no mmap)
   and never trims the heap (M_TRIM_THRESHOLD = -1), so the next update reuses the pages the
