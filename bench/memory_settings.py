@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import record
+from models import SIZES
 
 SETTINGS = {
     "glibc defaults": {"THP_MEM_ALLOC_ENABLE": "0", "keep": False},
@@ -40,7 +41,7 @@ SETTINGS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", choices=["base", "small"], default="small")
+    p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--warmup", type=int, default=6)
     p.add_argument("--updates", type=int, default=12)
     p.add_argument("--repeats", type=int, default=2)
