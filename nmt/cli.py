@@ -235,6 +235,14 @@ QuantizeOption = Annotated[
     ),
 ]
 
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto, fp32, bf16 or fp16: the weights' precision; bf16 and fp16 need a GPU, where "
+        "auto picks bf16 (default: the checkpoint's decode.precision)."
+    ),
+]
+
 
 @app.command()
 @user_errors
@@ -263,6 +271,7 @@ def translate(
         int, typer.Option(min=1, help="Lines read and translated at a time.")
     ] = 2000,
     quantize: QuantizeOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.stream import translate_stream
@@ -278,6 +287,7 @@ def translate(
         length_penalty=length_penalty,
         batch_tokens=batch_tokens,
         quantize=quantize,
+        precision=precision,
     )
 
 
@@ -306,6 +316,7 @@ def evaluate(
     beam_size: Annotated[int | None, typer.Option(min=1)] = None,
     device: Annotated[str, typer.Option()] = "cpu",
     quantize: QuantizeOption = None,
+    precision: PrecisionOption = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where corpora are (default: the checkpoint's data.data_dir)."),
@@ -329,6 +340,7 @@ def evaluate(
         beam_size=beam_size,
         device=device,
         quantize=quantize,
+        precision=precision,
         data_dir=data_dir,
         output_dir=output_dir,
     )

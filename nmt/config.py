@@ -129,6 +129,8 @@ class DecodeConfig:
     batch_tokens: int = 4096
     max_input_tokens: int = 1000  # longer inputs are truncated (with a warning), never dropped
     quantize: Literal["none", "int8"] = "none"  # int8: CPU dynamic quantization of the linears
+    # auto: bf16 weights on a GPU that supports it (else fp16), fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
 @dataclass(frozen=True)

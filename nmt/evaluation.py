@@ -75,6 +75,7 @@ def evaluate_command(
     data_dir: Path | None,
     output_dir: Path | None,
     quantize: str | None = None,
+    precision: str | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split."""
     import json
@@ -99,6 +100,7 @@ def evaluate_command(
             data_dir=data_dir,
             output_dir=output_dir,
             quantize=quantize,
+            precision=precision,
         )
     report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase)
     if hyp is None:
@@ -127,13 +129,14 @@ def _translate_and_score(
     data_dir,
     output_dir,
     quantize,
+    precision,
 ) -> tuple[Path, dict[str, Score]]:
     from nmt.data.download import corpus_dir
     from nmt.data.text import write_lines_atomic
     from nmt.decoding.translator import Translator
 
     translator = Translator.from_checkpoint(
-        checkpoint, device=device, beam_size=beam_size, quantize=quantize
+        checkpoint, device=device, beam_size=beam_size, quantize=quantize, precision=precision
     )
     cfg = translator.config
     if src is not None:

@@ -60,11 +60,19 @@ def choose_device(requested: str) -> torch.device:
     return device
 
 
-def choose_precision(requested: str, device: torch.device) -> str:
-    """auto: bf16 where the GPU supports it, fp16 (with loss scaling) on older GPUs, fp32 on CPU."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def choose_precision(requested: str, device: torch.device, *, key: str = "train.precision") -> str:
+    """auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.
+
+    `key` names the setting in errors (train.precision, or decode.precision for translation).
+    """
+    if requested not in PRECISIONS:
+        raise NmtError(f"{key} {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if device.type != "cuda":
         if requested in ("bf16", "fp16"):
-            raise NmtError(f"train.precision {requested} needs a GPU; use fp32 or auto on CPU")
+            raise NmtError(f"{key} {requested} needs a GPU; use fp32 or auto on CPU")
         return "fp32"
     if requested == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -33,7 +33,7 @@ def quantize(model: nn.Module, mode: str, *, device: torch.device) -> nn.Module:
     if device.type != "cpu":
         raise NmtError(
             f"int8 quantization runs on the CPU only (device {device}); on a GPU decode in "
-            "bf16 (train.precision) instead"
+            "bf16 instead (decode.precision, whose default auto picks it there)"
         )
     return quantize_int8(model)
 

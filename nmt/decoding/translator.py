@@ -26,6 +26,7 @@ from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model.transformer import Transformer
+from nmt.runtime import choose_precision
 
 
 @dataclass
@@ -125,13 +126,20 @@ class Translator:
         device: str = "cpu",
         decode: DecodeConfig | None = None,
         quantize: str | None = None,
+        precision: str | None = None,
         **search,
     ) -> Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
-        checkpoint's own; `quantize` ("none" | "int8") and `search` override it."""
+        checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
+        "fp16") and `search` override it."""
         model, tokenizer, cfg = load_trained_model(Path(path), device=device)
         decode = decode or cfg.decode
-        model = inference_model(model, quantize or decode.quantize, device=torch.device(device))
+        chosen = choose_precision(
+            precision or decode.precision, torch.device(device), key="decode.precision"
+        )
+        model = inference_model(
+            model, quantize or decode.quantize, device=torch.device(device), precision=chosen
+        )
         return cls(
             model,
             tokenizer,
@@ -221,12 +229,27 @@ def load_trained_model(
     return model.to(device).eval(), tokenizer, cfg
 
 
-def inference_model(model: Transformer, quantize: str, *, device: torch.device) -> nn.Module:
-    """A trained model made ready for decoding only: int8 when `quantize` says so, else on
-    the CPU float32 linears with packed weights (`nmt.decoding.packing`)."""
-    if quantize == "none" and device.type == "cpu":
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inference_model(
+    model: Transformer, quantize: str, *, device: torch.device, precision: str = "fp32"
+) -> nn.Module:
+    """A trained model made ready for decoding only, in place where it can be.
+
+    int8 when `quantize` says so (CPU only); in bf16 or fp16 (`precision`, a GPU's choice) the
+    weights themselves are cast, not autocast per operation: each step then reads half the
+    bytes and casts nothing, while the log-probs and beam scores stay float32 (decode_step
+    upcasts the logits). float32 on the CPU gets linears with packed weights
+    (`nmt.decoding.packing`).
+    """
+    if quantize != "none":
+        return quantize_model(model, quantize, device=device)
+    if precision in HALF_DTYPES:
+        return model.to(HALF_DTYPES[precision])
+    if device.type == "cpu":
         return pack_linears(model)
-    return quantize_model(model, quantize, device=device)
+    return model
 
 
 def _check_device(device: str) -> None:

@@ -190,7 +190,7 @@ def test_every_problem_of_a_file_at_once_from_the_real_entry_point(in_tmp):
         "  - train.lr: got inf (float), expected a finite number",
         "  - decode.beam: unknown key; did you mean decode.beam_size? (valid keys: "
         + "beam_size, n_best, length_penalty, max_len_a, max_len_b, min_len, batch_tokens, "
-        + "max_input_tokens, quantize) (command-line override)",
+        + "max_input_tokens, quantize, precision) (command-line override)",
     ]
     assert result.stdout == ""
 
