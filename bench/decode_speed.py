@@ -1,7 +1,8 @@
-"""Decoding speed: nmt vs Hugging Face MarianMTModel vs CTranslate2 (float32 and int8) on CPU.
+"""Decoding speed: nmt vs Hugging Face MarianMTModel vs CTranslate2, on the CPU or a GPU.
 
     python bench/decode_speed.py            # base + small, beam 5 and greedy, batch 16 and 64
     python bench/decode_speed.py --quick    # smoke test: small model, 16 sentences, ~30 s
+    python bench/decode_speed.py --device cuda --peers-python python3   # on a GPU machine
 
 Method (shared/design/BENCHMARKS.md): every system has the same sizes (`base`: d512, 8 heads,
 6+6 layers, ffn 2048; `small`: d256, 4 heads, 3+3, ffn 1024; joint vocabulary 10k, shared and
@@ -20,6 +21,14 @@ float32 with oneDNN-packed linears (nmt/decoding/packing.py), and int8 (`decode.
 dynamic int8 linears with per-channel weight scales, nmt/decoding/quantize.py), to set against
 CTranslate2's int8.
 
+On a GPU (--device cuda) nmt decodes as `nmt translate --device cuda` does: bf16 weights
+(decode.precision auto), float32 log-probs and scores. HF runs the same model with bf16
+weights; CTranslate2 runs float16 and bfloat16. A GPU machine cannot build the peer venv (no
+package registry): --peers-python names an interpreter that has transformers and
+ctranslate2 (bench/README.md: how to carry ctranslate2's wheel there). Every timing waits for
+the GPU to finish. A CTranslate2 compute type that cannot load (e.g. a wheel built for
+another CUDA) is left out and the reason recorded under `skipped`.
+
 The peers run in their own venv (bench/.venvs/peers, see peers.py), one process kept alive
 for the whole run; only one process computes at a time. Prints a table last and writes
 bench/results/decode_speed.json.
@@ -36,7 +45,7 @@ import corpus
 import record
 import torch
 from models import SIZES, build_nmt
-from peers import PeerWorker, allocator_record, open_marian_peer
+from peers import PeerError, PeerWorker, allocator_record, open_marian_peer
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -44,8 +53,9 @@ from nmt.decoding.search import SearchSettings, search
 from nmt.decoding.translator import inference_model
 from nmt.memory import configure_cpu_memory
 from nmt.model.transformer import Transformer
+from nmt.runtime import choose_precision
 
-CT2_TYPES = ("float32", "int8")
+CT2_TYPES = {"cpu": ("float32", "int8"), "cuda": ("float16", "bfloat16")}
 CPU = torch.device("cpu")
 Run = Callable[..., dict]  # run(limit=0, count_steps=False) -> {"seconds", "lengths", "steps"}
 
@@ -83,11 +93,14 @@ def forced_length(beam: int, length: int) -> SearchSettings:
 
 
 def nmt_runner(model: Transformer, batches: list[torch.Tensor], *, beam: int, length: int) -> Run:
+    """Timed search over `batches` (already on the model's device). The search returns its
+    hypotheses as host lists, so the clock counts the GPU's work too."""
     settings = forced_length(beam, length)
     model.eval()
 
     def run(limit: int = 0, count_steps: bool = False) -> dict:
         lengths, steps = [], []
+        _sync(batches[0].device)
         started = record.now()
         for src in batches[:limit] if limit else batches:
             searched = _StepCounter(model) if count_steps else model
@@ -103,10 +116,33 @@ def nmt_runner(model: Transformer, batches: list[torch.Tensor], *, beam: int, le
     return run
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def nmt_models(size: str, args, device: torch.device) -> tuple[dict[str, torch.nn.Module], int]:
+    """nmt's models as `nmt translate` decodes on `device`, and their parameter count: on the
+    CPU packed float32 and int8 (a copy); on a GPU the weights in decode.precision auto's
+    choice (bf16)."""
+    model = build_nmt(size, vocab_size=args.vocab, seed=args.seed).eval()
+    parameters = model.num_parameters()  # packed linears hold their weights as buffers
+    if device.type == "cpu":
+        int8_model = inference_model(model, "int8", device=CPU)
+        models = {"nmt": inference_model(model, "none", device=CPU), "nmt-int8": int8_model}
+        return models, parameters
+    precision = choose_precision("auto", device, key="decode.precision")
+    model = inference_model(model.to(device), "none", device=device, precision=precision)
+    return {"nmt": model}, parameters
+
+
 # --------------------------------------------------------------------------- peers
 
 
-def peer_runners(peer: PeerWorker | None, *, beam: int, length: int, threads: int) -> dict:
+def peer_runners(
+    peer: PeerWorker | None, *, beam: int, length: int, threads: int, compute_types: list[str]
+) -> dict:
+    """HF and each loadable CTranslate2 compute type, as runners like nmt's."""
     if peer is None:
         return {}
     runners = {
@@ -114,7 +150,7 @@ def peer_runners(peer: PeerWorker | None, *, beam: int, length: int, threads: in
             "hf_decode", beam=beam, length=length, limit=limit, count_steps=count_steps
         )
     }
-    for compute_type in CT2_TYPES:
+    for compute_type in compute_types:
         runners[f"ct2-{compute_type}"] = lambda limit=0, count_steps=False, t=compute_type: (
             peer.call(
                 "ct2_decode", compute_type=t, beam=beam, length=length, threads=threads, limit=limit
@@ -124,7 +160,12 @@ def peer_runners(peer: PeerWorker | None, *, beam: int, length: int, threads: in
     return runners
 
 
-def prepare_peer(peer: PeerWorker, size: str, *, args, spm_path: Path) -> dict:
+def prepare_peer(
+    peer: PeerWorker, size: str, *, args, spm_path: Path, device: torch.device
+) -> tuple[dict, list[str], dict[str, str]]:
+    """Build HF's model of `size` on `device` (bf16 weights on a GPU, as nmt's) and convert
+    it for CTranslate2. Returns its info, the CTranslate2 compute types that loaded, and
+    why each other one did not."""
     built = peer.call(
         "build",
         **SIZES[size],
@@ -132,9 +173,29 @@ def prepare_peer(peer: PeerWorker, size: str, *, args, spm_path: Path) -> dict:
         dropout=0.1,
         seed=args.seed,
         threads=args.threads,
+        device=device.type,
+        dtype="float32" if device.type == "cpu" else "bfloat16",
     )
-    peer.call("export_ct2", spm_model=str(spm_path), work_dir=str(corpus.CACHE / "ct2" / size))
-    return built
+    loaded, skipped = [], {}
+    try:
+        work_dir = corpus.CACHE / "ct2" / size
+        peer.call("export_ct2", spm_model=str(spm_path), work_dir=str(work_dir))
+    except PeerError as exc:  # e.g. no ctranslate2 in --peers-python
+        return built, loaded, {t: _last_line(exc) for t in CT2_TYPES[device.type]}
+    for compute_type in CT2_TYPES[device.type]:
+        try:
+            peer.call("ct2_load", compute_type=compute_type, threads=args.threads)
+            loaded.append(compute_type)
+        except PeerError as exc:
+            skipped[compute_type] = _last_line(exc)
+    for compute_type, why in skipped.items():
+        print(f"ct2-{compute_type} left out: {why}", file=sys.stderr)
+    return built, loaded, skipped
+
+
+def _last_line(exc: Exception) -> str:
+    """The exception line of a peer's traceback."""
+    return str(exc).strip().splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -195,7 +256,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="default: DATA_ROOT/wmt_newstest/de-en/newstest2014.de",
     )
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda")
     p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
+    p.add_argument(
+        "--peers-python",
+        type=Path,
+        default=None,
+        help="an interpreter that has transformers and ctranslate2, instead of the peer venv "
+        "(needed on a GPU machine, which cannot build it)",
+    )
     p.add_argument(
         "--peers-nmt-allocator",
         "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
@@ -216,31 +285,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.length < 2:
         p.error("--length must be >= 2 (nmt's forced EOS takes the last step)")
     args.src = args.src or args.data_root / "wmt_newstest" / "de-en" / "newstest2014.de"
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
 
 
-def run_cases(args, peer, sentences, spm_path) -> tuple[list[dict], dict]:
-    cases, params = [], {}
+def run_cases(args, peer, sentences, spm_path, device) -> tuple[list[dict], dict, dict]:
+    cases, params, skipped = [], {}, {}
     for size in args.sizes:
-        model = build_nmt(size, vocab_size=args.vocab, seed=args.seed).eval()
-        params[size] = {"nmt": model.num_parameters()}
-        # As `nmt translate` decodes on the CPU: int8 (a copy), else packed float32 linears.
-        int8_model = inference_model(model, "int8", device=CPU)
-        model = inference_model(model, "none", device=CPU)
+        models, parameters = nmt_models(size, args, device)
+        params[size] = {"nmt": parameters}
+        compute_types: list[str] = []
         if peer is not None:
-            params[size]["hf"] = prepare_peer(peer, size, args=args, spm_path=spm_path)
+            params[size]["hf"], compute_types, skipped[size] = prepare_peer(
+                peer, size, args=args, spm_path=spm_path, device=device
+            )
         for batch in args.batches:
             rows = corpus.chunks(corpus.with_eos(sentences), batch)
             if peer is not None:
                 peer.call("set_inputs", batches=rows)
-            tensors = [corpus.pad(r) for r in rows]
+            tensors = [corpus.pad(r).to(device) for r in rows]
             for beam in args.beams:
                 print(f"{size} beam {beam} batch {batch} ...", file=sys.stderr, flush=True)
                 runners = {
-                    "nmt": nmt_runner(model, tensors, beam=beam, length=args.length),
-                    "nmt-int8": nmt_runner(int8_model, tensors, beam=beam, length=args.length),
+                    name: nmt_runner(model, tensors, beam=beam, length=args.length)
+                    for name, model in models.items()
                 }
-                runners |= peer_runners(peer, beam=beam, length=args.length, threads=args.threads)
+                runners |= peer_runners(
+                    peer,
+                    beam=beam,
+                    length=args.length,
+                    threads=args.threads,
+                    compute_types=compute_types,
+                )
                 systems = measure(
                     runners, repeats=args.repeats, sentences=len(sentences), length=args.length
                 )
@@ -253,7 +330,7 @@ def run_cases(args, peer, sentences, spm_path) -> tuple[list[dict], dict]:
                         "steps_agree": steps_agree(systems, args.length),
                     }
                 )
-    return cases, params
+    return cases, params, skipped
 
 
 def print_table(cases: list[dict], args, n: int) -> None:
@@ -275,8 +352,9 @@ def print_table(cases: list[dict], args, n: int) -> None:
                 ]
             )
     print(
-        f"\ndecoding, {n} sentences of {args.min_tokens}-{args.max_tokens} pieces, output "
-        f"forced to {args.length} tokens, {args.threads} threads, medians of {args.repeats}"
+        f"\ndecoding on {args.device}, {n} sentences of {args.min_tokens}-{args.max_tokens} "
+        f"pieces, output forced to {args.length} tokens, {args.threads} threads, medians of "
+        f"{args.repeats}"
     )
     print(
         record.table(
@@ -300,12 +378,16 @@ def main(argv: list[str] | None = None) -> None:
         min_tokens=args.min_tokens,
         max_tokens=args.max_tokens,
     )
+    device = torch.device(args.device)
     peer, peer_error = open_marian_peer(
-        disabled=args.no_peers, allocator_as_nmt=args.peers_nmt_allocator
+        disabled="--no-peers" if args.no_peers else None,
+        allocator_as_nmt=args.peers_nmt_allocator,
+        python=args.peers_python,
+        device=device.type,
     )
     try:
         versions = {"nmt": nmt.__version__} | (peer.call("versions") if peer else {})
-        cases, params = run_cases(args, peer, sentences, spm_path)
+        cases, params, skipped = run_cases(args, peer, sentences, spm_path, device)
     finally:
         if peer is not None:
             peer.__exit__(None, None, None)
@@ -314,7 +396,12 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "decode_speed",
         "command": " ".join(["python", "bench/decode_speed.py", *sys.argv[1:]]),
         "versions": versions,
+        "device": str(device),
+        "precision": {"nmt": "fp32 (packed) and int8", "hf": "fp32", "ct2": "float32, int8"}
+        if device.type == "cpu"
+        else {"nmt": "bf16 weights", "hf": "bf16 weights", "ct2": "float16, bfloat16"},
         "peers_error": peer_error,
+        "skipped": skipped,
         "allocator": allocator_record(memory, peers_as_nmt=args.peers_nmt_allocator),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "inputs": {

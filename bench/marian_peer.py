@@ -10,6 +10,11 @@ tokens. Source rows arrive as id lists that already end in EOS. One difference i
 Marian's own layout (that of every OPUS-MT model): its PAD is an extra last entry, id V, which
 CTranslate2's Marian converter removes again (it always drops the last vocabulary row). So
 the HF model has V + 1 output rows, CTranslate2 V, nmt V; nmt's PAD id 0 is mapped to V here.
+
+On a GPU (`build(device="cuda")`) the model's weights take the dtype asked for (bf16 for
+decoding, as nmt's), training runs under bf16 autocast with float32 weights (as nmt's trainer),
+and CTranslate2 runs on the GPU in the compute type asked for (float16, bfloat16). Every
+timing waits for the GPU to finish.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from peers import serve
 
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 3  # nmt's
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -34,6 +40,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock read after it counts all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class MarianPeer:
     def __init__(self) -> None:
         self.model = None
@@ -43,19 +55,28 @@ class MarianPeer:
         self.ct2_batches: list[list[list[str]]] = []
         self.train_batches: list[dict] = []
         self.optimizer = None
+        self.device = torch.device("cpu")
+        self.autocast_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ setup
 
     def versions(self) -> dict:
-        import ctranslate2
+        """Versions of the peers; a CTranslate2 that cannot be imported is None (HF alone)."""
         import sentencepiece
         import transformers
 
+        try:
+            import ctranslate2
+
+            ct2_version = ctranslate2.__version__
+        except ImportError:
+            ct2_version = None
         return {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "ctranslate2": ctranslate2.__version__,
+            "ctranslate2": ct2_version,
             "sentencepiece": sentencepiece.__version__,
+            "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         }
 
     def build(
@@ -70,9 +91,12 @@ class MarianPeer:
         dropout: float,
         seed: int,
         threads: int,
+        device: str = "cpu",
+        dtype: str = "float32",
     ) -> dict:
         """A random-weight MarianMTModel of these sizes (ReLU, shared and tied embeddings),
-        with vocab_size + 1 entries: Marian's PAD comes last (see the module docstring)."""
+        with vocab_size + 1 entries: Marian's PAD comes last (see the module docstring);
+        on `device`, its weights in `dtype` (float32 for training, which autocasts on a GPU)."""
         from transformers import MarianConfig, MarianMTModel
 
         torch.set_num_threads(threads)
@@ -101,6 +125,10 @@ class MarianPeer:
             forced_eos_token_id=None,
         )
         self.model = MarianMTModel(config).eval()
+        # The CTranslate2 export reads the float32 weights; the device copy is made after it.
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.model.to(self.device, self.dtype)
         self.translators.clear()
         return {
             # Trainable ones: Marian's sinusoidal position tables are frozen parameters.
@@ -135,7 +163,9 @@ class MarianPeer:
             pad_token="<pad>",
         )
         tokenizer.save_pretrained(hf_dir)
-        self.model.save_pretrained(hf_dir)
+        # The same random weights in float32 (a bf16 GPU copy would lose their low bits).
+        self.model.to("cpu", torch.float32).save_pretrained(hf_dir)
+        self.model.to(self.device, self.dtype)
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir))
         converter.convert(str(ct2_dir), force=True)
         self.ct2_dir = ct2_dir
@@ -148,7 +178,8 @@ class MarianPeer:
         self.hf_batches = []
         for rows in batches:
             ids = _pad(rows, self.pad_id)
-            self.hf_batches.append((ids, ids.ne(self.pad_id).long()))
+            mask = ids.ne(self.pad_id).long()
+            self.hf_batches.append((ids.to(self.device), mask.to(self.device)))
         pieces = getattr(self, "pieces", None)
         self.ct2_batches = (
             [[[pieces[i] for i in row] for row in rows] for rows in batches] if pieces else []
@@ -171,6 +202,7 @@ class MarianPeer:
             )
         lengths = []
         batches = self.hf_batches[:limit] if limit else self.hf_batches
+        _sync(self.device)
         started = time.perf_counter()
         with torch.inference_mode():
             for ids, mask in batches:
@@ -186,23 +218,40 @@ class MarianPeer:
                     length_penalty=1.0,
                 )
                 lengths.extend([out.shape[1] - 1] * out.shape[0])
+        _sync(self.device)
         seconds = time.perf_counter() - started
         if hook is not None:
             hook.remove()
         return {"seconds": seconds, "lengths": lengths, "steps": steps if count_steps else None}
 
-    def ct2_decode(self, *, compute_type: str, beam: int, length: int, threads: int, limit=0):
-        """translate_batch per batch (the same batches, not re-sorted), `length` tokens each."""
+    def ct2_load(self, *, compute_type: str, threads: int) -> dict:
+        """Load the converted model for `compute_type` on the model's device (CPU or GPU).
+
+        Raises where this CTranslate2 cannot, e.g. a build whose CUDA libraries the machine
+        lacks: the caller then leaves CTranslate2 out and records why.
+        """
         import ctranslate2
 
         if compute_type not in self.translators:
-            self.translators[compute_type] = ctranslate2.Translator(
+            translator = ctranslate2.Translator(
                 str(self.ct2_dir),
-                device="cpu",
+                device=self.device.type,
                 compute_type=compute_type,
                 intra_threads=threads,
                 inter_threads=1,
             )
+            # One short translation: a GPU library that loads only at the first product
+            # (cuBLAS) fails here, not in the middle of a timed run.
+            translator.translate_batch([[self.pieces[EOS_ID]]], max_decoding_length=2)
+            self.translators[compute_type] = translator
+        return {"device": self.device.type, "compute_type": compute_type}
+
+    def ct2_decode(self, *, compute_type: str, beam: int, length: int, threads: int, limit=0):
+        """translate_batch per batch (the same batches, not re-sorted), `length` tokens each.
+
+        translate_batch returns finished results on the host, so the clock counts the GPU's
+        work too."""
+        self.ct2_load(compute_type=compute_type, threads=threads)
         translator = self.translators[compute_type]
         lengths = []
         batches = self.ct2_batches[:limit] if limit else self.ct2_batches
@@ -223,23 +272,30 @@ class MarianPeer:
 
     # ------------------------------------------------------------------ training
 
-    def train_setup(self, *, batches: list[dict], lr: float) -> dict:
+    def train_setup(self, *, batches: list[dict], lr: float, autocast: str | None = None) -> dict:
         """Batches of {"src", "tgt_in", "tgt_out"} (padded id rows, as nmt's collate makes
-        them); PAD labels become -100, which Marian's loss ignores."""
+        them); PAD labels become -100, which Marian's loss ignores. `autocast` (a dtype name,
+        GPU only): updates run under torch.autocast in it, as nmt's trainer does on a GPU."""
+        self.autocast_dtype = DTYPES[autocast] if autocast else None
         self.train_batches = []
         for b in batches:
             src, tgt_in, tgt_out = (torch.tensor(b[k]) for k in ("src", "tgt_in", "tgt_out"))
-            self.train_batches.append(
-                {
-                    "input_ids": src.masked_fill(src.eq(PAD_ID), self.pad_id),
-                    "attention_mask": src.ne(PAD_ID).long(),
-                    "decoder_input_ids": tgt_in.masked_fill(tgt_in.eq(PAD_ID), self.pad_id),
-                    "labels": tgt_out.masked_fill(tgt_out.eq(PAD_ID), -100),
-                }
-            )
+            batch = {
+                "input_ids": src.masked_fill(src.eq(PAD_ID), self.pad_id),
+                "attention_mask": src.ne(PAD_ID).long(),
+                "decoder_input_ids": tgt_in.masked_fill(tgt_in.eq(PAD_ID), self.pad_id),
+                "labels": tgt_out.masked_fill(tgt_out.eq(PAD_ID), -100),
+            }
+            self.train_batches.append({k: v.to(self.device) for k, v in batch.items()})
         self.model.train()
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0
+            self.model.parameters(),
+            lr=lr,
+            betas=(0.9, 0.98),
+            eps=1e-9,
+            weight_decay=0.0,
+            # Fused on a GPU, as nmt's there (torch's fastest AdamW); the CPU keeps the default.
+            fused=True if self.device.type == "cuda" else None,
         )
         return {"batches": len(self.train_batches)}
 
@@ -247,19 +303,32 @@ class MarianPeer:
         """`count` updates (forward with labels -> loss, backward, clip, AdamW step) on the
         batches from `first` on; returns seconds and the mean loss."""
         losses = []
+        amp = torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        _sync(self.device)
         started = time.perf_counter()
         for batch in self.train_batches[first : first + count]:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.model(**batch).loss
+            with amp:
+                loss = self.model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip_norm)
             self.optimizer.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())
+        _sync(self.device)
         seconds = time.perf_counter() - started
         return {
             "seconds": seconds,
-            "loss": sum(losses) / len(losses),
+            "loss": torch.stack(losses).mean().item(),
             "peak_rss_mb": _peak_rss_mb(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated(self.device) / 2**20
+            if self.device.type == "cuda"
+            else None,
         }
 
 

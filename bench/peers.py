@@ -159,20 +159,31 @@ def allocator_record(nmt_settings: dict, *, peers_as_nmt: bool) -> dict:
 
 
 def open_marian_peer(
-    *, disabled: bool = False, allocator_as_nmt: bool = False
+    *,
+    disabled: str | None = None,
+    allocator_as_nmt: bool = False,
+    python: Path | None = None,
+    device: str = "cpu",
 ) -> tuple[PeerWorker | None, str | None]:
     """The running marian_peer.py worker, or (None, why not): benchmarks then measure nmt
     alone and record the reason instead of failing.
 
+    `disabled` is the reason to run no peer (e.g. "--no-peers"). `python` is an interpreter
+    that already has the peers (`--peers-python`), used instead of building the peer venv:
+    a GPU machine without the package registry has transformers but cannot build a venv,
+    so on a GPU (`device` cuda) the peers run only with it.
+
     The peers run as their users run them, with PyTorch's and glibc's default memory
     settings, unless `allocator_as_nmt` (a control run: nmt's, see `peer_allocator_env`).
     """
-    if disabled:
-        return None, "--no-peers"
+    if disabled is None and device != "cpu" and python is None:
+        disabled = "on a GPU the peers need --peers-python (no peer venv is built there)"
+    if disabled is not None:
+        return None, disabled
     env = peer_allocator_env(allocator_as_nmt)
     try:
-        return PeerWorker(BENCH / "marian_peer.py", env=env).__enter__(), None
-    except PeerError as exc:
+        return PeerWorker(BENCH / "marian_peer.py", python=python, env=env).__enter__(), None
+    except (PeerError, OSError) as exc:  # OSError: no such --peers-python
         print(f"peers unavailable, measuring nmt alone: {exc}", file=sys.stderr)
         return None, str(exc)
 

@@ -3,6 +3,7 @@
     python bench/train_speed.py             # base + small, 4096-token batches, 8 updates x 3
     python bench/train_speed.py --quick     # smoke test: small model, 1024-token batches
     python bench/train_speed.py --compile   # adds nmt under torch.compile (GPU: always on)
+    python bench/train_speed.py --device cuda --max-tokens 16384 --peers-python python3  # GPU
 
 An update is what nmt's trainer does: forward, loss, backward, gradient clipping (norm 1.0)
 and an AdamW step. nmt's loss is its label-smoothed cross entropy (eps 0.1); Marian's is its
@@ -19,9 +20,10 @@ process's peak RSS, which covers everything the process held) and, on a GPU, mod
 utilisation MFU = training FLOPs/s / peak, with training FLOPs from models.training_flops.
 
 nmt's AdamW is fused (one kernel over all parameters) on the CPU and the GPU, as in its
-trainer. On a GPU nmt trains under bf16 autocast (fp32 weights) as its trainer does; the
-peers stay on the CPU machine (their venv needs the package registry), so a GPU run is nmt
-alone. Prints a table last and writes bench/results/train_speed.json.
+trainer. On a GPU nmt trains under bf16 autocast (fp32 weights) as its trainer does, and so
+does HF (fused AdamW there too). A GPU machine cannot build the peer venv (no package
+registry): --peers-python names an interpreter that has transformers; without it a GPU run
+is nmt alone. Prints a table last and writes bench/results/train_speed.json.
 """
 
 from __future__ import annotations
@@ -166,11 +168,13 @@ def systems_for(
             dropout=0.1,
             seed=args.seed,
             threads=args.threads,
+            device=device.type,
         )
         info["hf_parameters"] = built["parameters"]
         peer.call(
             "train_setup",
             lr=args.lr,
+            autocast="bfloat16" if device.type == "cuda" else None,
             batches=[
                 {
                     "src": b.src_ids.tolist(),
@@ -186,7 +190,8 @@ def systems_for(
 
 def _hf_run(peer: PeerWorker, first: int, count: int) -> dict:
     out = peer.call("hf_train", first=first, count=count, clip_norm=1.0)
-    return {"seconds": out["seconds"], "peak_mb": out["peak_rss_mb"]}
+    peak = out["peak_cuda_mb"] if out.get("peak_cuda_mb") is not None else out["peak_rss_mb"]
+    return {"seconds": out["seconds"], "peak_mb": peak}
 
 
 def measure(systems: dict, args, stats: dict, info: dict, device: torch.device) -> dict:
@@ -220,7 +225,7 @@ def measure(systems: dict, args, stats: dict, info: dict, device: torch.device) 
             if device.type == "cuda"
             else "process peak RSS",
         }
-        if device.type == "cuda" and name != "hf":
+        if device.type == "cuda":
             result[name]["mfu"] = record.summary([flops / s / args.peak_flops for s in times])
     return result
 
@@ -250,6 +255,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=corpus.DATA_ROOT)
     p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
     p.add_argument(
+        "--peers-python",
+        type=Path,
+        default=None,
+        help="an interpreter that has transformers, instead of the peer venv (needed on a "
+        "GPU machine, which cannot build it)",
+    )
+    p.add_argument(
         "--peers-nmt-allocator",
         "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
         dest="peers_nmt_allocator",
@@ -278,9 +290,13 @@ def main(argv: list[str] | None = None) -> None:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     batches, stats = epoch_batches(args)
-    # The peers' venv comes from the package registry, which a GPU machine may not reach.
+    # The peers' venv comes from the package registry, which a GPU machine may not reach:
+    # there they run only in --peers-python.
     peer, peer_error = open_marian_peer(
-        disabled=args.no_peers or device.type == "cuda", allocator_as_nmt=args.peers_nmt_allocator
+        disabled="--no-peers" if args.no_peers else None,
+        allocator_as_nmt=args.peers_nmt_allocator,
+        python=args.peers_python,
+        device=device.type,
     )
     results, infos = {}, {}
     try:

@@ -96,3 +96,40 @@ def test_peer_allocator_settings_spell_out_nmts():
     assert peers.peer_allocator_env(False) == {nmt.memory.THP_VARIABLE: "0"}
     control = peers.peer_allocator_env(True)
     assert control == {nmt.memory.THP_VARIABLE: "0", **nmt.memory.KEEP_FREED_MEMORY_ENV}
+
+
+def test_a_gpu_run_uses_the_peers_only_from_a_given_interpreter(tmp_path):
+    """No peer venv is built on a GPU machine (no registry); a missing interpreter is a
+    recorded reason, not a crash; --no-peers wins."""
+    peer, why = peers.open_marian_peer(device="cuda")
+    assert peer is None and "--peers-python" in why
+    peer, why = peers.open_marian_peer(disabled="--no-peers", python=Path(sys.executable))
+    assert (peer, why) == (None, "--no-peers")
+    peer, why = peers.open_marian_peer(python=tmp_path / "no-such-python", device="cuda")
+    assert peer is None and "no-such-python" in why
+
+
+def test_ct2_compute_types_that_cannot_load_are_left_out_with_their_reason():
+    from decode_speed import prepare_peer
+
+    class FakePeer:  # CTranslate2 built for another CUDA: float16 loads, bfloat16 does not
+        def call(self, op, **args):
+            if op == "build":
+                return {"parameters": 7, "device": args["device"], "dtype": args["dtype"]}
+            if op == "ct2_load" and args["compute_type"] == "bfloat16":
+                raise peers.PeerError(
+                    "marian_peer.py ct2_load failed:\nTraceback ...\nValueError: no"
+                )
+            return {}
+
+    args = type("Args", (), {"vocab": 10, "seed": 1, "threads": 2})()
+    spm = Path("spm.model")
+    built, loaded, skipped = prepare_peer(
+        FakePeer(), "small", args=args, spm_path=spm, device=torch.device("cuda")
+    )
+    assert built["dtype"] == "bfloat16" and built["device"] == "cuda"
+    assert (loaded, skipped) == (["float16"], {"bfloat16": "ValueError: no"})
+    built, loaded, skipped = prepare_peer(
+        FakePeer(), "small", args=args, spm_path=spm, device=torch.device("cpu")
+    )
+    assert built["dtype"] == "float32" and loaded == ["float32", "int8"] and skipped == {}
