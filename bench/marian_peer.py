@@ -125,7 +125,6 @@ class MarianPeer:
             forced_eos_token_id=None,
         )
         self.model = MarianMTModel(config).eval()
-        # The CTranslate2 export reads the float32 weights; the device copy is made after it.
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
         self.model.to(self.device, self.dtype)
@@ -163,7 +162,8 @@ class MarianPeer:
             pad_token="<pad>",
         )
         tokenizer.save_pretrained(hf_dir)
-        # The same random weights in float32 (a bf16 GPU copy would lose their low bits).
+        # Saved from a float32 copy on the CPU, which the converter reads; on a GPU these are
+        # HF's own bf16 weights widened, so that both peers run the same model.
         self.model.to("cpu", torch.float32).save_pretrained(hf_dir)
         self.model.to(self.device, self.dtype)
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir))
