@@ -181,6 +181,11 @@ def open_marian_peer(
     if disabled is not None:
         return None, disabled
     env = peer_allocator_env(allocator_as_nmt)
+    if python is not None and os.sep in str(python):
+        # The worker starts in bench/: a path given from elsewhere is made absolute first (a
+        # bare name such as python3 is looked up on PATH). Not resolved: a venv's python is a
+        # link that must keep its own path to find its venv.
+        python = Path(python).absolute()
     try:
         return PeerWorker(BENCH / "marian_peer.py", python=python, env=env).__enter__(), None
     except (PeerError, OSError) as exc:  # OSError: no such --peers-python

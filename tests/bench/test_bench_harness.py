@@ -133,3 +133,17 @@ def test_ct2_compute_types_that_cannot_load_are_left_out_with_their_reason():
         FakePeer(), "small", args=args, spm_path=spm, device=torch.device("cpu")
     )
     assert built["dtype"] == "float32" and loaded == ["float32", "int8"] and skipped == {}
+
+
+def test_a_relative_peers_python_is_taken_from_where_the_benchmark_was_started():
+    # The worker runs in bench/; the path must still name this interpreter (a venv's link).
+    import os
+
+    relative = Path(os.path.relpath(sys.executable))
+    peer, why = peers.open_marian_peer(python=relative)
+    assert why is None and peer is not None
+    try:
+        assert peer.python == relative.absolute()
+        assert peer.process.poll() is None  # running, waiting for requests
+    finally:
+        peer.__exit__(None, None, None)
