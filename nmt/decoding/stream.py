@@ -178,7 +178,8 @@ def translate_stream(
     except _Stop as stop:
         message = _stopped_message(stop.signum, index, output)
         raise TranslationStopped(message, stop.signum) from None
-    _finish(total, time.perf_counter() - started, translator.settings.n_best)
+    where = f"{translator.device.type} {translator.numerics}"
+    _finish(total, time.perf_counter() - started, where)
 
 
 def _write_chunk(out, result, index: int, n_best: int | None) -> int:
@@ -202,13 +203,14 @@ def _progress(stats, seconds: float) -> None:
         )
 
 
-def _finish(stats, seconds: float, n_best: int) -> None:
+def _finish(stats, seconds: float, where: str) -> None:
+    """The summary line on stderr; `where` is the device and the weights' numerics."""
     if sys.stderr.isatty():
         print(file=sys.stderr)
     seconds = max(seconds, 1e-9)
     print(
-        f"translated {stats.sentences} lines in {seconds:.1f}s: {stats.sentences / seconds:.1f} "
-        f"sentences/s, {stats.output_tokens / seconds:.0f} tokens/s"
+        f"translated {stats.sentences} lines in {seconds:.1f}s ({where}): "
+        f"{stats.sentences / seconds:.1f} sentences/s, {stats.output_tokens / seconds:.0f} tokens/s"
         + (f"; {stats.empty} empty" if stats.empty else ""),
         file=sys.stderr,
     )

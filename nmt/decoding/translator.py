@@ -106,8 +106,10 @@ class Translator:
         max_input_tokens: int = 1000,
         amp_dtype: torch.dtype | None = None,
         config: ExperimentConfig | None = None,
+        numerics: str = "fp32",
     ):
         self.config = config  # the checkpoint's resolved config, when loaded from one
+        self.numerics = numerics  # what the weights compute in: fp32, bf16, fp16 or int8
         self.model = model
         self.tokenizer = tokenizer
         # Outputs never outgrow the decoder's position table (1.2 * 1001 + 10 > 1024 with the
@@ -137,9 +139,8 @@ class Translator:
         chosen = choose_precision(
             precision or decode.precision, torch.device(device), key="decode.precision"
         )
-        model = inference_model(
-            model, quantize or decode.quantize, device=torch.device(device), precision=chosen
-        )
+        quantize = quantize or decode.quantize
+        model = inference_model(model, quantize, device=torch.device(device), precision=chosen)
         return cls(
             model,
             tokenizer,
@@ -148,6 +149,7 @@ class Translator:
             batch_tokens=decode.batch_tokens,
             max_input_tokens=decode.max_input_tokens,
             config=cfg,
+            numerics=chosen if quantize == "none" else quantize,
         )
 
     # ------------------------------------------------------------------ text

@@ -103,6 +103,7 @@ def test_translate_cli_refuses_bf16_on_the_cpu_and_names_the_setting(
         "translate", tiny_run.checkpoint, "-i", src, "-o", out, "--precision", "fp32", cwd=tmp_path
     )
     assert fp32.returncode == 0, fp32.stderr
+    assert "translated 3 lines in " in fp32.stderr and " (cpu fp32): " in fp32.stderr
     assert (
         out.read_text(encoding="utf-8").splitlines()
         == Translator.from_checkpoint(tiny_run.checkpoint).translate(sources[:3]).best

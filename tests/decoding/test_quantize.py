@@ -65,6 +65,7 @@ def test_translate_cli_with_int8_gives_one_line_per_input(tiny_run, nmt_inline, 
         "translate", tiny_run.checkpoint, "-i", src, "-o", out, "--quantize", "int8", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
+    assert " (cpu int8): " in result.stderr  # the summary says what ran
     assert len(out.read_text(encoding="utf-8").splitlines()) == 7
 
 
