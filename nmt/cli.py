@@ -175,7 +175,7 @@ def train(
 
     Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
     """
-    from nmt.pipeline import evaluate_test_splits, final_checkpoint
+    from nmt.pipeline import check_decode_precision, evaluate_test_splits, final_checkpoint
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
@@ -183,6 +183,8 @@ def train(
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
+        if evaluate_at_end:  # refused now, not after training
+            check_decode_precision(cfg, runtime.device)
         with peer_failures_reported(runtime):
             Trainer(cfg, runtime).fit()
         if evaluate_at_end and runtime.is_main:
@@ -200,7 +202,12 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
     from nmt.config import write_resolved_config
     from nmt.data.prepare import prepare as run_prepare
-    from nmt.pipeline import ensure_downloaded, evaluate_test_splits, final_checkpoint
+    from nmt.pipeline import (
+        check_decode_precision,
+        ensure_downloaded,
+        evaluate_test_splits,
+        final_checkpoint,
+    )
     from nmt.report import print_prepare_summary
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
@@ -212,6 +219,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
+        check_decode_precision(cfg, runtime.device)  # refused now, not after training
         with peer_failures_reported(runtime):
             Trainer(cfg, runtime).fit()
         results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))

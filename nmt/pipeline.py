@@ -9,12 +9,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmt.config import ExperimentConfig
 from nmt.data.download import corpus_dir, download
 from nmt.data.text import atomic_write, read_lines, write_lines_atomic
 from nmt.errors import DataError
 from nmt.evaluation import Score, score_lines
+
+if TYPE_CHECKING:
+    import torch
 
 
 def log(message: str) -> None:
@@ -79,6 +83,14 @@ def evaluate_split(translator, cfg: ExperimentConfig, split: str, out_dir: Path)
     )
 
 
+def check_decode_precision(cfg: ExperimentConfig, device: torch.device) -> None:
+    """Refuse a decode.precision the test evaluation could not use on `device` (bf16 on a
+    CPU) before training, rather than after it."""
+    from nmt.runtime import choose_precision
+
+    choose_precision(cfg.decode.precision, device, key="decode.precision")
+
+
 def evaluate_test_splits(
     cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
 ) -> list[SplitResult]:
@@ -95,6 +107,8 @@ def evaluate_test_splits(
             {
                 "checkpoint": str(checkpoint),
                 "beam_size": translator.settings.beam_size,
+                "device": str(translator.device),
+                "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
                 "results": [r.as_dict() for r in results],
             },
             f,

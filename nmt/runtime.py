@@ -75,8 +75,15 @@ def choose_precision(requested: str, device: torch.device, *, key: str = "train.
             raise NmtError(f"{key} {requested} needs a GPU; use fp32 or auto on CPU")
         return "fp32"
     if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if _native_bf16(device) else "fp16"
     return requested
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the GPU `device` computes bf16 in hardware (Ampere and newer). torch's check
+    says yes by default where bf16 is only emulated (V100, T4), slower there than fp16."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def setup_runtime(*, device: str = "auto", precision: str = "auto", threads: int = 0) -> Runtime:

@@ -68,6 +68,7 @@ def test_run_goes_from_nothing_to_scored_test_sets(tmp_path, mirror):
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     assert tmp_path / results["checkpoint"] == run_dir / "checkpoints" / "averaged.pt"
     assert results["beam_size"] == 2  # decode.beam_size of configs/tiny.yaml
+    assert (results["device"], results["numerics"]) == ("cpu", "fp32")
     assert [r["split"] for r in results["results"]] == list(TEST_SPLITS)
 
     printed = {}

@@ -134,13 +134,16 @@ class Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
         "fp16") and `search` override it."""
+        _check_device(device)
+        target = torch.device(device)
+        if precision is not None:  # a bad value is refused before the model is loaded
+            chosen = choose_precision(precision, target, key="--precision")
         model, tokenizer, cfg = load_trained_model(Path(path), device=device)
         decode = decode or cfg.decode
-        chosen = choose_precision(
-            precision or decode.precision, torch.device(device), key="decode.precision"
-        )
+        if precision is None:
+            chosen = _checkpoint_precision(decode.precision, target, path)
         quantize = quantize or decode.quantize
-        model = inference_model(model, quantize, device=torch.device(device), precision=chosen)
+        model = inference_model(model, quantize, device=target, precision=chosen)
         return cls(
             model,
             tokenizer,
@@ -252,6 +255,15 @@ def inference_model(
     if device.type == "cpu":
         return pack_linears(model)
     return model
+
+
+def _checkpoint_precision(requested: str, device: torch.device, path: Path) -> str:
+    """decode.precision as the checkpoint (or the decode config given) sets it, for `device`;
+    a refusal says how to override it."""
+    try:
+        return choose_precision(requested, device, key="decode.precision")
+    except NmtError as exc:
+        raise NmtError(f"{exc} ({path} was saved with it; --precision overrides it)") from None
 
 
 def _check_device(device: str) -> None:

@@ -48,6 +48,25 @@ def test_auto_is_fp32_on_the_cpu_and_half_precision_is_refused_there():
         choose_precision("half", CPU, key="decode.precision")
 
 
+def test_auto_on_a_gpu_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """No GPU here: torch.cuda's answers are scripted, to check which question is asked (an
+    emulated bf16, as on a V100 or T4, must give fp16)."""
+    import contextlib
+
+    asked = []
+
+    def is_bf16_supported(*, including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # this GPU only emulates bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    gpu = torch.device("cuda", 1)
+    assert choose_precision("auto", gpu, key="decode.precision") == "fp16"
+    assert asked == [False]
+    assert choose_precision("bf16", gpu) == "bf16"  # asked for: given, not second-guessed
+
+
 def test_bf16_model_casts_every_weight_and_keeps_float32_log_probs(tiny_run, sources):
     model, tokenizer, _ = load_trained_model(tiny_run.checkpoint)
     fp32 = inference_model(model, "none", device=CPU, precision="fp32")
@@ -95,9 +114,7 @@ def test_translate_cli_refuses_bf16_on_the_cpu_and_names_the_setting(
         "translate", tiny_run.checkpoint, "-i", src, "-o", out, "--precision", "bf16", cwd=tmp_path
     )
     assert refused.returncode != 0
-    assert refused.stderr.strip() == (
-        "error: decode.precision bf16 needs a GPU; use fp32 or auto on CPU"
-    )
+    assert refused.stderr.strip() == "error: --precision bf16 needs a GPU; use fp32 or auto on CPU"
     assert not out.exists()
     fp32 = nmt_inline(
         "translate", tiny_run.checkpoint, "-i", src, "-o", out, "--precision", "fp32", cwd=tmp_path

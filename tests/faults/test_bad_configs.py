@@ -249,3 +249,12 @@ def test_switching_to_separate_vocabularies_leaves_no_stale_joint_model(nmt, in_
     assert not (out / "spm.model").exists()
     tokenizer = Tokenizer.load(out)
     assert not tokenizer.joint and tokenizer.src_vocab_size == 350
+
+
+def test_half_precision_decoding_on_the_cpu_is_refused_before_training(nmt, in_tmp):
+    """decode.precision bf16 cannot decode the test sets on a CPU: `nmt train` says so at
+    once, not after training (nothing prepared is needed to find out)."""
+    config = write_config(in_tmp / "x.yaml", "train:\n  device: cpu\n")
+    result = nmt("train", config, "decode.precision=bf16")
+    assert_clean_failure(result, "decode.precision bf16 needs a GPU; use fp32 or auto on CPU")
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]  # nothing written
