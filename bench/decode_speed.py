@@ -56,6 +56,7 @@ from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision
 
 CT2_TYPES = {"cpu": ("float32", "int8"), "cuda": ("float16", "bfloat16")}
+HF_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # nmt's precision names -> torch's
 CPU = torch.device("cpu")
 Run = Callable[..., dict]  # run(limit=0, count_steps=False) -> {"seconds", "lengths", "steps"}
 
@@ -121,18 +122,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def gpu_precision(device: torch.device) -> str:
+    """What `nmt translate` decodes in on `device` by default (decode.precision auto)."""
+    return choose_precision("auto", device, key="decode.precision")
+
+
 def nmt_models(size: str, args, device: torch.device) -> tuple[dict[str, torch.nn.Module], int]:
     """nmt's models as `nmt translate` decodes on `device`, and their parameter count: on the
     CPU packed float32 and int8 (a copy); on a GPU the weights in decode.precision auto's
-    choice (bf16)."""
+    choice (`gpu_precision`: bf16, or fp16 on a GPU without bf16)."""
     model = build_nmt(size, vocab_size=args.vocab, seed=args.seed).eval()
     parameters = model.num_parameters()  # packed linears hold their weights as buffers
     if device.type == "cpu":
         int8_model = inference_model(model, "int8", device=CPU)
         models = {"nmt": inference_model(model, "none", device=CPU), "nmt-int8": int8_model}
         return models, parameters
-    precision = choose_precision("auto", device, key="decode.precision")
-    model = inference_model(model.to(device), "none", device=device, precision=precision)
+    model = inference_model(
+        model.to(device), "none", device=device, precision=gpu_precision(device)
+    )
     return {"nmt": model}, parameters
 
 
@@ -163,9 +170,9 @@ def peer_runners(
 def prepare_peer(
     peer: PeerWorker, size: str, *, args, spm_path: Path, device: torch.device
 ) -> tuple[dict, list[str], dict[str, str]]:
-    """Build HF's model of `size` on `device` (bf16 weights on a GPU, as nmt's) and convert
-    it for CTranslate2. Returns its info, the CTranslate2 compute types that loaded, and
-    why each other one did not."""
+    """Build HF's model of `size` on `device` (on a GPU with weights in nmt's precision there)
+    and convert it for CTranslate2. Returns its info, the CTranslate2 compute types that
+    loaded, and why each other one did not."""
     built = peer.call(
         "build",
         **SIZES[size],
@@ -173,14 +180,15 @@ def prepare_peer(
         dropout=0.1,
         seed=args.seed,
         threads=args.threads,
-        device=device.type,
-        dtype="float32" if device.type == "cpu" else "bfloat16",
+        device=str(device),
+        dtype="float32" if device.type == "cpu" else HF_DTYPES[gpu_precision(device)],
     )
     loaded, skipped = [], {}
     try:
         work_dir = corpus.CACHE / "ct2" / size
         peer.call("export_ct2", spm_model=str(spm_path), work_dir=str(work_dir))
     except PeerError as exc:  # e.g. no ctranslate2 in --peers-python
+        print(f"CTranslate2 left out: {_last_line(exc)}", file=sys.stderr)
         return built, loaded, {t: _last_line(exc) for t in CT2_TYPES[device.type]}
     for compute_type in CT2_TYPES[device.type]:
         try:
@@ -333,6 +341,13 @@ def run_cases(args, peer, sentences, spm_path, device) -> tuple[list[dict], dict
     return cases, params, skipped
 
 
+def precision_record(device: torch.device) -> dict[str, str]:
+    if device.type == "cpu":
+        return {"nmt": "fp32 (packed) and int8", "hf": "fp32", "ct2": "float32, int8"}
+    weights = f"{gpu_precision(device)} weights"
+    return {"nmt": weights, "hf": weights, "ct2": ", ".join(CT2_TYPES["cuda"])}
+
+
 def print_table(cases: list[dict], args, n: int) -> None:
     rows = []
     for case in cases:
@@ -397,9 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python", "bench/decode_speed.py", *sys.argv[1:]]),
         "versions": versions,
         "device": str(device),
-        "precision": {"nmt": "fp32 (packed) and int8", "hf": "fp32", "ct2": "float32, int8"}
-        if device.type == "cpu"
-        else {"nmt": "bf16 weights", "hf": "bf16 weights", "ct2": "float16, bfloat16"},
+        "precision": precision_record(device),
         "peers_error": peer_error,
         "skipped": skipped,
         "allocator": allocator_record(memory, peers_as_nmt=args.peers_nmt_allocator),

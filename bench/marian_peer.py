@@ -164,8 +164,10 @@ class MarianPeer:
         tokenizer.save_pretrained(hf_dir)
         # Saved from a float32 copy on the CPU, which the converter reads; on a GPU these are
         # HF's own bf16 weights widened, so that both peers run the same model.
-        self.model.to("cpu", torch.float32).save_pretrained(hf_dir)
-        self.model.to(self.device, self.dtype)
+        try:
+            self.model.to("cpu", torch.float32).save_pretrained(hf_dir)
+        finally:  # back where HF's timed runs expect it, whatever happened
+            self.model.to(self.device, self.dtype)
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir))
         converter.convert(str(ct2_dir), force=True)
         self.ct2_dir = ct2_dir
@@ -236,6 +238,7 @@ class MarianPeer:
             translator = ctranslate2.Translator(
                 str(self.ct2_dir),
                 device=self.device.type,
+                device_index=self.device.index or 0,
                 compute_type=compute_type,
                 intra_threads=threads,
                 inter_threads=1,

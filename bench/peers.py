@@ -131,8 +131,13 @@ class PeerWorker:
     def call(self, op: str, **args: Any) -> dict:
         """Run handler `op` with keyword arguments `args` in the peer; returns its dict."""
         assert self.process is not None, "use PeerWorker as a context manager"
-        self.process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            self.process.stdin.flush()
+        except OSError:  # the worker is gone (e.g. killed by a library it loaded)
+            raise PeerError(
+                f"{self.script.name} exited (code {self.process.poll()}) before {op}"
+            ) from None
         line = self.process.stdout.readline()
         if not line:
             raise PeerError(f"{self.script.name} exited (code {self.process.poll()}) during {op}")

@@ -15,8 +15,9 @@ batches of epoch 0's shuffled order are collated once and both systems train on 
 tensors (Marian reads nmt's PAD as its own PAD id and ignores it in the loss). Systems take
 turns (A B A B) for --repeats rounds of --updates updates; rates are per round, summarised
 as median/min/max, with each system's median ratio to nmt's. Also reported: the padding
-fraction of all epoch-0 batches, peak memory (GPU: max_memory_allocated per system; CPU: each
-process's peak RSS, which covers everything the process held) and, on a GPU, model FLOPs
+fraction of all epoch-0 batches, peak memory (GPU: each system's peak allocation, the other
+trainers held in the same process left out; CPU: each process's peak RSS, which covers
+everything the process held) and, on a GPU, model FLOPs
 utilisation MFU = training FLOPs/s / peak, with training FLOPs from models.training_flops.
 
 nmt's AdamW is fused (one kernel over all parameters) on the CPU and the GPU, as in its
@@ -127,20 +128,38 @@ class NmtTrainer:
         self.optimizer.step()
 
     def run(self, first: int, count: int) -> dict:
+        others = 0
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            # The GPU also holds the other trainers of this process (nmt eager and
+            # compiled): their share is left out, so the peak is this system's alone, as
+            # HF's is in its own process.
+            others = torch.cuda.memory_allocated() - self._resident_bytes()
         started = record.now()
         for batch in self.batches[first : first + count]:
             self.update(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return {"seconds": record.now() - started, "peak_mb": _peak_mb(self.device)}
+        return {"seconds": record.now() - started, "peak_mb": _peak_mb(self.device, others)}
+
+    def _resident_bytes(self) -> int:
+        """What this trainer keeps on its device between updates: weights, gradients, the
+        optimizer's state and the batches."""
+        params = list(self.model.parameters())
+        tensors = params + [p.grad for p in params if p.grad is not None]
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v)]
+        tensors += [t for b in self.batches for t in (b.src_ids, b.tgt_in, b.tgt_out)]
+        on_device = (t for t in tensors if t.device.type == self.device.type)
+        return sum(t.numel() * t.element_size() for t in on_device)
 
 
-def _peak_mb(device: torch.device) -> float:
+def _peak_mb(device: torch.device, others: int = 0) -> float:
+    """GPU: the allocator's peak less `others` bytes held for other systems; CPU: the
+    process's peak RSS (everything it held)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+        return (torch.cuda.max_memory_allocated() - others) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -168,7 +187,7 @@ def systems_for(
             dropout=0.1,
             seed=args.seed,
             threads=args.threads,
-            device=device.type,
+            device=str(device),
         )
         info["hf_parameters"] = built["parameters"]
         peer.call(

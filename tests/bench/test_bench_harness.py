@@ -109,8 +109,11 @@ def test_a_gpu_run_uses_the_peers_only_from_a_given_interpreter(tmp_path):
     assert peer is None and "no-such-python" in why
 
 
-def test_ct2_compute_types_that_cannot_load_are_left_out_with_their_reason():
+def test_ct2_compute_types_that_cannot_load_are_left_out_with_their_reason(monkeypatch):
+    import decode_speed
     from decode_speed import prepare_peer
+
+    monkeypatch.setattr(decode_speed, "gpu_precision", lambda device: "bf16")  # no GPU here
 
     class FakePeer:  # CTranslate2 built for another CUDA: float16 loads, bfloat16 does not
         def call(self, op, **args):
@@ -147,3 +150,23 @@ def test_a_relative_peers_python_is_taken_from_where_the_benchmark_was_started()
         assert peer.process.poll() is None  # running, waiting for requests
     finally:
         peer.__exit__(None, None, None)
+
+
+def test_train_speed_counts_what_a_trainer_keeps_between_updates():
+    """On a GPU the other trainers' share is left out of a system's peak by this count:
+    weights, gradients, AdamW's two moments and step, and the batches."""
+    import numpy as np
+    from train_speed import NmtTrainer
+
+    from nmt.data.batching import Batch
+
+    model = models.build_nmt("small", vocab_size=40, seed=1, d_model=16, ffn_dim=32)
+    ids = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]])
+    batch = Batch(ids, ids, ids, np.arange(2), num_src_tokens=7, num_tgt_tokens=7)
+    trainer = NmtTrainer(model, [batch], device=torch.device("cpu"), lr=1e-3, compile_model=False)
+    trainer.update(trainer.batches[0])
+    params = list(trainer.model.parameters())
+    weights = sum(p.numel() * 4 for p in params)
+    # weights + gradients + exp_avg + exp_avg_sq, one float32 step per tensor, 3 id tensors
+    expected = 4 * weights + 4 * len(params) + 3 * ids.numel() * 8
+    assert trainer._resident_bytes() == expected
