@@ -1,6 +1,6 @@
 """Scaling: `nmt prepare` and one training epoch as the corpus grows; decoding vs input length.
 
-    python bench/scaling.py            # prepare 1x/4x/16x Multi30k, epochs 1x/4x, 5 length buckets
+    python bench/scaling.py            # prepare + one epoch at 1x/4x/16x Multi30k, 5 buckets
     python bench/scaling.py --quick    # smoke test: 2000-line corpus, 1x/4x, ~1 min
     python bench/scaling.py --parts prepare --spm-sample 50000 --output \
         bench/results/scaling_prepare_sample50k.json    # prepare memory with a bounded sample
@@ -13,7 +13,7 @@
    data.spm_input_sentence_size sentences (default 2M) and holds that sample in memory; with
    --spm-sample below the corpus size, the rest of prepare streams, so peak memory should stay
    flat as the corpus grows.
-2. one epoch: `nmt train` on the prepared 1x and 4x data, nmt's `tiny` model, CPU, no
+2. one epoch: `nmt train` on the prepared 1x, 4x and 16x data, nmt's `tiny` model, CPU, no
    validation, `train.max_epochs=1`. The loop time of the epoch is taken from the trainer's
    metrics.jsonl: seconds per update from the `elapsed_s` of the first and last log records
    (so start-up and the first updates' warm-up are left out), times the epoch's batch count
@@ -289,7 +289,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1, 4, 16],
         help="corpus sizes for prepare, in copies of Multi30k train",
     )
-    p.add_argument("--epoch-factors", nargs="+", type=int, default=[1, 4])
+    p.add_argument("--epoch-factors", nargs="+", type=int, default=[1, 4, 16])
     p.add_argument(
         "--epoch-updates",
         type=int,
