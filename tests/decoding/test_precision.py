@@ -134,3 +134,31 @@ def test_config_accepts_decode_precision_and_rejects_unknown_values():
     assert load_config(None, ["decode.precision=bf16"]).decode.precision == "bf16"
     with pytest.raises(ConfigError, match="decode.precision"):
         load_config(None, ["decode.precision=half"])
+
+
+def test_evaluate_cli_refuses_bf16_on_the_cpu_too(tiny_run, nmt_inline, tmp_path, sources):
+    src, ref = tmp_path / "in.de", tmp_path / "ref.en"
+    src.write_text("\n".join(sources[:2]) + "\n", encoding="utf-8")
+    ref.write_text("a\nb\n", encoding="utf-8")
+    args = ("evaluate", tiny_run.checkpoint, "--src", src, "--ref", ref, "--precision", "fp16")
+    refused = nmt_inline(*args, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "error: --precision fp16 needs a GPU; use fp32 or auto on CPU"
+
+
+def test_a_checkpoint_saved_for_bf16_says_that_precision_overrides_it(tiny_run, tmp_path):
+    from nmt.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_run.checkpoint, map_location="cpu")
+    ckpt["config"]["decode"]["precision"] = "bf16"
+    saved = tmp_path / "bf16.pt"
+    torch.save(ckpt, saved)
+    with pytest.raises(NmtError) as refused:
+        Translator.from_checkpoint(saved)
+    assert str(refused.value) == (
+        f"decode.precision bf16 needs a GPU; use fp32 or auto on CPU ({saved} was saved "
+        "with it; --precision overrides it)"
+    )
+    translator = Translator.from_checkpoint(saved, precision="fp32")
+    assert translator.numerics == "fp32"
+    assert len(translator.translate(["ein Hund läuft."]).best) == 1
