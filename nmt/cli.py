@@ -243,6 +243,9 @@ QuantizeOption = Annotated[
     ),
 ]
 
+DeviceOption = Annotated[
+    str, typer.Option(help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N.")
+]
 PrecisionOption = Annotated[
     str | None,
     typer.Option(
@@ -274,7 +277,7 @@ def translate(
     batch_tokens: Annotated[
         int | None, typer.Option(min=1, help="Source tokens per batch.")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "auto",
     chunk_lines: Annotated[
         int, typer.Option(min=1, help="Lines read and translated at a time.")
     ] = 2000,
@@ -322,7 +325,7 @@ def evaluate(
     lowercase: Annotated[bool, typer.Option(help="Case-insensitive scores.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     beam_size: Annotated[int | None, typer.Option(min=1)] = None,
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: DeviceOption = "auto",
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
     data_dir: Annotated[

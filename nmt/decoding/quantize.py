@@ -32,8 +32,8 @@ def quantize(model: nn.Module, mode: str, *, device: torch.device) -> nn.Module:
         raise NmtError(f"unknown quantization {mode!r}; allowed: {', '.join(QUANTIZE_CHOICES)}")
     if device.type != "cpu":
         raise NmtError(
-            f"int8 quantization runs on the CPU only (device {device}); on a GPU decode in "
-            "bf16 instead (decode.precision, whose default auto picks it there)"
+            f"int8 quantization runs on the CPU only (device {device}; --device cpu decodes "
+            "there); on a GPU decode in bf16 instead (decode.precision, which auto picks there)"
         )
     return quantize_int8(model)
 

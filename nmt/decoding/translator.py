@@ -134,6 +134,7 @@ class Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
         "fp16") and `search` override it."""
+        device = resolve_device(device)
         _check_device(device)
         target = torch.device(device)
         if precision is not None:  # a bad value is refused before the model is loaded
@@ -266,12 +267,19 @@ def _checkpoint_precision(requested: str, device: torch.device, path: Path) -> s
         raise NmtError(f"{exc} ({path} was saved with it; --precision overrides it)") from None
 
 
+def resolve_device(device: str) -> str:
+    """ "auto": the GPU where there is one, else the CPU; any other name as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _check_device(device: str) -> None:
     """A device this machine has, named as torch names it (else a user error, not a crash)."""
     try:
         chosen = torch.device(device)
     except RuntimeError:
-        raise NmtError(f"device {device!r}: expected cpu, cuda or cuda:N") from None
+        raise NmtError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if chosen.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

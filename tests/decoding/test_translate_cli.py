@@ -129,7 +129,10 @@ BAD_INPUT = {  # CKPT stands for the trained checkpoint
         ["CKPT", "-i", "ok.de", "--n-best", "3", "--beam-size", "2"],
         ["n_best must be in 1..beam_size=2, got 3"],
     ),
-    "unknown device": (["CKPT", "-i", "ok.de", "--device", "banana"], ["device 'banana'"]),
+    "unknown device": (
+        ["CKPT", "-i", "ok.de", "--device", "banana"],
+        ["device 'banana': expected auto, cpu, cuda or cuda:N"],
+    ),
     "absent GPU": (["CKPT", "-i", "ok.de", "--device", "cuda:99"], ["device 'cuda:99'"]),
     "output is a directory": (["CKPT", "-i", "ok.de", "-o", "adir"], ["--output adir is a dir"]),
 }
