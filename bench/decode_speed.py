@@ -45,7 +45,7 @@ import corpus
 import record
 import torch
 from models import SIZES, build_nmt
-from peers import PeerError, PeerWorker, allocator_record, open_marian_peer
+from peers import PeerError, PeerWorker, add_peer_arguments, allocator_record, open_peer_for
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -265,22 +265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: DATA_ROOT/wmt_newstest/de-en/newstest2014.de",
     )
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda")
-    p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
-    p.add_argument(
-        "--peers-python",
-        type=Path,
-        default=None,
-        help="an interpreter that has transformers and ctranslate2, instead of the peer venv "
-        "(needed on a GPU machine, which cannot build it)",
-    )
-    p.add_argument(
-        "--peers-nmt-allocator",
-        "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
-        dest="peers_nmt_allocator",
-        action="store_true",
-        help="control run: the peers also get the memory settings nmt's CLI makes "
-        "(nmt/memory.py: glibc keeps freed memory)",
-    )
+    add_peer_arguments(p, packages="transformers and ctranslate2")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
         "--output", type=Path, default=None, help="default: bench/results/decode_speed.json"
@@ -394,12 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         max_tokens=args.max_tokens,
     )
     device = torch.device(args.device)
-    peer, peer_error = open_marian_peer(
-        disabled="--no-peers" if args.no_peers else None,
-        allocator_as_nmt=args.peers_nmt_allocator,
-        python=args.peers_python,
-        device=device.type,
-    )
+    peer, peer_error = open_peer_for(args, device.type)
     try:
         versions = {"nmt": nmt.__version__} | (peer.call("versions") if peer else {})
         cases, params, skipped = run_cases(args, peer, sentences, spm_path, device)

@@ -16,6 +16,7 @@ This module uses only the standard library: the peer side imports `serve` from i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -161,6 +162,37 @@ def allocator_record(nmt_settings: dict, *, peers_as_nmt: bool) -> dict:
     """What each side of a benchmark ran with (for the JSON record): `nmt_settings` is what
     nmt.memory.configure_cpu_memory returned."""
     return {"nmt": nmt_settings, "peers": peer_allocator_env(peers_as_nmt)}
+
+
+def add_peer_arguments(parser: argparse.ArgumentParser, *, packages: str) -> None:
+    """The peer options every benchmark with peers takes: --no-peers, --peers-python (an
+    interpreter that has `packages`), --peers-nmt-allocator. See `open_peer_for`."""
+    parser.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
+    parser.add_argument(
+        "--peers-python",
+        type=Path,
+        default=None,
+        help=f"an interpreter that has {packages}, instead of the peer venv (needed on a GPU "
+        "machine, which cannot build it)",
+    )
+    parser.add_argument(
+        "--peers-nmt-allocator",
+        "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
+        dest="peers_nmt_allocator",
+        action="store_true",
+        help="control run: the peers also get the memory settings nmt's CLI makes "
+        "(nmt/memory.py: glibc keeps freed memory)",
+    )
+
+
+def open_peer_for(args: argparse.Namespace, device: str) -> tuple[PeerWorker | None, str | None]:
+    """`open_marian_peer` as the options of `add_peer_arguments` ask, for `device`."""
+    return open_marian_peer(
+        disabled="--no-peers" if args.no_peers else None,
+        allocator_as_nmt=args.peers_nmt_allocator,
+        python=args.peers_python,
+        device=device,
+    )
 
 
 def open_marian_peer(

@@ -39,7 +39,7 @@ import numpy as np
 import record
 import torch
 from models import SIZES, build_nmt, matmul_parameters, training_flops
-from peers import PeerWorker, allocator_record, open_marian_peer
+from peers import PeerWorker, add_peer_arguments, allocator_record, open_peer_for
 
 import nmt
 from nmt.data.batching import Batch, batches_for_epoch, collate, make_batches
@@ -272,22 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the GPU's peak FLOP/s for MFU (default: H100 SXM bf16 dense)",
     )
     p.add_argument("--data-root", type=Path, default=corpus.DATA_ROOT)
-    p.add_argument("--no-peers", action="store_true", help="nmt alone (no peer venv)")
-    p.add_argument(
-        "--peers-python",
-        type=Path,
-        default=None,
-        help="an interpreter that has transformers, instead of the peer venv (needed on a "
-        "GPU machine, which cannot build it)",
-    )
-    p.add_argument(
-        "--peers-nmt-allocator",
-        "--peers-huge-pages",  # its name before glibc's settings joined the huge pages
-        dest="peers_nmt_allocator",
-        action="store_true",
-        help="control run: the peers also get the memory settings nmt's CLI makes "
-        "(nmt/memory.py: glibc keeps freed memory)",
-    )
+    add_peer_arguments(p, packages="transformers")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (small model)")
     p.add_argument(
         "--output", type=Path, default=None, help="default: bench/results/train_speed.json"
@@ -311,12 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     batches, stats = epoch_batches(args)
     # The peers' venv comes from the package registry, which a GPU machine may not reach:
     # there they run only in --peers-python.
-    peer, peer_error = open_marian_peer(
-        disabled="--no-peers" if args.no_peers else None,
-        allocator_as_nmt=args.peers_nmt_allocator,
-        python=args.peers_python,
-        device=device.type,
-    )
+    peer, peer_error = open_peer_for(args, device.type)
     results, infos = {}, {}
     try:
         versions = {"nmt": nmt.__version__} | (peer.call("versions") if peer else {})
