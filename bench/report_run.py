@@ -53,15 +53,20 @@ def throughput_lines(records: list[dict]) -> list[str]:
 
 def test_table(results: dict) -> list[str]:
     rows = [
-        f"checkpoint `{results['checkpoint']}`, beam {results['beam_size']}",
-        "",
-        "| split | BLEU (cased) | BLEU (lowercased) | chrF | chrF (lc) | TER | sent/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| split | checkpoint | beam | BLEU (cased) | BLEU (lowercased) | chrF | chrF (lc) "
+        "| TER | sent/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["results"]:
         c, lc = r["cased"], r["lowercased"]
+        # {"path", "step", "sha256"}: a name like best.pt moves on. Files written before
+        # results carried their checkpoint's identity name it once, at the top.
+        ckpt = r.get("checkpoint") or {"path": results["checkpoint"], "step": "?", "sha256": ""}
+        where = f"`{Path(ckpt['path']).name}` step {ckpt['step']} {ckpt['sha256'][:8]}".rstrip()
+        beam = r.get("beam_size", results.get("beam_size"))
         rows.append(
-            f"| {r['split']} | {c['bleu']['score']:.2f} | {lc['bleu']['score']:.2f} "
+            f"| {r['split']} | {where} | {beam} "
+            f"| {c['bleu']['score']:.2f} | {lc['bleu']['score']:.2f} "
             f"| {c['chrf']['score']:.2f} | {lc['chrf']['score']:.2f} "
             f"| {c['ter']['score']:.2f} | {r['sentences_per_s']:.1f} |"
         )

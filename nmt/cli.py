@@ -34,11 +34,22 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def user_errors(command):
-    """Turn NmtError (and Ctrl-C) into a one-line message and a non-zero exit code."""
+def user_errors(command=None, *, stdout_is_output: bool = False):
+    """Turn NmtError (and Ctrl-C) into a one-line message and a non-zero exit code.
+
+    A closed log pipe never stops a command (`nmt train 2>&1 | head`: the stream goes to
+    /dev/null and training goes on); only a command whose job is writing stdout
+    (`stdout_is_output`: `nmt translate | head`) ends there, successfully.
+    """
+    if command is None:
+        return functools.partial(user_errors, stdout_is_output=stdout_is_output)
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from nmt.files import fill_closed_standard_descriptors, keep_going_on_closed_pipes
+
+        fill_closed_standard_descriptors()
+        keep_going_on_closed_pipes(stdout=not stdout_is_output)
         try:
             return command(*args, **kwargs)
         except NmtError as exc:
@@ -151,11 +162,13 @@ def prepare(
     """Clean the corpus, train SentencePiece and binarize every split."""
     from nmt.config import write_resolved_config
     from nmt.data.prepare import prepare as run_prepare
+    from nmt.files import command_line, run_lock
     from nmt.report import print_prepare_summary
 
     cfg = load(config, overrides)
-    result = run_prepare(cfg, force=force)
-    write_resolved_config(cfg)
+    with run_lock(cfg.run_path, command=command_line()):
+        result = run_prepare(cfg, force=force)
+        write_resolved_config(cfg)
     print_prepare_summary(result)
 
 
@@ -175,6 +188,7 @@ def train(
 
     Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
     """
+    from nmt.files import command_line, run_lock_if
     from nmt.pipeline import check_decode_precision, evaluate_test_splits, final_checkpoint
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
@@ -185,10 +199,12 @@ def train(
     try:
         if evaluate_at_end:  # refused now, not after training
             check_decode_precision(cfg, runtime.device)
-        with peer_failures_reported(runtime):
-            Trainer(cfg, runtime).fit()
-        if evaluate_at_end and runtime.is_main:
-            evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
+        # One lock per run, taken by the process that writes it (rank 0 of a DDP run).
+        with run_lock_if(runtime.is_main, cfg.run_path, command=command_line()):
+            with peer_failures_reported(runtime):
+                Trainer(cfg, runtime).fit()
+            if evaluate_at_end and runtime.is_main:
+                evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
     finally:
         teardown_runtime(runtime)
 
@@ -202,6 +218,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
     from nmt.config import write_resolved_config
     from nmt.data.prepare import prepare as run_prepare
+    from nmt.files import command_line, run_lock
     from nmt.pipeline import (
         check_decode_precision,
         ensure_downloaded,
@@ -213,18 +230,19 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from nmt.training.trainer import Trainer
 
     cfg = load(config, overrides)
-    ensure_downloaded(cfg)
-    print_prepare_summary(run_prepare(cfg))
-    write_resolved_config(cfg)
-    t = cfg.train
-    runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
-    try:
-        check_decode_precision(cfg, runtime.device)  # refused now, not after training
-        with peer_failures_reported(runtime):
-            Trainer(cfg, runtime).fit()
-        results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
-    finally:
-        teardown_runtime(runtime)
+    with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
+        ensure_downloaded(cfg)
+        print_prepare_summary(run_prepare(cfg))
+        write_resolved_config(cfg)
+        t = cfg.train
+        runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
+        try:
+            check_decode_precision(cfg, runtime.device)  # refused now, not after training
+            with peer_failures_reported(runtime):
+                Trainer(cfg, runtime).fit()
+            results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
+        finally:
+            teardown_runtime(runtime)
     for r in results:
         typer.echo(
             f"{r.split}: BLEU {r.scores['bleu'].score:.2f} "
@@ -256,7 +274,7 @@ PrecisionOption = Annotated[
 
 
 @app.command()
-@user_errors
+@user_errors(stdout_is_output=True)
 def translate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",

@@ -558,7 +558,7 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 def write_resolved_config(cfg: ExperimentConfig, directory: Path | None = None) -> Path:
     """Write the resolved config as `config.yaml` in the run directory (atomically)."""
-    from nmt.data.text import atomic_write
+    from nmt.files import atomic_write
 
     path = Path(directory or cfg.run_path) / "config.yaml"
     with atomic_write(path) as f:

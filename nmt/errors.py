@@ -37,3 +37,7 @@ class TrainingError(NmtError):
 
 class DistributedError(NmtError):
     """Another process of a distributed run died or stopped responding."""
+
+
+class OutputError(NmtError):
+    """A file cannot be written: no space left, a read-only file system, no permission."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.data.text import read_lines
+from nmt.data.text import read_lines, sha256_of
 from nmt.errors import DataError
 
 
@@ -60,6 +62,118 @@ def scores_as_json(scores: dict[str, Score], **extra) -> dict:
     return {name: s.as_dict() for name, s in scores.items()} | extra
 
 
+# --------------------------------------------------------------------------- provenance
+
+
+@dataclass(frozen=True)
+class CheckpointIdentity:
+    """What a result was computed from: a name such as best.pt moves on as training goes on,
+    the content hash and step do not."""
+
+    path: str  # resolved
+    step: int | None
+    sha256: str
+    averaged_from: list[str] | None = None
+
+    def as_dict(self) -> dict:
+        out = {"path": self.path, "step": self.step, "sha256": self.sha256}
+        return out | ({"averaged_from": self.averaged_from} if self.averaged_from else {})
+
+
+def load_for_evaluation(checkpoint: Path, **options):
+    """`Translator.from_checkpoint(checkpoint, **options)` and the identity of the bytes it
+    loaded. A checkpoint replaced while being read (training rewrites best.pt) is refused
+    rather than described by the hash of another file."""
+    from nmt.decoding.translator import Translator
+
+    before = _file_state(checkpoint)
+    translator = Translator.from_checkpoint(checkpoint, **options)
+    identity = identify_checkpoint(checkpoint)
+    if _file_state(checkpoint) != before:
+        raise DataError(
+            f"{checkpoint} was replaced while it was read (is training writing it?); "
+            "evaluate again, or give a step_N.pt"
+        )
+    return translator, identity
+
+
+def identify_checkpoint(checkpoint: Path) -> CheckpointIdentity:
+    import torch
+
+    path = Path(checkpoint).resolve()
+    sha = sha256_of(path)
+    try:  # mapped, not read: only the small training-state entries are touched
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        step = state.get("train_state", {}).get("step")
+        averaged = state.get("averaged_from")
+    except Exception:  # an old or foreign layout: the hash still identifies it
+        step, averaged = None, None
+    return CheckpointIdentity(str(path), step, sha, averaged)
+
+
+def _file_state(path: Path) -> tuple | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def result_tag(identity: CheckpointIdentity, translator) -> str:
+    """`step<N>-<8 hex>` for hypothesis file names: the hex digits hash the checkpoint's
+    content and the decoding settings, so no later evaluation (another checkpoint behind the
+    same name, another beam) overwrites a file an earlier result points at."""
+    settings = {
+        "checkpoint": identity.sha256,
+        "search": repr(translator.settings),
+        "numerics": translator.numerics,
+        "device": translator.device.type,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"step{identity.step}-{digest}" if identity.step is not None else digest
+
+
+def decoding_description(translator) -> dict:
+    return {
+        "beam_size": translator.settings.beam_size,
+        "device": str(translator.device),
+        "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
+    }
+
+
+def record_results(out_dir: Path, records: list[dict]) -> Path:
+    """Merge `records` into out_dir/results.json under the directory's lock: a record of the
+    same split, checkpoint content and decoding replaces the old one, every other record
+    stays (an evaluation never erases another's result)."""
+    from nmt.files import atomic_write, command_line, run_lock
+
+    path = Path(out_dir) / "results.json"
+    with run_lock(out_dir, command=command_line(), wait=True):
+        kept = [r for r in _read_results(path) if _result_key(r) not in map(_result_key, records)]
+        with atomic_write(path) as f:
+            json.dump({"results": kept + records}, f, indent=2)
+            f.write("\n")
+    return path
+
+
+def _read_results(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    results = data.get("results") if isinstance(data, dict) else None
+    return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+
+
+def _result_key(record: dict) -> tuple:
+    checkpoint = record.get("checkpoint")
+    sha = checkpoint.get("sha256") if isinstance(checkpoint, dict) else checkpoint
+    return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name)
+
+
+# --------------------------------------------------------------------------- nmt evaluate
+
+
 def evaluate_command(
     *,
     checkpoint: Path | None,
@@ -78,17 +192,21 @@ def evaluate_command(
     precision: str | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split."""
-    import json
-
     if hyp is not None:
         if ref is None:
             raise DataError("--hyp needs --ref")
         scores = score_files(hyp, ref, lowercase=lowercase)
-        hyp_path = hyp
+        report = scores_as_json(
+            scores,
+            hypotheses=str(hyp),
+            references=str(ref),
+            files={"hypotheses": _file_identity(hyp), "references": _file_identity(ref)},
+            lowercase=lowercase,
+        )
     else:
         if checkpoint is None:
             raise DataError("give a CHECKPOINT to translate with, or --hyp FILE --ref FILE")
-        hyp_path, scores = _translate_and_score(
+        report, scores = _translate_and_score(
             checkpoint,
             corpus=corpus,
             split=split,
@@ -102,18 +220,16 @@ def evaluate_command(
             quantize=quantize,
             precision=precision,
         )
-    report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase)
-    if hyp is None:
-        from nmt.data.text import atomic_write
-
-        with atomic_write(hyp_path.with_suffix(hyp_path.suffix + ".scores.json")) as f:
-            json.dump(report, f, indent=2)
     if json_output:
         print(json.dumps(report))
     else:
         for s in scores.values():
             print(s.text)
             print(f"  signature: {s.signature}")
+
+
+def _file_identity(path: Path) -> dict:
+    return {"path": str(Path(path).resolve()), "sha256": sha256_of(path)}
 
 
 def _translate_and_score(
@@ -130,12 +246,14 @@ def _translate_and_score(
     output_dir,
     quantize,
     precision,
-) -> tuple[Path, dict[str, Score]]:
+) -> tuple[dict, dict[str, Score]]:
+    """Translate, write the hypotheses under a name no other evaluation uses, score, and
+    record the result (with its checkpoint's identity) in results.json; returns the report."""
     from nmt.data.download import corpus_dir
     from nmt.data.text import write_lines_atomic
-    from nmt.decoding.translator import Translator
+    from nmt.files import atomic_write
 
-    translator = Translator.from_checkpoint(
+    translator, identity = load_for_evaluation(
         checkpoint, device=device, beam_size=beam_size, quantize=quantize, precision=precision
     )
     cfg = translator.config
@@ -155,11 +273,30 @@ def _translate_and_score(
         raise DataError(
             f"line counts differ: {src} has {len(sources)} lines but {ref} has {len(refs)}"
         )
-    hyps = translator.translate(sources).best
-    out_dir = output_dir or default_output_dir(checkpoint)
-    hyp_path = out_dir / f"{name}.hyp.{cfg.data.tgt_lang}"
+    translation = translator.translate(sources)
+    hyps = translation.best
+    out_dir = Path(output_dir or default_output_dir(checkpoint))
+    hyp_path = out_dir / f"{name}.{result_tag(identity, translator)}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
-    return hyp_path, score_lines(hyps, refs, lowercase=lowercase)
+    cased, lowered = score_lines(hyps, refs), score_lines(hyps, refs, lowercase=True)
+    scores = lowered if lowercase else cased
+    provenance = {"checkpoint": identity.as_dict(), **decoding_description(translator)}
+    report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase) | provenance
+    with atomic_write(hyp_path.with_name(hyp_path.name + ".scores.json")) as f:
+        json.dump(report, f, indent=2)
+    speed = translation.stats.sentences / max(translation.stats.seconds, 1e-9)
+    record = {
+        "split": name,
+        "source": str(src),
+        "reference": str(ref),
+        "cased": scores_as_json(cased),
+        "lowercased": scores_as_json(lowered),
+        "hypotheses": str(hyp_path),
+        "sentences_per_s": speed,
+        **provenance,
+    }
+    record_results(out_dir, [record])
+    return report, scores
 
 
 def default_output_dir(checkpoint: Path) -> Path:

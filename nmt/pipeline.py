@@ -5,7 +5,6 @@ Used by `nmt run` (everything) and at the end of `nmt train` (test-set evaluatio
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,16 @@ from typing import TYPE_CHECKING
 
 from nmt.config import ExperimentConfig
 from nmt.data.download import corpus_dir, download
-from nmt.data.text import atomic_write, read_lines, write_lines_atomic
+from nmt.data.text import read_lines, write_lines_atomic
 from nmt.errors import DataError
-from nmt.evaluation import Score, score_lines
+from nmt.evaluation import (
+    Score,
+    decoding_description,
+    load_for_evaluation,
+    record_results,
+    result_tag,
+    score_lines,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +70,11 @@ class SplitResult:
         }
 
 
-def evaluate_split(translator, cfg: ExperimentConfig, split: str, out_dir: Path) -> SplitResult:
-    """Translate the raw source of a corpus split and score it against the raw reference."""
+def evaluate_split(
+    translator, cfg: ExperimentConfig, split: str, out_dir: Path, *, tag: str
+) -> SplitResult:
+    """Translate the raw source of a corpus split and score it against the raw reference;
+    the hypotheses go to `<split>.<tag>.hyp.<lang>` (see evaluation.result_tag)."""
     d = cfg.data
     base = corpus_dir(d.data_dir, d.corpus)
     src_path, ref_path = base / f"{split}.{d.src_lang}", base / f"{split}.{d.tgt_lang}"
@@ -75,7 +84,7 @@ def evaluate_split(translator, cfg: ExperimentConfig, split: str, out_dir: Path)
     sources, refs = read_lines(src_path), read_lines(ref_path)
     translation = translator.translate(sources)
     hyps = translation.best
-    hyp_path = out_dir / f"{split}.hyp.{d.tgt_lang}"
+    hyp_path = out_dir / f"{split}.{tag}.hyp.{d.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     speed = translation.stats.sentences / max(translation.stats.seconds, 1e-9)
     return SplitResult(
@@ -94,26 +103,18 @@ def check_decode_precision(cfg: ExperimentConfig, device: torch.device) -> None:
 def evaluate_test_splits(
     cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
 ) -> list[SplitResult]:
-    """Evaluate `checkpoint` on every `data.test_splits`; writes eval/results.json."""
-    from nmt.decoding.translator import Translator
-
+    """Evaluate `checkpoint` on every `data.test_splits`; merges the results, each with the
+    checkpoint's identity (resolved path, step, sha256), into eval/results.json."""
     if not cfg.data.test_splits:
         return []
-    translator = Translator.from_checkpoint(checkpoint, device=device)
+    translator, identity = load_for_evaluation(checkpoint, device=device)
     out_dir = cfg.run_path / "eval"
-    results = [evaluate_split(translator, cfg, split, out_dir) for split in cfg.data.test_splits]
-    with atomic_write(out_dir / "results.json") as f:
-        json.dump(
-            {
-                "checkpoint": str(checkpoint),
-                "beam_size": translator.settings.beam_size,
-                "device": str(translator.device),
-                "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
-                "results": [r.as_dict() for r in results],
-            },
-            f,
-            indent=2,
-        )
+    tag = result_tag(identity, translator)
+    results = [
+        evaluate_split(translator, cfg, split, out_dir, tag=tag) for split in cfg.data.test_splits
+    ]
+    provenance = {"checkpoint": identity.as_dict(), **decoding_description(translator)}
+    record_results(out_dir, [r.as_dict() | provenance for r in results])
     for r in results:
         log(f"{r.split}: {r.scores['bleu'].text}")
         log(

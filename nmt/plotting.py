@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmt.errors import DataError
+from nmt.files import atomic_write
 from nmt.training.metrics import read_metrics
 
 
@@ -45,13 +46,12 @@ def plot_run(run_dir: Path, output: Path) -> Path:
                 ax.set_yscale("log")
     fig.suptitle(Path(run_dir).name)
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(output)
-    return output
+    try:
+        with atomic_write(output, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return Path(output)
 
 
 def _elapsed_by_step(train: list[dict]) -> dict[int, float]:

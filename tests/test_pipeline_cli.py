@@ -3,6 +3,7 @@ average the last checkpoints, translate and score every test split."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -66,9 +67,13 @@ def test_run_goes_from_nothing_to_scored_test_sets(tmp_path, mirror):
     assert "averaged 2 checkpoints" in result.stderr
 
     results = json.loads((run_dir / "eval" / "results.json").read_text())
-    assert tmp_path / results["checkpoint"] == run_dir / "checkpoints" / "averaged.pt"
-    assert results["beam_size"] == 2  # decode.beam_size of configs/tiny.yaml
-    assert (results["device"], results["numerics"]) == ("cpu", "fp32")
+    averaged = run_dir / "checkpoints" / "averaged.pt"
+    for record in results["results"]:
+        assert record["checkpoint"]["path"] == str(averaged.resolve())
+        assert record["checkpoint"]["sha256"] == hashlib.sha256(averaged.read_bytes()).hexdigest()
+        assert len(record["checkpoint"]["averaged_from"]) == 2
+        assert record["beam_size"] == 2  # decode.beam_size of configs/tiny.yaml
+        assert (record["device"], record["numerics"]) == ("cpu", "fp32")
     assert [r["split"] for r in results["results"]] == list(TEST_SPLITS)
 
     printed = {}
@@ -85,7 +90,9 @@ def test_run_goes_from_nothing_to_scored_test_sets(tmp_path, mirror):
         hyp_path = tmp_path / record["hypotheses"]  # relative to the run's cwd
         hyps = read(hyp_path)
         refs = read(tmp_path / "data" / "multi30k" / f"{split}.en")  # the raw reference
-        assert hyp_path == run_dir / "eval" / f"{split}.hyp.en"
+        assert hyp_path.parent == run_dir / "eval"
+        step = record["checkpoint"]["step"]
+        assert re.fullmatch(rf"{split}\.step{step}-[0-9a-f]{{8}}\.hyp\.en", hyp_path.name)
         assert len(hyps) == len(refs) == SIZES[split]
         bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
         lower = sacrebleu.corpus_bleu(hyps, [refs], lowercase=True).score

@@ -8,13 +8,13 @@ corpora larger than RAM train fine. Ids exclude BOS/EOS: batching adds them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from nmt.errors import DataError
+from nmt.files import atomic_write
 
 
 def ids_dtype(vocab_size: int) -> np.dtype:
@@ -74,12 +74,8 @@ def write_token_array(stem: Path, sentences: Iterable[list[int]], *, vocab_size:
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TokenArray:

@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.data.corpora import CorpusSpec, HubCorpus, SacrebleuCorpus, UrlCorpus, get_corpus
-from nmt.data.text import atomic_write, count_lines, iter_lines, sha256_of
-from nmt.errors import DataError
+from nmt.data.text import count_lines, iter_lines, sha256_of
+from nmt.errors import DataError, OutputError
+from nmt.files import (
+    atomic_write,
+    command_line,
+    os_reason,
+    remove_stale_temporaries,
+    run_lock,
+    temporary_name,
+)
 
 MIRROR_ENV = "NMT_DATA_MIRROR"
 MANIFEST = "manifest.json"
@@ -79,8 +87,11 @@ def download(
     if _all_intact(target, manifest, wanted):
         return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=True)
     fetch = _mirror_fetcher(spec, mirror_root) if mirror_root else _online_fetcher(spec)
-    for split in splits:
-        _install_split(target, split, languages, manifest, fetch)
+    with run_lock(target, command=command_line()):
+        remove_stale_temporaries(target)  # of a download that was killed
+        manifest = _read_manifest(target)  # as the previous holder of the lock left it
+        for split in splits:
+            _install_split(target, split, languages, manifest, fetch)
     return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=False)
 
 
@@ -123,14 +134,16 @@ def register_files(
     if n_src != n_tgt:
         raise DataError(f"line counts differ: {src} has {n_src} lines but {tgt} has {n_tgt}")
     target = corpus_dir(data_dir, name)
-    manifest = _read_manifest(target)
     user_files = {src_lang: Path(src), tgt_lang: Path(tgt)}
 
     def copy(_split: str, lang: str, dest: Path) -> str:
         _copy_checked(user_files[lang], dest)
         return f"file:{user_files[lang].resolve()}"
 
-    _install_split(target, split, [src_lang, tgt_lang], manifest, copy, keep_intact=False)
+    with run_lock(target, command=command_line()):
+        remove_stale_temporaries(target)
+        manifest = _read_manifest(target)
+        _install_split(target, split, [src_lang, tgt_lang], manifest, copy, keep_intact=False)
     return DownloadResult(
         target, {k: manifest[k] for k in (f"{split}.{src_lang}", f"{split}.{tgt_lang}")}, False
     )
@@ -221,13 +234,14 @@ def _download_hub(
         raise DataError(
             f"dataset {spec.dataset!r} has no split {missing[0]!r}; valid: {', '.join(dsets)}"
         )
-    manifest = _read_manifest(target)
-    for split in chosen:
-        for lang in languages:
-            dest = target / f"{split}.{lang}"
-            _write_hub_column(dsets[split], lang, dest, spec.dataset)
-            manifest[dest.name] = _describe_file(dest, f"hf:{spec.dataset}:{config}:{split}")
-    _write_manifest(target, manifest)
+    with run_lock(target, command=command_line()):
+        manifest = _read_manifest(target)
+        for split in chosen:
+            for lang in languages:
+                dest = target / f"{split}.{lang}"
+                _write_hub_column(dsets[split], lang, dest, spec.dataset)
+                manifest[dest.name] = _describe_file(dest, f"hf:{spec.dataset}:{config}:{split}")
+        _write_manifest(target, manifest)
     return DownloadResult(target, {k: v for k, v in manifest.items()}, skipped=False)
 
 
@@ -270,7 +284,7 @@ def _install_split(
             name = f"{split}.{lang}"
             if keep_intact and name in manifest and _intact(target / name, manifest[name]):
                 continue
-            temporary = target / f".{name}.fetching"
+            temporary = temporary_name(target / name)
             staged[name] = (temporary, fetch(split, lang, temporary))
         _check_split_aligned(target, split, languages, staged)
     except BaseException:
@@ -278,7 +292,11 @@ def _install_split(
             temporary.unlink(missing_ok=True)
         raise
     for name, (temporary, source) in staged.items():
-        os.replace(temporary, target / name)
+        try:
+            os.replace(temporary, target / name)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {target / name}: {os_reason(exc)}") from exc
         manifest[name] = _describe_file(target / name, source)
     if staged:
         _write_manifest(target, manifest)

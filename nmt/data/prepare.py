@@ -26,9 +26,10 @@ from nmt.config import DataConfig, ExperimentConfig
 from nmt.data.binarize import TokenArray, TokenArrayWriter
 from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
 from nmt.data.download import corpus_dir
-from nmt.data.text import atomic_write, iter_lines, sha256_of
+from nmt.data.text import iter_lines, sha256_of
 from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
-from nmt.errors import DataError
+from nmt.errors import DataError, OutputError
+from nmt.files import atomic_write, os_reason, remove_stale_temporaries, temporary_name
 
 STATS_FILE = "prepare.json"
 _ENCODE_CHUNK = 10_000  # lines per SentencePiece call: bounded memory, threads stay busy
@@ -57,18 +58,25 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     # Everything is built in a staging directory that replaces `out` only when complete: a
     # failure leaves the previous prepared data as it was (or nothing), never a mix, and no
     # file of an earlier prepare (a stale spm.model beside new spm.src/tgt.model) survives.
-    # The names hold the process id, so two prepares of one run never delete each other's.
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    created = _make_dirs(staging)
+    # The name is unique (pid + random), and the staging directories of prepares that were
+    # killed are removed first (the CLI holds the run's lock, so no live prepare owns one).
+    remove_stale_temporaries(out.parent)
+    staging = temporary_name(out)
+    try:
+        created = _make_dirs(staging)
+    except OSError as exc:
+        raise OutputError(f"cannot create {staging.parent}: {os_reason(exc)}") from exc
     try:
         stats = _prepare_into(staging, cfg, raw, fingerprint)
-    except BaseException:
+        _replace_dir(out, staging)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         for directory in reversed(created[:-1]):  # e.g. runs/<name>/ made for this attempt
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty
+        if isinstance(exc, OSError):  # a full disk, a read-only run directory
+            raise OutputError(f"cannot write {out}: {os_reason(exc)}") from exc
         raise
-    _replace_dir(out, staging)
     return PrepareResult(out, stats, skipped=False)
 
 
@@ -96,7 +104,6 @@ def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str)
 def _make_dirs(path: Path) -> list[Path]:
     """Create `path` afresh (and missing parents); returns the directories created, outermost
     first, so that a failure can remove what it added."""
-    shutil.rmtree(path, ignore_errors=True)  # the remains of a killed attempt with our pid
     missing = [p for p in [path, *path.parents] if not p.exists()]
     path.mkdir(parents=True)
     return list(reversed(missing))
@@ -107,8 +114,7 @@ def _replace_dir(out: Path, staging: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
+    old = temporary_name(out)
     os.replace(out, old)
     os.replace(staging, out)
     shutil.rmtree(old, ignore_errors=True)

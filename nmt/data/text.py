@@ -1,4 +1,5 @@
-"""Plain-text corpus files: strict UTF-8 with line numbers in errors, gzip, atomic writes.
+"""Plain-text corpus files: strict UTF-8 with line numbers in errors, gzip; written through
+nmt.files.atomic_write.
 
 Lines are split on "\\n" only. `str.splitlines` would also split on U+2028, U+0085, form
 feeds and other separators that real corpora contain, silently breaking the alignment of
@@ -10,13 +11,12 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from nmt.errors import DataError
+from nmt.files import atomic_write
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -79,24 +79,6 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Write to `<path>.tmp` and rename over `path` only when the block finishes cleanly."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_lines_atomic(path: Path, lines: Iterable[str]) -> int:

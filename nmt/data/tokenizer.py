@@ -122,7 +122,7 @@ class Tokenizer:
 
     def save(self, directory: Path) -> None:
         """Write spm.model (joint) or spm.src.model + spm.tgt.model."""
-        from nmt.data.text import atomic_write
+        from nmt.files import atomic_write
 
         names = (
             {"spm.model": self.src_model}

@@ -16,11 +16,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from nmt.data.text import atomic_write, iter_lines
-from nmt.errors import DataError, NmtError
+from nmt.data.text import iter_lines
+from nmt.errors import DataError, NmtError, OutputError
+from nmt.files import atomic_write, os_reason
 
 
 def stdin_lines() -> Iterator[str]:
+    if sys.stdin is None:
+        raise DataError("stdin is closed; give --input FILE")
     for number, raw in enumerate(sys.stdin.buffer, start=1):
         try:
             text = raw.decode("utf-8")
@@ -32,34 +35,24 @@ def stdin_lines() -> Iterator[str]:
 @contextlib.contextmanager
 def open_output(output: str):
     """stdout; a FIFO or a device (/dev/stdout, /dev/null) written in place, since renaming a
-    file over one would replace it; else a file written atomically. Failures to create or
-    write the file (missing permission, full disk) become one error naming it."""
+    file over one would replace it; else a file written atomically (through a symlink, to
+    its target). Failures to create or write the file (missing permission, full disk)
+    become one error naming it."""
     if output == "-":
+        if sys.stdout is None:
+            raise DataError("stdout is closed; give --output FILE")
         yield sys.stdout
         return
     path = Path(output)
-    try:
-        if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():
+        try:
             with open(path, "w", encoding="utf-8", newline="\n") as f:
                 yield f
-        else:
-            with atomic_write(path) as f:
-                yield f
-    except OSError as exc:
-        raise _write_error(output, exc) from None
-
-
-def _write_error(output: str, exc: OSError) -> DataError:
-    """Names the user's path, and a parent directory when that is what failed, but not the
-    temporary file, which the user never asked for."""
-    reason = exc.strerror or str(exc)
-    culprit = Path(exc.filename) if isinstance(exc.filename, str) else None
-    if culprit is not None and culprit in Path(output).parents:
-        if isinstance(exc, FileExistsError):  # mkdir of a parent that is a file
-            reason = f"{culprit} exists and is not a directory"
-        else:
-            reason = f"{culprit}: {reason}"
-    return DataError(f"cannot write --output {output}: {reason}")
+        except OSError as exc:
+            raise OutputError(f"cannot write --output {output}: {os_reason(exc)}") from None
+    else:
+        with atomic_write(path, describe=f"--output {output}") as f:
+            yield f
 
 
 class TranslationStopped(NmtError):
@@ -154,6 +147,10 @@ def translate_stream(
 
     if output != "-" and Path(output).is_dir():  # found before translating, not at the end
         raise DataError(f"--output {output} is a directory; give a file name")
+    if input == "-" and sys.stdin is None:  # `nmt translate <&-`: refused before loading
+        raise DataError("stdin is closed; give --input FILE")
+    if output == "-" and sys.stdout is None:
+        raise DataError("stdout is closed; give --output FILE")
     batch_tokens = search.pop("batch_tokens", None)
     nbest_rows = bool(search.get("n_best"))
     total = TranslationStats()

@@ -8,7 +8,8 @@ import math
 import time
 from pathlib import Path
 
-from nmt.errors import TrainingError
+from nmt.errors import OutputError, TrainingError
+from nmt.files import atomic_write
 
 
 class Window:
@@ -74,13 +75,11 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with _stop_on_os_error(self.path):
-            try:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-                tmp.replace(self.path)
-            finally:
-                tmp.unlink(missing_ok=True)  # gone after a successful replace
+        try:
+            with atomic_write(self.path) as f:
+                f.write("".join(json.dumps(r) + "\n" for r in kept))
+        except OutputError as exc:
+            raise TrainingError(str(exc)) from exc
 
 
 @contextlib.contextmanager

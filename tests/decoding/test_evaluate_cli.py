@@ -6,13 +6,16 @@ command-line tool on the same files.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 
 from nmt.data.text import read_lines
 
@@ -115,10 +118,23 @@ def test_split_of_a_checkpoint_is_translated_written_and_scored(tiny_run, nmt_cl
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     eval_dir = tiny_run.run_dir / "eval"
-    hyp_path = eval_dir / "test_2016_flickr.hyp.en"
-    assert Path(report["hypotheses"]) == hyp_path.resolve()
-    saved = json.loads((eval_dir / "test_2016_flickr.hyp.en.scores.json").read_text())
+    # The result names the checkpoint's bytes, not just a path that training moves on.
+    checkpoint = tiny_run.checkpoint.resolve()
+    step = torch.load(checkpoint, weights_only=True)["train_state"]["step"]
+    assert report["checkpoint"] == {
+        "path": str(checkpoint),
+        "step": step,
+        "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+    }
+    hyp_path = Path(report["hypotheses"])
+    assert hyp_path.parent == eval_dir.resolve()
+    assert re.fullmatch(rf"test_2016_flickr\.step{step}-[0-9a-f]{{8}}\.hyp\.en", hyp_path.name)
+    saved = json.loads(hyp_path.with_name(hyp_path.name + ".scores.json").read_text())
     assert saved == report
+    recorded = json.loads((eval_dir / "results.json").read_text())["results"]
+    assert [(r["split"], r["hypotheses"], r["checkpoint"]) for r in recorded] == [
+        ("test_2016_flickr", str(hyp_path), report["checkpoint"])
+    ]
     hyps = read_lines(hyp_path)
     refs = read_lines(tiny_run.raw("test_2016_flickr", "en"))  # the raw reference
     assert len(hyps) == len(refs) == 40
@@ -146,6 +162,7 @@ def test_a_checkpoint_outside_a_run_writes_its_eval_beside_it(
     )
     assert result.returncode == 0, result.stderr
     written = Path(json.loads(result.stdout)["hypotheses"])
-    assert written == (models / "eval" / "test_2016_flickr.hyp.en").resolve()
+    assert written.parent == (models / "eval").resolve()
+    assert written.name.startswith("test_2016_flickr.step") and written.name.endswith(".hyp.en")
     assert written.is_file() and written.with_name(written.name + ".scores.json").is_file()
     assert sorted(p.name for p in root.iterdir()) == ["models"]
