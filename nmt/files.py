@@ -199,7 +199,10 @@ def run_lock(directory: Path, *, command: str, wait: bool = False) -> Iterator[N
     fd = _acquire(directory, wait=wait)
     _held[directory] = fd
     try:
-        _write_lock_info(directory, command)
+        # Only a courtesy for the next process's message: a directory that cannot take it
+        # (full, read-only) fails on the command's own first write, named as such.
+        with contextlib.suppress(OutputError):
+            _write_lock_info(directory, command)
         yield
     finally:
         with contextlib.suppress(OSError):
