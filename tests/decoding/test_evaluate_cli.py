@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -166,3 +167,67 @@ def test_a_checkpoint_outside_a_run_writes_its_eval_beside_it(
     assert written.name.startswith("test_2016_flickr.step") and written.name.endswith(".hyp.en")
     assert written.is_file() and written.with_name(written.name + ".scores.json").is_file()
     assert sorted(p.name for p in root.iterdir()) == ["models"]
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_scores_of_existing_files_name_both_files_and_their_hashes(hyp_ref, nmt_inline, tmp_path):
+    hyp, ref, _, _ = hyp_ref
+    result = nmt_inline("evaluate", "--hyp", hyp, "--ref", ref, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["hypotheses"], report["references"]) == (str(hyp), str(ref))
+    assert report["files"] == {
+        "hypotheses": {"path": str(hyp.resolve()), "sha256": sha256(hyp)},
+        "references": {"path": str(ref.resolve()), "sha256": sha256(ref)},
+    }
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_results_are_merged_never_written_over(tmp_path):
+    """Training's results stay when `nmt evaluate` adds its own; the same evaluation again
+    replaces only its own record."""
+    from nmt.evaluation import record_results
+
+    def result(split: str, sha: str, bleu: float) -> dict:
+        hyp = f"{split}.step5-{sha}.hyp.en"
+        return {"split": split, "checkpoint": {"sha256": sha}, "hypotheses": hyp, "bleu": bleu}
+
+    training = [result("test_2016", "aaaa", 30.0), result("test_2017", "aaaa", 25.0)]
+    record_results(tmp_path, training)
+    record_results(tmp_path, [result("test_2016", "bbbb", 31.0)])  # another checkpoint
+    record_results(tmp_path, [result("test_2017", "aaaa", 26.0)])  # the same one again
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [(r["split"], r["checkpoint"]["sha256"], r["bleu"]) for r in saved] == [
+        ("test_2016", "aaaa", 30.0),
+        ("test_2016", "bbbb", 31.0),
+        ("test_2017", "aaaa", 26.0),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # lock note gone
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, monkeypatch):
+    """Training rewrites best.pt under the same name: the hash taken after loading would
+    describe other bytes than those translated with, so the evaluation is refused."""
+    from nmt.decoding.translator import Translator
+    from nmt.errors import DataError
+    from nmt.evaluation import load_for_evaluation
+
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(tiny_run.checkpoint.read_bytes())
+    other = tiny_run.step_checkpoints[0].read_bytes()
+    load = Translator.from_checkpoint.__func__
+
+    def load_then_training_saves(cls, path, **options):
+        translator = load(cls, path, **options)
+        (tmp_path / "new.pt").write_bytes(other)
+        os.replace(tmp_path / "new.pt", checkpoint)  # what a save of best.pt does
+        return translator
+
+    monkeypatch.setattr(Translator, "from_checkpoint", classmethod(load_then_training_saves))
+    with pytest.raises(DataError, match="was replaced while it was read"):
+        load_for_evaluation(checkpoint, device="cpu")
