@@ -188,8 +188,9 @@ def run_lock(directory: Path, *, command: str, wait: bool = False) -> Iterator[N
 
     Without `wait`, a held lock is refused at once: `DirectoryLocked` names the holder.
     With `wait`, it is waited for up to LOCK_WAIT_SECONDS (for short critical sections such
-    as merging eval/results.json). Re-entrant within one process. Directories created here
-    are removed again at the end if nothing was written into them.
+    as merging eval/results.json). Re-entrant within one process. Once it is held, the
+    temporaries of dead writers in `directory` are removed. Directories created here are
+    removed again at the end if nothing was written into them.
     """
     directory = Path(directory).absolute()
     if directory in _held:
@@ -198,6 +199,7 @@ def run_lock(directory: Path, *, command: str, wait: bool = False) -> Iterator[N
     created = _make_directory(directory)
     fd = _acquire(directory, wait=wait)
     _held[directory] = fd
+    remove_stale_temporaries(directory)  # ours now: what dead writers left is garbage
     try:
         # Only a courtesy for the next process's message: a directory that cannot take it
         # (full, read-only) fails on the command's own first write, named as such.

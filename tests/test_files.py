@@ -148,6 +148,13 @@ def test_a_lock_leaves_no_directory_it_created_for_nothing(tmp_path: Path):
     assert os.listdir(tmp_path) == []
 
 
+def test_taking_a_lock_removes_what_dead_writers_left(tmp_path: Path):
+    stale = tmp_path / f".config.yaml.{_dead_pid()}.0123abcd.tmp"  # a writer killed mid-write
+    stale.write_text("half")
+    with run_lock(tmp_path, command="nmt train"):
+        assert not stale.exists()
+
+
 def test_waiting_for_a_lock_gives_up_naming_the_holder(tmp_path: Path, monkeypatch):
     import nmt.files
 
