@@ -26,7 +26,7 @@ from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model.transformer import Transformer
-from nmt.runtime import choose_precision
+from nmt.runtime import choose_precision, resolve_device
 
 
 @dataclass
@@ -134,12 +134,10 @@ class Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
         "fp16") and `search` override it."""
-        device = resolve_device(device)
-        _check_device(device)
-        target = torch.device(device)
+        target = resolve_device(device, key="--device")
         if precision is not None:  # a bad value is refused before the model is loaded
             chosen = choose_precision(precision, target, key="--precision")
-        model, tokenizer, cfg = load_trained_model(Path(path), device=device)
+        model, tokenizer, cfg = load_trained_model(Path(path), device=target)
         decode = decode or cfg.decode
         if precision is None:
             chosen = _checkpoint_precision(decode.precision, target, path)
@@ -149,7 +147,7 @@ class Translator:
             model,
             tokenizer,
             settings=search_settings(decode, **search),
-            device=device,
+            device=target,
             batch_tokens=decode.batch_tokens,
             max_input_tokens=decode.max_input_tokens,
             config=cfg,
@@ -214,13 +212,13 @@ class Translator:
 
 
 def load_trained_model(
-    path: Path, *, device: str = "cpu"
+    path: Path, *, device: str | torch.device = "cpu"
 ) -> tuple[Transformer, Tokenizer, ExperimentConfig]:
     """The float32 model of a checkpoint (on `device`, in eval mode), its tokenizer and its
     resolved config; refuses a non-checkpoint file or a missing device clearly."""
     from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
 
-    _check_device(device)
+    device = resolve_device(device)
     _check_is_checkpoint_file(path)
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = checkpoint_config(ckpt, path)
@@ -265,27 +263,6 @@ def _checkpoint_precision(requested: str, device: torch.device, path: Path) -> s
         return choose_precision(requested, device, key="decode.precision")
     except NmtError as exc:
         raise NmtError(f"{exc} ({path} was saved with it; --precision overrides it)") from None
-
-
-def resolve_device(device: str) -> str:
-    """ "auto": the GPU where there is one, else the CPU; any other name as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _check_device(device: str) -> None:
-    """A device this machine has, named as torch names it (else a user error, not a crash)."""
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise NmtError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise NmtError(f"device {device!r}: no CUDA GPU is available; use cpu")
-        if chosen.index is not None and chosen.index >= count:
-            raise NmtError(f"device {device!r}: there are {count} GPUs, cuda:0 to cuda:{count - 1}")
 
 
 # torch.save writes a zip archive (b"PK\x03\x04"); a legacy one starts with a pickle opcode.
