@@ -376,6 +376,19 @@ def config_from_dict(
     return cfg
 
 
+def replace_decode(decode: DecodeConfig, values: dict[str, Any]) -> DecodeConfig:
+    """`decode` with some settings replaced (command-line decoding options), checked by the
+    same rules as the config file: types, finite numbers, ranges, n_best <= beam_size."""
+    problems: list[str] = []
+    tree = {**config_to_dict(decode), **values}
+    new = _build(DecodeConfig, tree, "decode.", problems)
+    if not problems:
+        problems.extend(decode_problems(new))
+    if problems:
+        raise ConfigError(problems)
+    return new
+
+
 def _mark_override_problems(problems: list[str], overrides: dict[str, Any]) -> list[str]:
     """Say which problems come from the command line: the YAML file does not hold those keys.
 
@@ -665,6 +678,13 @@ def range_problems(section: Any, prefix: str) -> list[str]:
     return problems
 
 
+def decode_problems(dec: DecodeConfig) -> list[str]:
+    """Rules between decode settings (also checked for command-line decoding options)."""
+    if dec.n_best > dec.beam_size:
+        return [f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})"]
+    return []
+
+
 def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
     """Rules that involve more than one key."""
     problems = []
@@ -675,10 +695,7 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"model.d_model / model.heads ({m.d_model // m.heads}) must be even")
     if m.share_embeddings and not d.joint_vocab:
         problems.append("model.share_embeddings: true requires data.joint_vocab: true")
-    if dec.n_best > dec.beam_size:
-        problems.append(
-            f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})"
-        )
+    problems.extend(decode_problems(dec))
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang are both {d.src_lang!r}")
     problems.extend(_model_size_problems(cfg))

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict, replace_decode
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import CheckpointError, NmtError
+from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision, resolve_device
 
@@ -55,8 +55,17 @@ class Translation:
         return [t[0] if t else "" for t in self.texts]
 
 
-def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
-    values = dict(
+def search_settings(decode: DecodeConfig, **options) -> SearchSettings:
+    """Search settings of `decode`, with `options` (command-line values; None = not given)
+    checked by the config's own rules: `--length-penalty nan` is refused as `decode:
+    length_penalty: .nan` is, naming the option."""
+    given = {name: value for name, value in options.items() if value is not None}
+    try:
+        decode = replace_decode(decode, given)
+    except ConfigError as exc:
+        problems = [_name_options(problem, given) for problem in exc.problems]
+        raise NmtError(f"invalid decoding options: {'; '.join(problems)}") from None
+    return SearchSettings(
         beam_size=decode.beam_size,
         n_best=decode.n_best,
         length_penalty=decode.length_penalty,
@@ -64,11 +73,13 @@ def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
         max_len_b=decode.max_len_b,
         min_len=decode.min_len,
     )
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SearchSettings(**values)
-    except ValueError as exc:  # e.g. --n-best 3 with a beam of 2
-        raise NmtError(f"invalid search settings: {exc}") from None
+
+
+def _name_options(problem: str, given: dict) -> str:
+    """`decode.length_penalty: ...` -> `--length-penalty: ...` for the options given."""
+    for name in given:
+        problem = problem.replace(f"decode.{name}", "--" + name.replace("_", "-"))
+    return problem
 
 
 # Every character str.splitlines() breaks a line on (text-mode open() breaks on \n and \r).

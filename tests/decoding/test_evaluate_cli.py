@@ -149,3 +149,16 @@ def test_a_checkpoint_outside_a_run_writes_its_eval_beside_it(
     assert written == (models / "eval" / "test_2016_flickr.hyp.en").resolve()
     assert written.is_file() and written.with_name(written.name + ".scores.json").is_file()
     assert sorted(p.name for p in root.iterdir()) == ["models"]
+
+
+def test_decoding_options_follow_the_config_rules(tiny_run, nmt_inline, assert_clean_failure):
+    """The rules of `decode:` in a config, checked once for translate and evaluate alike."""
+    result = nmt_inline(
+        *("evaluate", tiny_run.checkpoint, "--split", "test_2016_flickr"),
+        *("--beam-size", "5000", "--output-dir", "out"),
+        cwd=tiny_run.root,
+    )
+    assert_clean_failure(
+        result, "invalid decoding options: --beam-size: 5000 is out of range; allowed >= 1"
+    )
+    assert not (tiny_run.root / "out").exists()
