@@ -131,7 +131,7 @@ def _translate_and_score(
     quantize,
     precision,
 ) -> tuple[Path, dict[str, Score]]:
-    from nmt.data.download import corpus_dir
+    from nmt.data.download import check_names, corpus_dir
     from nmt.data.text import write_lines_atomic
     from nmt.decoding.translator import Translator
 
@@ -146,6 +146,7 @@ def _translate_and_score(
     else:
         if split is None:
             raise DataError("give --split (with --corpus), --src/--ref, or --hyp/--ref")
+        check_names("--split", [split])  # it names the hypothesis file written
         base = corpus_dir(data_dir or cfg.data.data_dir, corpus or cfg.data.corpus)
         src = base / f"{split}.{cfg.data.src_lang}"
         ref = base / f"{split}.{cfg.data.tgt_lang}"

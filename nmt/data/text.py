@@ -11,6 +11,7 @@ import codecs
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,8 @@ def open_binary(path: Path) -> IO[bytes]:
 def iter_lines(path: Path) -> Iterator[str]:
     """Yield each line of a UTF-8 text file without its "\\n" (a final "\\r" is kept).
 
-    Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream.
+    Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream (a
+    bad header, corrupt deflate data, a stream cut short).
     """
     number = 0
     try:
@@ -49,7 +51,7 @@ def iter_lines(path: Path) -> Iterator[str]:
                         + _utf16_hint(raw if number == 1 else b"")
                     ) from None
                 yield text[:-1] if text.endswith("\n") else text
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"file not found: {path}") from None
         raise DataError(f"{path}: cannot read after line {number}: {exc}") from None
