@@ -119,3 +119,31 @@ def test_the_keys_cover_every_setting():
     assert typing.get_type_hints(SECTIONS["train"])["seed"] is int
     with pytest.raises(ConfigError):
         load_config(None, ["train.seed=-1"])
+
+
+yaml_files = st.one_of(
+    st.text(max_size=200),
+    st.lists(st.sampled_from(SPECIAL), max_size=6).map("\n".join),
+    st.tuples(st.sampled_from(KNOWN_KEYS), values).map(
+        lambda kv: (
+            "{}:\n  {}: {}\n".format(*kv[0].split(".", 1), kv[1])
+            if "." in kv[0]
+            else f"{kv[0]}: {kv[1]}\n"
+        )
+    ),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("NMT_FUZZ_EXAMPLES", "150")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=yaml_files)
+def test_random_config_files_work_or_fail_with_one_error(cli_inline, in_tmp, text):
+    (in_tmp / "x.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
+    result = cli_inline("prepare", "x.yaml")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (text, result.returncode, result.stderr)
+    assert result.stderr.startswith("error: ") and result.stderr.count("error: ") == 1
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]
