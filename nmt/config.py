@@ -738,19 +738,31 @@ def _physical_memory_bytes() -> int | None:
 
 
 def _model_size_problems(cfg: ExperimentConfig) -> list[str]:
-    """A model whose float32 weights alone exceed this machine's memory cannot even be built
-    (training needs about four times as much: gradients and two Adam moments)."""
-    weights = 4 * estimated_parameters(cfg)
+    """Sizes this machine cannot allocate at all: float32 weights beyond its memory (training
+    needs about four times as much: gradients and two Adam moments), or the float32 logits
+    of one full training batch (train.max_tokens x data.vocab_size) beyond it."""
     memory = _physical_memory_bytes()
-    if memory is None or weights <= memory:
+    if memory is None:
         return []
-    return [
-        f"model sizes (d_model {cfg.model.d_model}, ffn_dim {cfg.model.ffn_dim}, "
-        f"{cfg.model.encoder_layers}+{cfg.model.decoder_layers} layers, max_positions "
-        f"{cfg.model.max_positions}, data.vocab_size {cfg.data.vocab_size}) give about "
-        f"{estimated_parameters(cfg):.3g} parameters, {weights / 2**30:.1f} GiB of float32 "
-        f"weights: more than this machine's {memory / 2**30:.1f} GiB of memory"
-    ]
+    have = f"more than this machine's {memory / 2**30:.1f} GiB of memory"
+    problems = []
+    weights = 4 * estimated_parameters(cfg)
+    if weights > memory:
+        m = cfg.model
+        problems.append(
+            f"model sizes (d_model {m.d_model}, ffn_dim {m.ffn_dim}, {m.encoder_layers}+"
+            f"{m.decoder_layers} layers, max_positions {m.max_positions}, data.vocab_size "
+            f"{cfg.data.vocab_size}) give about {estimated_parameters(cfg):.3g} parameters, "
+            f"{weights / 2**30:.1f} GiB of float32 weights: {have}"
+        )
+    logits = 4 * cfg.train.max_tokens * cfg.data.vocab_size
+    if logits > memory:
+        problems.append(
+            f"train.max_tokens ({cfg.train.max_tokens}) x data.vocab_size "
+            f"({cfg.data.vocab_size}) float32 logits of one batch take "
+            f"{logits / 2**30:.1f} GiB: {have}"
+        )
+    return problems
 
 
 # --------------------------------------------------------------------------- output

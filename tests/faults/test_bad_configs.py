@@ -206,6 +206,11 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
         [],
         ["model sizes (d_model 65536, ffn_dim 1048576, 1000+3 layers", "GiB of memory"],
     ),
+    "a batch whose logits exceed the machine's memory": (
+        "data:\n  vocab_size: 1000000\ntrain:\n  max_tokens: 16000000\n",
+        [],
+        ["train.max_tokens (16000000) x data.vocab_size (1000000) float32 logits of one batch"],
+    ),
     "names that are no file names": (
         "data:\n  src_lang: ../x\n  tgt_lang: de/en\n  test_splits: ['']\n",
         ["name=a\x00b"],
