@@ -356,3 +356,12 @@ def test_half_precision_decoding_on_the_cpu_is_refused_before_training(nmt, in_t
     result = nmt("train", config, "decode.precision=bf16")
     assert_clean_failure(result, "decode.precision bf16 needs a GPU; use fp32 or auto on CPU")
     assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big.yaml"])
+def test_a_config_too_large_to_be_one_is_refused_unread(nmt, in_tmp, source):
+    """Found broken: the whole file was read first (/dev/zero never ends)."""
+    if source == "big.yaml":
+        write_config(in_tmp / "big.yaml", "name: x\n" + "# padding\n" * 120_000)
+    result = nmt("prepare", source)
+    assert_clean_failure(result, f"invalid configuration in {source}:", "larger than 1024 KiB")

@@ -129,3 +129,27 @@ def test_a_torchrun_launch_is_read_as_launched():
     launch = launch_from_environment({**env, "MASTER_ADDR": "n1", "MASTER_PORT": "29500"})
     assert (launch.rank, launch.world_size, launch.local_rank) == (3, 4, 1)
     assert launch_from_environment({}) == launch_from_environment({"WORLD_SIZE": "1"})
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0", "soon"])
+def test_a_distributed_timeout_that_is_no_duration_is_refused(monkeypatch, value):
+    """Found broken: `inf` passed and then overflowed timedelta (a traceback)."""
+    from nmt.errors import NmtError
+    from nmt.runtime import dist_timeout_seconds
+
+    monkeypatch.setenv("NMT_DIST_TIMEOUT", value)
+    with pytest.raises(NmtError, match="NMT_DIST_TIMEOUT must be a positive number of seconds"):
+        dist_timeout_seconds()
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")
+def test_local_rank_beyond_the_gpus_of_the_node_is_named(monkeypatch):
+    from nmt.errors import NmtError
+    from nmt.runtime import setup_runtime
+
+    count = torch.cuda.device_count()
+    env = {"WORLD_SIZE": str(count + 1), "RANK": str(count), "LOCAL_RANK": str(count)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(NmtError, match=f"LOCAL_RANK={count} but this machine has {count} GPUs"):
+        setup_runtime(device="cuda")
