@@ -266,7 +266,7 @@ class StrictLoader(yaml.SafeLoader):
     second `train:` section would erase the first without a word) and aliases: nested
     aliases expand exponentially (a 438-byte "billion laughs" config is gigabytes once
     copied), and a config has no need for them. Values that no constructor can build
-    (`!!int abc`, a date 2001-13-01) are YAML errors here, not stray ValueErrors."""
+    (`!!int abc`) are YAML errors here, not stray ValueErrors; dates stay text."""
 
     _depth = 0
 
