@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -24,15 +26,43 @@ from nmt.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class Pattern:
+    """A string field's allowed shape (in `Annotated[str, Pattern(...)]`), checked in full."""
+
+    regex: str
+    allowed: str  # what the error says is allowed
+
+    def matches(self, value: str) -> bool:
+        return isinstance(value, str) and re.fullmatch(self.regex, value) is not None
+
+
+# Names that become parts of file names (runs/<name>, <split>.<lang>): a language code such
+# as `../x` or `de/en` would write outside the directory or into a missing one.
+FILE_NAME = Pattern(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    "a name of 1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit",
+)
+DEVICE = Pattern(r"auto|cpu|cuda(:[0-9]{1,4})?", "auto, cpu, cuda or cuda:N")
+Name = Annotated[str, FILE_NAME]
+
+
+def file_name_problem(value: str, what: str) -> str | None:
+    """Why `value` cannot be a part of a file name (None when it can); `what` names it."""
+    if FILE_NAME.matches(value):
+        return None
+    return f"{what}: {value!r} is not allowed; expected {FILE_NAME.allowed}"
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which corpus, which languages, how to clean and tokenize it."""
 
     corpus: str = "multi30k"
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    train_split: str = "train"
-    valid_split: str = "val"
-    test_splits: tuple[str, ...] = ("test_2016_flickr", "test_2017_flickr")
+    src_lang: Name = "de"
+    tgt_lang: Name = "en"
+    train_split: Name = "train"
+    valid_split: Name = "val"
+    test_splits: tuple[Name, ...] = ("test_2016_flickr", "test_2017_flickr")
     data_dir: str = "data"  # where `nmt download` writes data/<corpus>/<split>.<lang>
     mirror: str | None = None  # offline mirror <dir>/<corpus>/<split>.<lang>; env NMT_DATA_MIRROR
     # Cleaning (train split only drops pairs; dev/test lines are normalised, never dropped).
@@ -86,7 +116,7 @@ class TrainConfig:
     """Optimisation, batching, precision, checkpointing and validation."""
 
     seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: Annotated[str, DEVICE] = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
@@ -137,7 +167,7 @@ class DecodeConfig:
 class ExperimentConfig:
     """The experiment root: one run directory holds prepared data, checkpoints and metrics."""
 
-    name: str = "experiment"
+    name: Name = "experiment"
     run_dir: str | None = None  # default: runs/<name>
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -174,22 +204,27 @@ def load_config(
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Load a YAML file that must hold a mapping; errors name the file, line and column."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)  # bounded: a config is never a large file
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(
+            [f"config file is larger than {MAX_YAML_BYTES // 1024} KiB; is it a config?"],
+            str(path),
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             [f"config file is not valid UTF-8 (byte {exc.start})"], str(path)
         ) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: builds only plain data
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"malformed YAML at {where}{problem}"], str(path)) from None
+        raise ConfigError([f"malformed YAML at {_yaml_problem(exc)}"], str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -199,9 +234,71 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(exc, "problem", None) or str(exc))
+
+
+# Bounds on YAML input. A config is a few KiB; nesting deeper than a few levels is no config
+# (and PyYAML composes nodes recursively); 40 digits is far beyond any setting, and Python
+# refuses to convert more than 4300 digits at all (a ValueError from inside PyYAML).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_INT_DIGITS = 40
+
+
+def load_yaml(text: str) -> Any:
+    """The one YAML reader of nmt (config files and command-line override values): plain
+    data only, no aliases, no duplicate keys, bounded size, depth and integers. Every
+    problem is a `yaml.YAMLError`; a `RefusedYAML` is one of these bounds."""
+    if len(text) > MAX_YAML_BYTES:
+        raise RefusedYAML(None, None, f"more than {MAX_YAML_BYTES} characters of YAML")
+    return yaml.load(text, Loader=StrictLoader)
+
+
+class RefusedYAML(yaml.MarkedYAMLError):
+    """Valid YAML that nmt refuses: an alias, nesting too deep, an integer too long."""
+
+
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one, so a
-    second `train:` section would erase the first without a word."""
+    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one, so a
+    second `train:` section would erase the first without a word) and aliases: nested
+    aliases expand exponentially (a 438-byte "billion laughs" config is gigabytes once
+    copied), and a config has no need for them. Values that no constructor can build
+    (`!!int abc`) are YAML errors here, not stray ValueErrors; dates stay text."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise RefusedYAML(
+                None,
+                None,
+                f"alias *{event.anchor} is not allowed: write the value out",
+                event.start_mark,
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise RefusedYAML(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            shown = node.value if isinstance(node.value, str) else node.id
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown!r} as {node.tag}", node.start_mark
+            ) from None
 
 
 def _construct_mapping_once(loader: StrictLoader, node: yaml.MappingNode) -> dict:
@@ -223,13 +320,29 @@ def _construct_mapping_once(loader: StrictLoader, node: yaml.MappingNode) -> dic
     return loader.construct_mapping(node, deep=True)
 
 
+def _construct_bounded_int(loader: StrictLoader, node: yaml.ScalarNode) -> int:
+    digits = len(node.value.lstrip("+-").replace("_", ""))
+    if digits > MAX_INT_DIGITS:
+        raise RefusedYAML(
+            None,
+            None,
+            f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are read",
+            node.start_mark,
+        )
+    return loader.construct_yaml_int(node)
+
+
 StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once
 )
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+# A date (`name: 2024-01-01`) stays the text it is: no setting is a date.
+StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`["train.lr=5e-4", "model.layers=3"]` -> `{"train.lr": 0.0005, ...}` (values as YAML)."""
+    """`["train.lr=5e-4", "model.layers=3"]` -> `{"train.lr": 0.0005, ...}` (values as YAML;
+    a value that is not YAML stays a string, but an alias or an oversized value is refused)."""
     parsed: dict[str, Any] = {}
     problems = []
     for item in overrides:
@@ -238,7 +351,9 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             problems.append(f"override {item!r} must look like section.key=value")
             continue
         try:
-            parsed[key.strip()] = yaml.load(value, Loader=StrictLoader) if value.strip() else None
+            parsed[key.strip()] = load_yaml(value) if value.strip() else None
+        except RefusedYAML as exc:
+            problems.append(f"override {key.strip()}: {exc.problem}")
         except yaml.YAMLError:
             parsed[key.strip()] = value
     if problems:
@@ -259,6 +374,19 @@ def config_from_dict(
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def replace_decode(decode: DecodeConfig, values: dict[str, Any]) -> DecodeConfig:
+    """`decode` with some settings replaced (command-line decoding options), checked by the
+    same rules as the config file: types, finite numbers, ranges, n_best <= beam_size."""
+    problems: list[str] = []
+    tree = {**config_to_dict(decode), **values}
+    new = _build(DecodeConfig, tree, "decode.", problems)
+    if not problems:
+        problems.extend(decode_problems(new))
+    if problems:
+        raise ConfigError(problems)
+    return new
 
 
 def _mark_override_problems(problems: list[str], overrides: dict[str, Any]) -> list[str]:
@@ -306,6 +434,8 @@ def _apply_model_preset(tree: dict[str, Any], problems: list[str]) -> None:
     if not isinstance(model, dict) or model.get("preset") is None:
         return
     name = model["preset"]
+    if not isinstance(name, str):
+        return  # a list or a number: `_build` reports the type
     if name not in MODEL_PRESETS:
         problems.append(
             f"model.preset: unknown preset {name!r}; allowed: {', '.join(MODEL_PRESETS)}"
@@ -323,7 +453,7 @@ def _build(cls: type, values: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(values, dict):
         problems.append(f"{where}: expected a mapping, got {_describe(values)}")
         return cls()
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:
@@ -363,6 +493,8 @@ def _describe(value: Any) -> str:
 def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
     """Check `value` against a type hint; returns (ok, converted value, what is allowed)."""
     origin = get_origin(hint)
+    if origin is Annotated:
+        return _convert_annotated(value, hint)
     if origin is Literal:
         options = get_args(hint)
         return value in options, value, "one of " + ", ".join(repr(o) for o in options)
@@ -385,9 +517,20 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
         if ok and not math.isfinite(value):  # .nan passes every range check; .inf is no size
             return False, value, "a finite number"
         return ok, float(value) if ok else value, "a number"
-    if hint is str:
+    if hint is str:  # a NUL cannot be in a path, or in any text a setting holds
+        if isinstance(value, str) and "\0" in value:
+            return False, value, "a string without NUL characters"
         return isinstance(value, str), value, "a string"
     raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+
+
+def _convert_annotated(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    base, *extras = get_args(hint)
+    ok, converted, allowed = _convert(value, base)
+    for pattern in (e for e in extras if isinstance(e, Pattern)):
+        allowed = pattern.allowed
+        ok = ok and pattern.matches(converted)
+    return ok, converted, allowed
 
 
 def _yaml11_float(text: str) -> Any:
@@ -415,89 +558,131 @@ def _convert_tuple(value: Any, args: tuple) -> tuple[bool, Any, str]:
 
 
 def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Annotated:
+        patterns = [e for e in get_args(hint)[1:] if isinstance(e, Pattern)]
+        return f"strings, each {patterns[0].allowed}" if patterns else _type_name(get_args(hint)[0])
     return {str: "strings", int: "integers", float: "numbers"}.get(hint, str(hint))
 
 
 # --------------------------------------------------------------------------- validation
 
-# (minimum, maximum, minimum is exclusive) per numeric field; None = unbounded.
-_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "data.max_chars": (1, None, False),
-    "data.max_length_ratio": (0, None, False),
-    "data.vocab_size": (8, None, False),
-    "data.character_coverage": (0, 1, True),
-    "data.spm_input_sentence_size": (1, None, False),
-    "data.max_tokens_per_sentence": (1, None, False),
-    "model.d_model": (1, None, False),
-    "model.heads": (1, None, False),
-    "model.encoder_layers": (1, None, False),
-    "model.decoder_layers": (1, None, False),
-    "model.ffn_dim": (1, None, False),
-    "model.dropout": (0, 1, False),
-    "model.attention_dropout": (0, 1, False),
-    "model.activation_dropout": (0, 1, False),
-    "model.max_positions": (1, None, False),
-    "train.threads": (0, None, False),
-    "train.max_tokens": (1, None, False),
-    "train.update_freq": (1, None, False),
-    "train.max_updates": (1, None, False),
-    "train.max_epochs": (0, None, False),
-    "train.max_minutes": (0, None, False),
-    "train.lr": (0, None, True),
-    "train.warmup_updates": (0, None, False),
-    "train.warmup_init_lr": (0, None, False),
-    "train.adam_eps": (0, None, True),
-    "train.weight_decay": (0, None, False),
-    "train.clip_norm": (0, None, False),
-    "train.label_smoothing": (0, 1, False),
-    "train.log_every": (1, None, False),
-    "train.valid_every": (1, None, False),
-    "train.save_every": (1, None, False),
-    "train.keep_last": (1, None, False),
-    "train.valid_bleu_beam": (1, None, False),
-    "train.valid_bleu_max_sentences": (0, None, False),
-    "train.patience": (0, None, False),
-    "train.max_nonfinite_in_row": (1, None, False),
-    "train.average_last": (0, None, False),
-    "decode.beam_size": (1, None, False),
-    "decode.n_best": (1, None, False),
-    "decode.max_len_a": (0, None, False),
-    "decode.max_len_b": (0, None, False),
-    "decode.min_len": (0, None, False),
-    "decode.batch_tokens": (1, None, False),
-    "decode.max_input_tokens": (1, None, False),
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field (of each item, for a tuple); None = unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    hi_open: bool = False  # hi itself is not allowed
+
+    def contains(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def text(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {_number(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {_number(self.hi)}")
+        return " and ".join(parts)
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+# Upper bounds on sizes: far beyond any real model or batch, but low enough that a typo
+# (an extra zero or three) is refused here, not found as an allocation failure later. An
+# integer setting without a bound of its own must still fit the int64 torch and numpy use.
+INT64_MAX = 2**63 - 1
+_SIZE = 1 << 20
+_RANGES: dict[str, Range] = {
+    "data.max_chars": Range(1, 10**8),
+    "data.max_length_ratio": Range(0),
+    "data.vocab_size": Range(8, 1_000_000),
+    "data.character_coverage": Range(0, 1, lo_open=True),
+    "data.spm_input_sentence_size": Range(1, 10**9),
+    "data.max_tokens_per_sentence": Range(1, _SIZE),
+    "model.d_model": Range(1, 1 << 16),
+    "model.heads": Range(1, 1024),
+    "model.encoder_layers": Range(1, 1024),
+    "model.decoder_layers": Range(1, 1024),
+    "model.ffn_dim": Range(1, _SIZE),
+    "model.dropout": Range(0, 1, hi_open=True),
+    "model.attention_dropout": Range(0, 1),
+    "model.activation_dropout": Range(0, 1),
+    "model.max_positions": Range(1, _SIZE),
+    "train.seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "train.threads": Range(0, 1024),
+    "train.max_tokens": Range(1, 1 << 24),
+    "train.update_freq": Range(1, 1 << 16),
+    "train.max_updates": Range(1),
+    "train.max_epochs": Range(0),
+    "train.max_minutes": Range(0),
+    "train.lr": Range(0, lo_open=True),
+    "train.warmup_updates": Range(0),
+    "train.warmup_init_lr": Range(0),
+    "train.adam_betas": Range(0, 1, hi_open=True),
+    "train.adam_eps": Range(0, lo_open=True),
+    "train.weight_decay": Range(0),
+    "train.clip_norm": Range(0),
+    "train.label_smoothing": Range(0, 1, hi_open=True),
+    "train.log_every": Range(1),
+    "train.valid_every": Range(1),
+    "train.save_every": Range(1),
+    "train.keep_last": Range(1),
+    "train.valid_bleu_beam": Range(1, 1024),
+    "train.valid_bleu_max_sentences": Range(0),
+    "train.patience": Range(0),
+    "train.max_nonfinite_in_row": Range(1),
+    "train.average_last": Range(0),
+    "decode.beam_size": Range(1, 1024),
+    "decode.n_best": Range(1, 1024),
+    "decode.length_penalty": Range(0),
+    "decode.max_len_a": Range(0, 10**6),
+    "decode.max_len_b": Range(0, _SIZE),
+    "decode.min_len": Range(0, _SIZE),
+    "decode.batch_tokens": Range(1, 1 << 24),
+    "decode.max_input_tokens": Range(1, _SIZE),
 }
 
-# Upper bounds that are exclusive ("0 <= label_smoothing < 1").
-_EXCLUSIVE_MAX = {"train.label_smoothing", "model.dropout"}
+
+_INT64 = Range(-INT64_MAX - 1, INT64_MAX)
+
+
+def _within_int64(allowed: Range) -> Range:
+    lo = _INT64.lo if allowed.lo is None else max(allowed.lo, _INT64.lo)
+    hi = _INT64.hi if allowed.hi is None else min(allowed.hi, _INT64.hi)
+    return dataclasses.replace(allowed, lo=lo, hi=hi)
 
 
 def range_problems(section: Any, prefix: str) -> list[str]:
+    """Every number of `section` (every item of a tuple of numbers) against its range."""
     problems = []
     for f in dataclasses.fields(section):
         key = prefix + f.name
-        if key not in _RANGES:
-            continue
         value = getattr(section, f.name)
-        lo, hi, lo_exclusive = _RANGES[key]
-        too_low = lo is not None and (value <= lo if lo_exclusive else value < lo)
-        hi_exclusive = key in _EXCLUSIVE_MAX
-        too_high = hi is not None and (value >= hi if hi_exclusive else value > hi)
-        if too_low or too_high:
-            problems.append(
-                f"{key}: {value!r} is out of range; "
-                f"allowed {_range_text(lo, hi, lo_exclusive, hi_exclusive)}"
-            )
+        items = value if isinstance(value, tuple) else (value,)
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            allowed = _RANGES.get(key, _INT64)
+            if isinstance(item, int) and not _INT64.contains(item):
+                allowed = _within_int64(allowed)  # torch and numpy hold int64 at most
+            if not allowed.contains(item):
+                where = f"{key}[{i}]" if isinstance(value, tuple) else key
+                problems.append(f"{where}: {item!r} is out of range; allowed {allowed.text()}")
     return problems
 
 
-def _range_text(lo, hi, lo_excl: bool, hi_excl: bool) -> str:
-    parts = []
-    if lo is not None:
-        parts.append(f"{'>' if lo_excl else '>='} {lo:g}")
-    if hi is not None:
-        parts.append(f"{'<' if hi_excl else '<='} {hi:g}")
-    return " and ".join(parts)
+def decode_problems(dec: DecodeConfig) -> list[str]:
+    """Rules between decode settings (also checked for command-line decoding options)."""
+    if dec.n_best > dec.beam_size:
+        return [f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})"]
+    return []
 
 
 def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
@@ -510,14 +695,10 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"model.d_model / model.heads ({m.d_model // m.heads}) must be even")
     if m.share_embeddings and not d.joint_vocab:
         problems.append("model.share_embeddings: true requires data.joint_vocab: true")
-    if dec.n_best > dec.beam_size:
-        problems.append(
-            f"decode.n_best ({dec.n_best}) must be <= decode.beam_size ({dec.beam_size})"
-        )
+    problems.extend(decode_problems(dec))
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang are both {d.src_lang!r}")
-    if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):
-        problems.append(f"train.device: {t.device!r}; allowed auto, cpu, cuda or cuda:N")
+    problems.extend(_model_size_problems(cfg))
     if dec.max_input_tokens + 2 > m.max_positions:
         problems.append(
             f"decode.max_input_tokens ({dec.max_input_tokens}) + 2 must be <= model.max_positions "
@@ -532,6 +713,54 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             f"train.max_tokens ({t.max_tokens}) must hold one sentence of "
             f"data.max_tokens_per_sentence + 2 ({d.max_tokens_per_sentence + 2}) tokens"
+        )
+    return problems
+
+
+def estimated_parameters(cfg: ExperimentConfig) -> int:
+    """Parameters of the Transformer `cfg` builds (weights and biases; LayerNorms left out),
+    counting the position tables, which take memory as parameters do. D = d_model,
+    F = ffn_dim, V = data.vocab_size per side:
+        encoder layer 4 D^2 + 2 D F, decoder layer 8 D^2 + 2 D F (self and cross attention),
+        one V x D matrix per embedding not shared and per output projection not tied."""
+    m, v = cfg.model, cfg.data.vocab_size
+    d, f = m.d_model, m.ffn_dim
+    matrices = 1 + (not m.share_embeddings) + (not m.tie_output)
+    layers = m.encoder_layers * (4 * d * d + 2 * d * f) + m.decoder_layers * (8 * d * d + 2 * d * f)
+    return matrices * v * d + layers + 2 * m.max_positions * d
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
+def _model_size_problems(cfg: ExperimentConfig) -> list[str]:
+    """Sizes this machine cannot allocate at all: float32 weights beyond its memory (training
+    needs about four times as much: gradients and two Adam moments), or the float32 logits
+    of one full training batch (train.max_tokens x data.vocab_size) beyond it."""
+    memory = _physical_memory_bytes()
+    if memory is None:
+        return []
+    have = f"more than this machine's {memory / 2**30:.1f} GiB of memory"
+    problems = []
+    weights = 4 * estimated_parameters(cfg)
+    if weights > memory:
+        m = cfg.model
+        problems.append(
+            f"model sizes (d_model {m.d_model}, ffn_dim {m.ffn_dim}, {m.encoder_layers}+"
+            f"{m.decoder_layers} layers, max_positions {m.max_positions}, data.vocab_size "
+            f"{cfg.data.vocab_size}) give about {estimated_parameters(cfg):.3g} parameters, "
+            f"{weights / 2**30:.1f} GiB of float32 weights: {have}"
+        )
+    logits = 4 * cfg.train.max_tokens * cfg.data.vocab_size
+    if logits > memory:
+        problems.append(
+            f"train.max_tokens ({cfg.train.max_tokens}) x data.vocab_size "
+            f"({cfg.data.vocab_size}) float32 logits of one batch take "
+            f"{logits / 2**30:.1f} GiB: {have}"
         )
     return problems
 

@@ -249,7 +249,7 @@ def _translate_and_score(
 ) -> tuple[dict, dict[str, Score]]:
     """Translate, write the hypotheses under a name no other evaluation uses, score, and
     record the result (with its checkpoint's identity) in results.json; returns the report."""
-    from nmt.data.download import corpus_dir
+    from nmt.data.download import check_names, corpus_dir
     from nmt.data.text import write_lines_atomic
     from nmt.files import atomic_write
 
@@ -264,6 +264,7 @@ def _translate_and_score(
     else:
         if split is None:
             raise DataError("give --split (with --corpus), --src/--ref, or --hyp/--ref")
+        check_names("--split", [split])  # it names the hypothesis file written
         base = corpus_dir(data_dir or cfg.data.data_dir, corpus or cfg.data.corpus)
         src = base / f"{split}.{cfg.data.src_lang}"
         ref = base / f"{split}.{cfg.data.tgt_lang}"

@@ -2,6 +2,9 @@
 
 Distributed runs are launched with `torchrun`; its environment variables (RANK, WORLD_SIZE,
 LOCAL_RANK) switch on DistributedDataParallel. The same config runs on 1 or N processes.
+
+The one home of device and precision choice: `train.device`, `--device` of translate and
+evaluate, and anything else that takes a device resolve it here (`resolve_device`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from nmt.config import DEVICE
 from nmt.errors import DistributedError, NmtError
 
 
@@ -49,15 +53,30 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
-def choose_device(requested: str) -> torch.device:
-    if requested == "auto":
+def resolve_device(requested: str | torch.device, *, key: str = "device") -> torch.device:
+    """The device named by a setting (`key` names it in errors): `auto` is the GPU where
+    there is one, else the CPU; `cpu`, `cuda` and `cuda:N` must be usable on this machine.
+    torch knows more device types (meta, mps, xpu, ...) that nmt's models never run on:
+    refused here, as names that are not devices are."""
+    text = str(requested)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NmtError(
-            f"train.device is {requested!r} but no CUDA GPU is available; use cpu or auto"
-        )
+    if not DEVICE.matches(text):
+        raise NmtError(f"{key} {text!r}: expected {DEVICE.allowed}")
+    device = torch.device(text)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise NmtError(f"{key} {text!r}: {_no_gpu_reason()}; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise NmtError(f"{key} {text!r}: there are {count} GPUs, cuda:0 to cuda:{count - 1}")
     return device
+
+
+def _no_gpu_reason() -> str:
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) is built without CUDA"
+    return "no CUDA GPU is available"
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -88,22 +107,80 @@ def _native_bf16(device: torch.device) -> bool:
 
 def setup_runtime(*, device: str = "auto", precision: str = "auto", threads: int = 0) -> Runtime:
     """Pick device and precision; join the process group when launched by torchrun."""
+    launch = launch_from_environment()
+    chosen = resolve_device(device, key="train.device")
+    if chosen.type == "cuda" and launch.world_size > 1:
+        chosen = _local_gpu(launch.local_rank)
+    precision = choose_precision(precision, chosen)
     if threads > 0:
         torch.set_num_threads(threads)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = choose_device(device)
-    if chosen.type == "cuda" and world_size > 1:
-        chosen = torch.device("cuda", local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
         # TF32 matmuls for the fp32 parts: same convergence, several times faster on Ampere+.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if world_size > 1 and not dist.is_initialized():
-        _join_process_group("nccl" if chosen.type == "cuda" else "gloo", rank, world_size)
-    return Runtime(chosen, choose_precision(precision, chosen), rank, world_size, local_rank)
+    if launch.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        _join_process_group(backend, launch.rank, launch.world_size)
+    return Runtime(chosen, precision, launch.rank, launch.world_size, launch.local_rank)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where this process is in a torchrun launch (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def launch_from_environment(env: dict[str, str] | None = None) -> Launch:
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT), checked before anything uses them: one line per bad one, in one error."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    world = _env_int(env, "WORLD_SIZE", 1, 1, problems)
+    rank = _env_int(env, "RANK", 0, 0, problems)
+    local_rank = _env_int(env, "LOCAL_RANK", 0, 0, problems)
+    local_world = _env_int(env, "LOCAL_WORLD_SIZE", None, 1, problems)
+    if world is not None and rank is not None and rank >= world:
+        problems.append(f"RANK={rank} must be below WORLD_SIZE={world}")
+    if local_world is not None and local_rank is not None and local_rank >= local_world:
+        problems.append(f"LOCAL_RANK={local_rank} must be below LOCAL_WORLD_SIZE={local_world}")
+    if (world or 1) > 1:
+        port = _env_int(env, "MASTER_PORT", None, 1, problems)
+        if port is not None and port > 65535:
+            problems.append(f"MASTER_PORT={port} is not a port; expected 1 to 65535")
+        if "MASTER_ADDR" in env and not env["MASTER_ADDR"].strip():
+            problems.append("MASTER_ADDR is empty; expected a host name or address")
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise DistributedError(f"invalid torchrun environment variables:\n{lines}")
+    return Launch(rank or 0, world or 1, local_rank or 0)
+
+
+def _env_int(env, name: str, default: int | None, lo: int, problems: list[str]) -> int | None:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text.strip()) if len(text) < 20 else None
+    except ValueError:
+        value = None
+    if value is None or value < lo:
+        problems.append(f"{name}={text[:40]!r}: expected an integer >= {lo}")
+        return None
+    return value
+
+
+def _local_gpu(local_rank: int) -> torch.device:
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DistributedError(
+            f"LOCAL_RANK={local_rank} but this machine has {count} GPUs; start at most "
+            f"{count} processes per node (torchrun --nproc-per-node {count})"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def _join_process_group(backend: str, rank: int, world_size: int) -> None:
@@ -132,7 +209,7 @@ def dist_timeout_seconds() -> float:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
-    if not seconds > 0:
+    if not 0 < seconds <= 10**9:  # NaN, inf (timedelta overflows) and negatives refused
         raise NmtError(f"NMT_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
     return seconds
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmt.config import file_name_problem
 from nmt.data.corpora import CorpusSpec, HubCorpus, SacrebleuCorpus, UrlCorpus, get_corpus
 from nmt.data.text import count_lines, iter_lines, sha256_of
 from nmt.errors import DataError, OutputError
@@ -49,7 +51,27 @@ def corpus_dirname(name: str) -> str:
 
 
 def corpus_dir(data_dir: str | Path, name: str) -> Path:
-    return Path(data_dir) / corpus_dirname(name)
+    """data_dir/<corpus_dirname(name)>; refuses a name that is no directory name (``..``,
+    empty) and a data directory (or corpus directory) that is a file."""
+    dirname = corpus_dirname(name)
+    if dirname in ("", ".", ".."):
+        raise DataError(f"corpus name {name!r} cannot name a directory; use letters and digits")
+    target = Path(data_dir) / dirname
+    for path in (target, *target.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise DataError(f"{path} is not a directory (data directory {data_dir})")
+            break
+    return target
+
+
+def check_names(what: str, names: list[str]) -> None:
+    """Languages and splits become file names (<split>.<lang>): `../x`, `de/en` or an empty
+    name would write outside the corpus directory, or nowhere."""
+    for name in names:
+        problem = file_name_problem(name, what)
+        if problem:
+            raise DataError(problem)
 
 
 def resolve_mirror(mirror: str | Path | None) -> Path | None:
@@ -74,6 +96,8 @@ def download(
     mirror: str | Path | None = None,
 ) -> DownloadResult:
     """Fetch `splits` (default: all) of corpus `name` in `languages` into data_dir/<name>/."""
+    check_names("language", languages)
+    check_names("--split", splits or [])
     spec = get_corpus(name)
     if isinstance(spec, HubCorpus):
         return _download_hub(spec, languages=languages, splits=splits, data_dir=data_dir)
@@ -124,6 +148,9 @@ def register_files(
     data_dir: str | Path = "data",
 ) -> DownloadResult:
     """Copy user files (plain or .gz) into data/<name>/<split>.<lang> after checking them."""
+    check_names("--src-lang", [src_lang])
+    check_names("--tgt-lang", [tgt_lang])
+    check_names("--split", [split])
     if src_lang == tgt_lang:
         raise DataError(f"--src-lang and --tgt-lang are both {src_lang!r}")
     for path in (Path(src), Path(tgt)):
@@ -185,7 +212,10 @@ def _fetch_url(url: str, dest: Path) -> str:
             raise DataError(
                 f"cannot download {url}: {exc}. Offline? Use --mirror DIR or set {MIRROR_ENV}"
             ) from None
-        _copy_checked(raw, dest)
+        try:
+            _copy_checked(raw, dest)
+        except DataError as exc:  # name what the user knows, the URL, not our temporary
+            raise DataError(str(exc).replace(str(raw), url)) from None
     return url
 
 
@@ -229,6 +259,7 @@ def _download_hub(
             f"cannot load Hugging Face dataset {spec.dataset!r} ({config}): {exc}"
         ) from None
     chosen = splits or list(dsets.keys())
+    check_names(f"split of dataset {spec.dataset!r}", chosen)
     missing = [s for s in chosen if s not in dsets]
     if missing:
         raise DataError(
@@ -366,14 +397,41 @@ def _describe_file(path: Path, source: str) -> dict:
 
 
 def _read_manifest(target: Path) -> dict:
+    """The manifest's entries that are well formed. A manifest that is not JSON, or not
+    shaped as `_write_manifest` writes it, only means re-fetching: its bad entries are left
+    out (so those files are fetched again), with a note on stderr."""
     path = target / MANIFEST
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return {}  # a broken manifest only means we re-fetch
-    return data.get("files", {}) if isinstance(data, dict) else {}
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        return _manifest_ignored(path, f"unreadable ({type(exc).__name__})")
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return _manifest_ignored(path, "not an object with a 'files' object")
+    good = {name: entry for name, entry in files.items() if _well_formed(entry)}
+    if len(good) < len(files):
+        print(
+            f"note: {path} has {len(files) - len(good)} malformed entries; "
+            "fetching those files again",
+            file=sys.stderr,
+        )
+    return good
+
+
+def _well_formed(entry) -> bool:
+    return (
+        isinstance(entry, dict)
+        and type(entry.get("lines")) is int
+        and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get("source"), str)
+    )
+
+
+def _manifest_ignored(path: Path, why: str) -> dict:
+    print(f"note: {path} is {why}; fetching its files again", file=sys.stderr)
+    return {}
 
 
 def _write_manifest(target: Path, files: dict) -> None:

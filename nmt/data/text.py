@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -34,7 +36,8 @@ def open_binary(path: Path) -> IO[bytes]:
 def iter_lines(path: Path) -> Iterator[str]:
     """Yield each line of a UTF-8 text file without its "\\n" (a final "\\r" is kept).
 
-    Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream.
+    Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream (a
+    bad header, corrupt deflate data, a stream cut short).
     """
     number = 0
     try:
@@ -49,7 +52,7 @@ def iter_lines(path: Path) -> Iterator[str]:
                         + _utf16_hint(raw if number == 1 else b"")
                     ) from None
                 yield text[:-1] if text.endswith("\n") else text
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"file not found: {path}") from None
         raise DataError(f"{path}: cannot read after line {number}: {exc}") from None

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict, replace_decode
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import CheckpointError, NmtError
+from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.model.transformer import Transformer
-from nmt.runtime import choose_precision
+from nmt.runtime import choose_precision, resolve_device
 
 
 @dataclass
@@ -55,8 +55,17 @@ class Translation:
         return [t[0] if t else "" for t in self.texts]
 
 
-def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
-    values = dict(
+def search_settings(decode: DecodeConfig, **options) -> SearchSettings:
+    """Search settings of `decode`, with `options` (command-line values; None = not given)
+    checked by the config's own rules: `--length-penalty nan` is refused as `decode:
+    length_penalty: .nan` is, naming the option."""
+    given = {name: value for name, value in options.items() if value is not None}
+    try:
+        decode = replace_decode(decode, given)
+    except ConfigError as exc:
+        problems = [_name_options(problem, given) for problem in exc.problems]
+        raise NmtError(f"invalid decoding options: {'; '.join(problems)}") from None
+    return SearchSettings(
         beam_size=decode.beam_size,
         n_best=decode.n_best,
         length_penalty=decode.length_penalty,
@@ -64,11 +73,13 @@ def search_settings(decode: DecodeConfig, **overrides) -> SearchSettings:
         max_len_b=decode.max_len_b,
         min_len=decode.min_len,
     )
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SearchSettings(**values)
-    except ValueError as exc:  # e.g. --n-best 3 with a beam of 2
-        raise NmtError(f"invalid search settings: {exc}") from None
+
+
+def _name_options(problem: str, given: dict) -> str:
+    """`decode.length_penalty: ...` -> `--length-penalty: ...` for the options given."""
+    for name in given:
+        problem = problem.replace(f"decode.{name}", "--" + name.replace("_", "-"))
+    return problem
 
 
 # Every character str.splitlines() breaks a line on (text-mode open() breaks on \n and \r).
@@ -134,12 +145,10 @@ class Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
         "fp16") and `search` override it."""
-        device = resolve_device(device)
-        _check_device(device)
-        target = torch.device(device)
+        target = resolve_device(device, key="--device")
         if precision is not None:  # a bad value is refused before the model is loaded
             chosen = choose_precision(precision, target, key="--precision")
-        model, tokenizer, cfg = load_trained_model(Path(path), device=device)
+        model, tokenizer, cfg = load_trained_model(Path(path), device=target)
         decode = decode or cfg.decode
         if precision is None:
             chosen = _checkpoint_precision(decode.precision, target, path)
@@ -149,7 +158,7 @@ class Translator:
             model,
             tokenizer,
             settings=search_settings(decode, **search),
-            device=device,
+            device=target,
             batch_tokens=decode.batch_tokens,
             max_input_tokens=decode.max_input_tokens,
             config=cfg,
@@ -214,13 +223,13 @@ class Translator:
 
 
 def load_trained_model(
-    path: Path, *, device: str = "cpu"
+    path: Path, *, device: str | torch.device = "cpu"
 ) -> tuple[Transformer, Tokenizer, ExperimentConfig]:
     """The float32 model of a checkpoint (on `device`, in eval mode), its tokenizer and its
     resolved config; refuses a non-checkpoint file or a missing device clearly."""
     from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
 
-    _check_device(device)
+    device = resolve_device(device)
     _check_is_checkpoint_file(path)
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = checkpoint_config(ckpt, path)
@@ -265,27 +274,6 @@ def _checkpoint_precision(requested: str, device: torch.device, path: Path) -> s
         return choose_precision(requested, device, key="decode.precision")
     except NmtError as exc:
         raise NmtError(f"{exc} ({path} was saved with it; --precision overrides it)") from None
-
-
-def resolve_device(device: str) -> str:
-    """ "auto": the GPU where there is one, else the CPU; any other name as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _check_device(device: str) -> None:
-    """A device this machine has, named as torch names it (else a user error, not a crash)."""
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise NmtError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise NmtError(f"device {device!r}: no CUDA GPU is available; use cpu")
-        if chosen.index is not None and chosen.index >= count:
-            raise NmtError(f"device {device!r}: there are {count} GPUs, cuda:0 to cuda:{count - 1}")
 
 
 # torch.save writes a zip archive (b"PK\x03\x04"); a legacy one starts with a pickle opcode.

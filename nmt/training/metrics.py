@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-from nmt.errors import OutputError, TrainingError
+from nmt.errors import DataError, OutputError, TrainingError
 from nmt.files import atomic_write
 
 
@@ -92,12 +93,52 @@ def _stop_on_os_error(path: Path):
         raise TrainingError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+# Keys whose values `nmt plot` and resume compute with: numbers when present.
+_NUMERIC_KEYS = ("time", "elapsed_s", "loss", "nll", "ppl", "bleu")
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """Records of a metrics.jsonl; a line cut short by a crash is skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
+    """The well-formed records of a metrics.jsonl, in order.
+
+    A malformed line (cut short by a crash, not JSON, not UTF-8, not an object, a step that
+    is no integer, a non-numeric loss) is skipped and counted in one warning on stderr, for
+    `nmt plot` and for resume alike: the log is a record of training, not its state (the
+    checkpoint is), so a torn line must cost neither the plot of every other record nor the
+    training that resuming continues. Resume rewrites the log without the skipped lines.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    records, skipped = [], []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        record = _parse_record(raw)
+        if record is None:
+            if raw.strip():
+                skipped.append(number)
             continue
+        records.append(record)
+    if skipped:
+        print(
+            f"warning: {path}: skipped {len(skipped)} malformed lines "
+            f"(the first is line {skipped[0]})",
+            file=sys.stderr,
+        )
     return records
+
+
+def _parse_record(raw: bytes) -> dict | None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        return None
+    step = record.get("step")
+    if type(step) is not int or step < 0:
+        return None
+    for key in _NUMERIC_KEYS:
+        value = record.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+    return record

@@ -127,7 +127,24 @@ BAD_INPUT = {  # CKPT stands for the trained checkpoint
     "invalid UTF-8": (["CKPT", "-i", "bad.de"], ["bad.de: line 2 is not valid UTF-8"]),
     "n-best over beam": (
         ["CKPT", "-i", "ok.de", "--n-best", "3", "--beam-size", "2"],
-        ["n_best must be in 1..beam_size=2, got 3"],
+        ["invalid decoding options: --n-best (3) must be <= --beam-size (2)"],
+    ),
+    # Decoding options follow the config's rules (found broken: nan was accepted).
+    "NaN length penalty": (
+        ["CKPT", "-i", "ok.de", "--length-penalty", "nan"],
+        ["invalid decoding options: --length-penalty: got nan (float), expected a finite number"],
+    ),
+    "infinite length penalty": (
+        ["CKPT", "-i", "ok.de", "--length-penalty", "inf"],
+        ["--length-penalty: got inf (float), expected a finite number"],
+    ),
+    "negative length penalty": (
+        ["CKPT", "-i", "ok.de", "--length-penalty", "-0.5"],
+        ["--length-penalty: -0.5 is out of range; allowed >= 0"],
+    ),
+    "a beam no machine searches": (
+        ["CKPT", "-i", "ok.de", "--beam-size", "100000"],
+        ["--beam-size: 100000 is out of range; allowed >= 1 and <= 1024"],
     ),
     "unknown device": (
         ["CKPT", "-i", "ok.de", "--device", "banana"],

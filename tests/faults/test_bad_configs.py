@@ -20,6 +20,13 @@ from _cli import assert_clean_failure
 
 from nmt.data.tokenizer import Tokenizer
 
+# Nine levels of nine aliases: 342 bytes that a plain PyYAML load, then a copy, expands to
+# 9**9 strings (the issue's bomb was 438 bytes).
+BILLION_LAUGHS = "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
 # name -> (config file text, overrides, fragments the message must hold)
 BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
     "tab indentation": (
@@ -127,6 +134,97 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
         "name: ok\n",
         ["train.lr=nan"],
         ["train.lr: got 'nan' (str), expected a finite number (command-line override)"],
+    ),
+    # Inputs that passed validation and crashed later, or exhausted the machine (issue 15).
+    "alias bomb": (
+        BILLION_LAUGHS,
+        [],
+        ["malformed YAML at line 2, column 8: alias *a is not allowed: write the value out"],
+    ),
+    "alias in an override": (
+        "name: ok\n",
+        ["train.adam_betas=[&b 0.9, *b]"],
+        ["override train.adam_betas: alias *b is not allowed"],
+    ),
+    "5000-digit integer": (
+        "train:\n  seed: " + "9" * 5000 + "\n",
+        [],
+        ["line 2, column 9: an integer of 5000 digits; at most 40 are read"],
+    ),
+    "nesting too deep": ("a: " + "[" * 100 + "]" * 100 + "\n", [], ["nested more than 32 levels"]),
+    "a tag no constructor can build": (
+        "train:\n  seed: !!int abc\n  lr: !!bool maybe\n",
+        [],
+        ["line 2, column 9: cannot read 'abc' as tag:yaml.org,2002:int"],
+    ),
+    "an impossible date is text": (
+        "train:\n  seed: 2001-13-01\n",
+        [],
+        ["train.seed: got '2001-13-01' (str), expected an integer"],
+    ),
+    "a list where a name is expected": (
+        "name: ok\n",
+        ["model.preset=[1]", "data.corpus={a: 1}", "train.precision=[fp32]"],
+        [
+            "model.preset: got [1] (list), expected a string or null",
+            "data.corpus: got {'a': 1} (dict), expected a string",
+            "train.precision: got ['fp32'] (list), expected one of 'auto'",
+        ],
+    ),
+    "adam betas outside [0, 1)": (
+        "train:\n  adam_betas: [1.0, -0.1]\n",
+        [],
+        [
+            "train.adam_betas[0]: 1.0 is out of range; allowed >= 0 and < 1",
+            "train.adam_betas[1]: -0.1 is out of range; allowed >= 0 and < 1",
+        ],
+    ),
+    "devices torch names but nmt cannot use": (
+        "train:\n  device: meta\n",
+        [],
+        ["train.device: got 'meta' (str), expected auto, cpu, cuda or cuda:N"],
+    ),
+    "seeds outside numpy's range": (
+        "train:\n  seed: 4294967296\n",
+        [],
+        ["train.seed: 4294967296 is out of range; allowed >= 0 and <= 4294967295"],
+    ),
+    "sizes no machine holds": (
+        "data:\n  vocab_size: 100000000\nmodel:\n  max_positions: 1000000000\n"
+        "train:\n  threads: 100000\n  max_updates: 100000000000000000000\n",
+        [],
+        [
+            "data.vocab_size: 100000000 is out of range; allowed >= 8 and <= 1000000",
+            "model.max_positions: 1000000000 is out of range; allowed >= 1 and <= 1048576",
+            "train.threads: 100000 is out of range; allowed >= 0 and <= 1024",
+            "train.max_updates: 100000000000000000000 is out of range; allowed >= 1 and "
+            "<= 9223372036854775807",
+        ],
+    ),
+    "a model larger than the machine's memory": (
+        "model:\n  d_model: 65536\n  ffn_dim: 1048576\n  encoder_layers: 1000\n",
+        [],
+        ["model sizes (d_model 65536, ffn_dim 1048576, 1000+3 layers", "GiB of memory"],
+    ),
+    "a batch whose logits exceed the machine's memory": (
+        "data:\n  vocab_size: 1000000\ntrain:\n  max_tokens: 16000000\n",
+        [],
+        ["train.max_tokens (16000000) x data.vocab_size (1000000) float32 logits of one batch"],
+    ),
+    "names that are no file names": (
+        "data:\n  src_lang: ../x\n  tgt_lang: de/en\n  test_splits: ['']\n",
+        ["name=a\x00b"],
+        [
+            "data.src_lang: got '../x' (str), expected a name of 1 to 64 letters, digits",
+            "data.tgt_lang: got 'de/en' (str)",
+            "data.test_splits: got [''] (list), expected a list of strings, each a name",
+            "name: got 'a\\x00b' (str)",
+        ],
+    ),
+    "a negative length penalty": (
+        "decode:\n  length_penalty: -1\n",
+        [],
+        ["decode.length_penalty: -1.0 is out of range; allowed >= 0"],
     ),
 }
 
@@ -258,3 +356,12 @@ def test_half_precision_decoding_on_the_cpu_is_refused_before_training(nmt, in_t
     result = nmt("train", config, "decode.precision=bf16")
     assert_clean_failure(result, "decode.precision bf16 needs a GPU; use fp32 or auto on CPU")
     assert sorted(p.name for p in in_tmp.iterdir()) == ["x.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big.yaml"])
+def test_a_config_too_large_to_be_one_is_refused_unread(nmt, in_tmp, source):
+    """Found broken: the whole file was read first (/dev/zero never ends)."""
+    if source == "big.yaml":
+        write_config(in_tmp / "big.yaml", "name: x\n" + "# padding\n" * 120_000)
+    result = nmt("prepare", source)
+    assert_clean_failure(result, f"invalid configuration in {source}:", "larger than 1024 KiB")

@@ -304,3 +304,130 @@ def test_failed_prepare_keeps_the_previous_prepared_data(nmt, in_tmp, shared_dat
     assert {name: (out / name).read_bytes() for name in files_under(out)} == before
     expected = ["f/config.yaml", *(f"f/data/{name}" for name in before)]
     assert files_under(in_tmp / "runs") == sorted(expected)
+
+
+# --------------------------------------------------------------------------- files (issue 15)
+
+
+def gzipped(lines: list[str]) -> bytes:
+    import gzip
+
+    return gzip.compress(lf_text(lines), mtime=0)
+
+
+def corrupt_deflate(data: bytes) -> bytes:
+    """The same gzip member with bytes of its deflate stream flipped: the header is valid,
+    so only decompressing finds out (zlib.error, not gzip.BadGzipFile)."""
+    broken = bytearray(data)
+    for i in range(20, 40):
+        broken[i] ^= 0xFF
+    return bytes(broken)
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (corrupt_deflate, "Error -3 while decompressing data"),
+        (lambda data: data[: len(data) // 2], "Compressed file ended before the end-of-stream"),
+        (lambda data: b"plain text\n", "Not a gzipped file"),
+    ],
+    ids=["corrupt deflate data", "cut short", "not gzip at all"],
+)
+def test_a_broken_gzip_mirror_file_is_named(nmt, in_tmp, damage, fragment):
+    """Found broken: corrupt deflate data raised zlib.error, a traceback."""
+    mirror = in_tmp / "mirror" / "multi30k"
+    lines = [f"Zeile {i} mit etwas Text" for i in range(2000)]
+    write_bytes(mirror / "val.de.gz", damage(gzipped(lines)))
+    write_bytes(mirror / "val.en", lf_text([f"line {i}" for i in range(2000)]))
+    result = nmt(*download_val(mirror))
+    assert_clean_failure(result, f"{mirror / 'val.de.gz'}: cannot read after line", fragment)
+    assert files_under(in_tmp / "data") == []
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--src-lang", "../x"),
+        ("--src-lang", "de/en"),
+        ("--tgt-lang", ""),
+        ("--tgt-lang", "e\x01n"),
+        ("--split", "../../train"),
+        ("--split", "."),
+    ],
+)
+def test_names_that_are_no_file_names_are_refused_by_download(nmt, in_tmp, option, value):
+    """Found broken: `--src-lang ../x` wrote data/x.x outside the corpus directory."""
+    src = write_bytes(in_tmp / "a.de", lf_text(["Hallo"]))
+    tgt = write_bytes(in_tmp / "a.en", lf_text(["Hello"]))
+    args = {"--src-lang": "de", "--tgt-lang": "en", "--split": "train", option: value}
+    result = nmt("download", "mine", "--src", src, "--tgt", tgt, *sum(args.items(), ()))
+    assert_clean_failure(result, f"{option}: {value!r} is not allowed; expected a name of 1 to")
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["a.de", "a.en"]
+
+
+@pytest.mark.parametrize("langs", ["de,../en", "de,en/x"])
+def test_language_lists_with_paths_are_refused(nmt, in_tmp, langs):
+    result = nmt("download", "multi30k", "--langs", langs, "--mirror", in_tmp)
+    assert_clean_failure(result, "language: ", "is not allowed")
+    assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("corpus", ["..", "."])
+def test_a_corpus_name_that_is_no_directory_is_refused(nmt, in_tmp, corpus):
+    src = write_bytes(in_tmp / "a.de", lf_text(["Hallo"]))
+    tgt = write_bytes(in_tmp / "a.en", lf_text(["Hello"]))
+    result = register(nmt, corpus, src, tgt)
+    assert_clean_failure(result, f"corpus name {corpus!r} cannot name a directory")
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["a.de", "a.en"]
+
+
+def test_a_data_dir_that_is_a_file_is_refused_by_download_and_prepare(nmt, in_tmp):
+    src = write_bytes(in_tmp / "a.de", lf_text(["Hallo"]))
+    tgt = write_bytes(in_tmp / "a.en", lf_text(["Hello"]))
+    write_bytes(in_tmp / "plain.txt", b"not a directory\n")
+    result = nmt(
+        *("download", "mine", "--src", src, "--tgt", tgt, "--src-lang", "de"),
+        *("--tgt-lang", "en", "--data-dir", "plain.txt"),
+    )
+    assert_clean_failure(result, "plain.txt is not a directory (data directory plain.txt)")
+    cfg = config(in_tmp / "c.yaml", "mine", data_dir="plain.txt/sub")
+    assert_clean_failure(nmt("prepare", cfg), "plain.txt is not a directory")
+    assert (in_tmp / "plain.txt").read_bytes() == b"not a directory\n"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["a.de", "a.en", "c.yaml", "plain.txt"]
+
+
+MALFORMED_MANIFESTS = {
+    "not JSON": b'{"files": {"val.de": ',
+    "not UTF-8": b'{"files": {"val.\xff": 1}}',
+    "a list": b"[1, 2, 3]",
+    "files is a list": b'{"files": ["val.de", "val.en"]}',
+    "entries of the wrong shape": json.dumps(
+        {
+            "files": {
+                "val.de": "abc",
+                "val.en": {"lines": "2", "sha256": 5, "source": None},
+            }
+        }
+    ).encode(),
+    "missing keys": b'{"files": {"val.de": {}, "val.en": {"lines": 2}}}',
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_MANIFESTS))
+def test_a_malformed_manifest_means_fetching_again(nmt, in_tmp, case):
+    """Found broken: a manifest of the wrong shape gave a traceback; it should only mean
+    "re-fetch", as a missing one does."""
+    mirror = in_tmp / "mirror" / "multi30k"
+    write_bytes(mirror / "val.de", lf_text(["eins", "zwei"]))
+    write_bytes(mirror / "val.en", lf_text(["one", "two"]))
+    write_bytes(in_tmp / "data" / "multi30k" / "manifest.json", MALFORMED_MANIFESTS[case])
+    result = nmt(*download_val(mirror))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "note: " in result.stderr and "fetching" in result.stderr
+    assert "2 files written" in result.stdout
+    manifest = json.loads((in_tmp / "data" / "multi30k" / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["val.de", "val.en"]
+    assert manifest["files"]["val.en"]["lines"] == 2
+    again = nmt(*download_val(mirror))  # now intact: nothing to do
+    assert again.returncode == 0 and "already present" in again.stdout
