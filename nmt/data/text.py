@@ -18,6 +18,8 @@ from typing import IO
 
 from nmt.errors import DataError
 
+BOM = "\ufeff"  # U+FEFF at the start of a file: the UTF-8 byte-order mark
+
 
 def open_binary(path: Path) -> IO[bytes]:
     """Open a file for reading bytes, transparently gunzipping `.gz` files."""
@@ -32,27 +34,52 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def iter_lines(path: Path) -> Iterator[str]:
-    """Yield each line of a UTF-8 text file without its "\\n" (a final "\\r" is kept).
+    """Yield each line of a UTF-8 text file as text: without its line end ("\\n" or "\\r\\n")
+    and without a byte-order mark at the start of the file (utf-8-sig).
 
+    The one reading of text input: corpora, evaluation files, `nmt translate`'s input.
     Raises DataError naming the file and line on invalid UTF-8 or a corrupt gzip stream.
     """
+    return as_text(iter_raw_lines(path))
+
+
+def iter_raw_lines(path: Path) -> Iterator[str]:
+    """Each line of a UTF-8 file exactly as stored, without its "\\n" (a BOM or "\\r" kept):
+    for copying a corpus byte for byte. Errors as `iter_lines`."""
     number = 0
     try:
         with open_binary(path) as f:
-            for number, raw in enumerate(f, start=1):  # noqa: B007 - used in the error
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"{path}: line {number} is not valid UTF-8 "
-                        f"(byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
-                        + _utf16_hint(raw if number == 1 else b"")
-                    ) from None
-                yield text[:-1] if text.endswith("\n") else text
+            for number, line in enumerate(decode_lines(f, str(path)), start=1):  # noqa: B007
+                yield line
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"file not found: {path}") from None
         raise DataError(f"{path}: cannot read after line {number}: {exc}") from None
+
+
+def decode_lines(raw_lines: Iterable[bytes], name: str) -> Iterator[str]:
+    """Byte lines (a file, stdin) as UTF-8 strings without their "\\n"; invalid UTF-8 is a
+    DataError naming `name` and the line."""
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{name}: line {number} is not valid UTF-8 "
+                f"(byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+                + _utf16_hint(raw if number == 1 else b"")
+            ) from None
+        yield text[:-1] if text.endswith("\n") else text
+
+
+def as_text(lines: Iterable[str]) -> Iterator[str]:
+    """Raw lines as text: a UTF-8 byte-order mark opening the first line is dropped (Windows
+    editors write one; left in, it is a character of the first word) and so is a final "\\r"
+    (CRLF line ends), as Python's utf-8-sig codec and universal newlines would."""
+    for number, line in enumerate(lines):
+        if number == 0 and line.startswith(BOM):
+            line = line[1:]
+        yield line[:-1] if line.endswith("\r") else line
 
 
 def _utf16_hint(first_line: bytes) -> str:
