@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.data.text import read_lines
+from nmt.data.text import STDIN, read_lines
 from nmt.errors import DataError
 
 
@@ -76,10 +76,13 @@ def evaluate_command(
     output_dir: Path | None,
     quantize: str | None = None,
     precision: str | None = None,
+    length_penalty: float | None = None,
+    batch_tokens: int | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split."""
     import json
 
+    _check_one_stdin(hyp=hyp, ref=ref, src=src)
     if hyp is not None:
         if ref is None:
             raise DataError("--hyp needs --ref")
@@ -95,12 +98,13 @@ def evaluate_command(
             src=src,
             ref=ref,
             lowercase=lowercase,
-            beam_size=beam_size,
             device=device,
             data_dir=data_dir,
             output_dir=output_dir,
             quantize=quantize,
             precision=precision,
+            search=dict(beam_size=beam_size, length_penalty=length_penalty),
+            batch_tokens=batch_tokens,
         )
     report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase)
     if hyp is None:
@@ -116,6 +120,13 @@ def evaluate_command(
             print(f"  signature: {s.signature}")
 
 
+def _check_one_stdin(**files: Path | None) -> None:
+    """At most one input can be stdin ("-"): the others would find it already read."""
+    named = [f"--{key}" for key, path in files.items() if path is not None and str(path) == STDIN]
+    if len(named) > 1:
+        raise DataError(f"{' and '.join(named)} are both - (stdin): only one input can be stdin")
+
+
 def _translate_and_score(
     checkpoint: Path,
     *,
@@ -124,25 +135,28 @@ def _translate_and_score(
     src,
     ref,
     lowercase,
-    beam_size,
     device,
     data_dir,
     output_dir,
     quantize,
     precision,
+    search: dict,
+    batch_tokens: int | None,
 ) -> tuple[Path, dict[str, Score]]:
     from nmt.data.download import corpus_dir
     from nmt.data.text import write_lines_atomic
     from nmt.decoding.translator import Translator
 
     translator = Translator.from_checkpoint(
-        checkpoint, device=device, beam_size=beam_size, quantize=quantize, precision=precision
+        checkpoint, device=device, quantize=quantize, precision=precision, **search
     )
+    if batch_tokens:
+        translator.batch_tokens = batch_tokens
     cfg = translator.config
     if src is not None:
         if ref is None:
             raise DataError("--src needs --ref")
-        name = Path(src).name
+        name = "stdin" if str(src) == STDIN else Path(src).name
     else:
         if split is None:
             raise DataError("give --split (with --corpus), --src/--ref, or --hyp/--ref")

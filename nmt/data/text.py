@@ -11,6 +11,7 @@ import codecs
 import gzip
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,8 +93,19 @@ def _utf16_hint(first_line: bytes) -> str:
     return ""
 
 
-def read_lines(path: Path) -> list[str]:
-    return list(iter_lines(path))
+STDIN = "-"  # the file name that means standard input, as in most Unix tools
+
+
+def stdin_lines() -> Iterator[str]:
+    """stdin's lines as text, read as files are (`iter_lines`)."""
+    if sys.stdin is None:  # the process started with stdin closed (`nmt ... <&-`)
+        raise DataError("stdin is closed: there is nothing to read for '-'; give a file")
+    return as_text(decode_lines(sys.stdin.buffer, "stdin"))
+
+
+def read_lines(path: Path | str) -> list[str]:
+    """Every line of a text file, or of stdin for "-"."""
+    return list(stdin_lines() if str(path) == STDIN else iter_lines(Path(path)))
 
 
 def count_lines(path: Path) -> int:

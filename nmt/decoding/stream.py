@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nmt.data.text import as_text, atomic_write, decode_lines, iter_lines
+from nmt.data.text import atomic_write, iter_lines, stdin_lines
 from nmt.errors import DataError, NmtError
 
 
@@ -33,11 +33,8 @@ def input_chunks(input: str, chunk_lines: int) -> Iterator[list[str]]:
     if input != "-":
         lines = iter_lines(Path(input))
         return take_chunks(lines, chunk_lines, more_waiting=lambda: True)
-    if sys.stdin is None:  # started with stdin closed (`nmt translate <&-`)
-        raise DataError("stdin is closed: give --input FILE, or feed text to stdin")
-    stream = sys.stdin.buffer
-    lines = as_text(decode_lines(stream, "stdin"))
-    return take_chunks(lines, chunk_lines, more_waiting=lambda: _readable(stream))
+    lines = stdin_lines()  # refuses a closed stdin before sys.stdin.buffer is touched
+    return take_chunks(lines, chunk_lines, more_waiting=lambda: _readable(sys.stdin.buffer))
 
 
 def take_chunks(
