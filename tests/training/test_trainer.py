@@ -31,7 +31,7 @@ from nmt.data.batching import batches_for_epoch, collate
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import TrainingError
 from nmt.runtime import Runtime
-from nmt.training import trainer as trainer_module
+from nmt.training import step as step_module
 from nmt.training.checkpoint import load_checkpoint
 from nmt.training.loss import LossSums, label_smoothed_loss
 from nmt.training.metrics import read_metrics
@@ -425,7 +425,7 @@ def make_loss_nan(monkeypatch, calls: set[int]) -> None:
         nan = torch.tensor(float("nan"))
         return LossSums(loss=sums.loss * nan, nll=sums.nll * nan, tokens=sums.tokens)
 
-    monkeypatch.setattr(trainer_module, "label_smoothed_loss", loss)
+    monkeypatch.setattr(step_module, "label_smoothed_loss", loss)
 
 
 def test_only_non_finite_losses_stop_training_with_parameters_untouched(
