@@ -168,6 +168,8 @@ class Trainer:
             total=self.cfg.train.max_updates,
             done=self.state.step,
             enabled=self.rt.is_main and self._log is None,
+            max_seconds=(self.cfg.train.max_minutes or 0) * 60,
+            elapsed=self.state.elapsed,
         )
         with self._signals_caught(), bar:
             self._bar = bar
