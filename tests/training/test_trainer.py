@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _shared import assert_equal_tree
 
 from nmt.config import config_to_dict
 from nmt.data.batching import batches_for_epoch, collate
@@ -78,23 +79,6 @@ def ckpt(run_dir: Path, name: str = "last.pt") -> dict:
 def metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     records = read_metrics(run_dir / "metrics.jsonl")
     return [r for r in records if kind is None or r["kind"] == kind]
-
-
-def assert_equal_tree(a, b, where: str = "state") -> None:
-    """Bitwise equality of nested checkpoint data (tensors compared with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal_tree(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal_tree(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def assert_same_training_state(a: dict, b: dict, *, progress=PROGRESS) -> None:
