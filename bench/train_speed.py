@@ -5,9 +5,10 @@
     python bench/train_speed.py --compile   # adds nmt under torch.compile (GPU: always on)
     python bench/train_speed.py --device cuda --max-tokens 16384 --peers-python python3  # GPU
 
-An update is what nmt's trainer does: forward, loss, backward, gradient clipping (norm 1.0)
-and an AdamW step. nmt's loss is its label-smoothed cross entropy (eps 0.1); Marian's is its
-own loss from `labels` (plain cross entropy, the same cost to within one mean over V).
+An update is what nmt's trainer does, by the trainer's own code (nmt.training.step): forward,
+loss, backward, gradient clipping (norm 1.0), an AdamW step and a (constant) scheduler step.
+nmt's loss is its label-smoothed cross entropy (eps 0.1); Marian's is its own loss from
+`labels` (plain cross entropy, the same cost to within one mean over V).
 
 Equal token budget: Multi30k train (de->en) is encoded with the benchmark SentencePiece model
 (joint 10k) and grouped by nmt's `make_batches` at --max-tokens; the first warm-up + timed
@@ -43,9 +44,8 @@ from peers import PeerWorker, add_peer_arguments, allocator_record, open_peer_fo
 
 import nmt
 from nmt.data.batching import Batch, batches_for_epoch, collate, make_batches
-from nmt.data.tokenizer import PAD_ID
 from nmt.memory import configure_cpu_memory
-from nmt.training.loss import label_smoothed_loss
+from nmt.training.step import StepParts, training_step
 
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM
 
@@ -96,7 +96,7 @@ def _padding(batches: list[Batch]) -> float:
 
 
 class NmtTrainer:
-    """nmt's update, as in training/trainer.py, over a fixed list of batches."""
+    """nmt's update, the Trainer's own `training_step`, over a fixed list of batches."""
 
     def __init__(
         self, model, batches: list[Batch], *, device: torch.device, lr: float, compile_model: bool
@@ -113,19 +113,22 @@ class NmtTrainer:
             weight_decay=0.0,
             fused=device.type in ("cuda", "cpu"),  # as nmt's trainer
         )
-        self.amp = torch.autocast(
-            device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
+        # The trainer's own update (nmt.training.step), with a constant learning rate.
+        self.parts = StepParts(
+            model=self.model,
+            run_model=self.step_model,
+            optimizer=self.optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0),
+            scaler=torch.amp.GradScaler(device.type, enabled=False),
+            autocast=lambda: torch.autocast(
+                device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
+            ),
+            label_smoothing=0.1,
+            clip_norm=1.0,
         )
 
     def update(self, batch: Batch) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.amp:
-            logits = self.step_model(batch.src_ids, batch.tgt_in)
-        sums = label_smoothed_loss(logits, batch.tgt_out, epsilon=0.1, ignore_index=PAD_ID)
-        del logits  # as the trainer: the backward does not need them
-        (sums.loss / batch.num_tgt_tokens).backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
+        training_step(self.parts, [batch], total_tokens=batch.num_tgt_tokens)
 
     def run(self, first: int, count: int) -> dict:
         others = 0

@@ -21,11 +21,31 @@ from nmt.memory import configure_cpu_memory
 configure_cpu_memory()
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Neural machine translation: download -> prepare -> train -> translate -> evaluate.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from nmt import __version__
+
+        typer.echo(f"nmt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Neural machine translation: download -> prepare -> train -> translate -> evaluate."""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -273,6 +293,21 @@ PrecisionOption = Annotated[
 ]
 
 
+# Decoding options that translate and evaluate share (defined once, so they cannot drift).
+BeamSizeOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
+]
+LengthPenaltyOption = Annotated[
+    float | None,
+    typer.Option(help="alpha in score / length**alpha (default: the checkpoint's)."),
+]
+BatchTokensOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Source tokens per batch (default: the checkpoint's)."),
+]
+
+
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
@@ -281,20 +316,13 @@ def translate(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
     ] = "-",
-    beam_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
-    ] = None,
+    beam_size: BeamSizeOption = None,
     n_best: Annotated[
         int | None,
         typer.Option(min=1, help="Write N hypotheses per line as index<TAB>score<TAB>text."),
     ] = None,
-    length_penalty: Annotated[
-        float | None, typer.Option(help="alpha in score / length**alpha.")
-    ] = None,
-    batch_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Source tokens per batch.")
-    ] = None,
+    length_penalty: LengthPenaltyOption = None,
+    batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
     chunk_lines: Annotated[
         int, typer.Option(min=1, help="Lines read and translated at a time.")
@@ -335,14 +363,19 @@ def evaluate(
     split: Annotated[
         str | None, typer.Option(help="Split to translate and score, e.g. test_2016_flickr.")
     ] = None,
-    src: Annotated[Path | None, typer.Option(help="Source file to translate.")] = None,
-    ref: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
+    src: Annotated[
+        Path | None, typer.Option(help="Source file to translate (- for stdin).")
+    ] = None,
+    ref: Annotated[Path | None, typer.Option(help="Reference file (- for stdin).")] = None,
     hyp: Annotated[
-        Path | None, typer.Option(help="Score this existing output instead of translating.")
+        Path | None,
+        typer.Option(help="Score this existing output instead of translating (- for stdin)."),
     ] = None,
     lowercase: Annotated[bool, typer.Option(help="Case-insensitive scores.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    beam_size: Annotated[int | None, typer.Option(min=1)] = None,
+    beam_size: BeamSizeOption = None,
+    length_penalty: LengthPenaltyOption = None,
+    batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
@@ -351,7 +384,8 @@ def evaluate(
         typer.Option(help="Where corpora are (default: the checkpoint's data.data_dir)."),
     ] = None,
     output_dir: Annotated[
-        Path | None, typer.Option(help="Where hypotheses and scores are written.")
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where hypotheses and scores are written."),
     ] = None,
 ) -> None:
     """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
@@ -367,6 +401,8 @@ def evaluate(
         lowercase=lowercase,
         json_output=json_output,
         beam_size=beam_size,
+        length_penalty=length_penalty,
+        batch_tokens=batch_tokens,
         device=device,
         quantize=quantize,
         precision=precision,
@@ -419,7 +455,8 @@ def average(
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
     output: Annotated[
-        Path | None, typer.Option(help="PNG to write (default RUN_DIR/curves.png).")
+        Path | None,
+        typer.Option("--output", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
     ] = None,
 ) -> None:
     """Plot training loss, validation perplexity and BLEU against updates and wall time."""

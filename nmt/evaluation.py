@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.data.text import read_lines, sha256_of
+from nmt.data.text import STDIN, read_lines, sha256_of
 from nmt.errors import DataError
 
 
@@ -190,8 +190,11 @@ def evaluate_command(
     output_dir: Path | None,
     quantize: str | None = None,
     precision: str | None = None,
+    length_penalty: float | None = None,
+    batch_tokens: int | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split."""
+    _check_one_stdin(hyp=hyp, ref=ref, src=src)
     if hyp is not None:
         if ref is None:
             raise DataError("--hyp needs --ref")
@@ -213,12 +216,13 @@ def evaluate_command(
             src=src,
             ref=ref,
             lowercase=lowercase,
-            beam_size=beam_size,
             device=device,
             data_dir=data_dir,
             output_dir=output_dir,
             quantize=quantize,
             precision=precision,
+            search=dict(beam_size=beam_size, length_penalty=length_penalty),
+            batch_tokens=batch_tokens,
         )
     if json_output:
         print(json.dumps(report))
@@ -232,6 +236,13 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(Path(path).resolve()), "sha256": sha256_of(path)}
 
 
+def _check_one_stdin(**files: Path | None) -> None:
+    """At most one input can be stdin ("-"): the others would find it already read."""
+    named = [f"--{key}" for key, path in files.items() if path is not None and str(path) == STDIN]
+    if len(named) > 1:
+        raise DataError(f"{' and '.join(named)} are both - (stdin): only one input can be stdin")
+
+
 def _translate_and_score(
     checkpoint: Path,
     *,
@@ -240,12 +251,13 @@ def _translate_and_score(
     src,
     ref,
     lowercase,
-    beam_size,
     device,
     data_dir,
     output_dir,
     quantize,
     precision,
+    search: dict,
+    batch_tokens: int | None,
 ) -> tuple[dict, dict[str, Score]]:
     """Translate, write the hypotheses under a name no other evaluation uses, score, and
     record the result (with its checkpoint's identity) in results.json; returns the report."""
@@ -254,13 +266,15 @@ def _translate_and_score(
     from nmt.files import atomic_write
 
     translator, identity = load_for_evaluation(
-        checkpoint, device=device, beam_size=beam_size, quantize=quantize, precision=precision
+        checkpoint, device=device, quantize=quantize, precision=precision, **search
     )
+    if batch_tokens:
+        translator.batch_tokens = batch_tokens
     cfg = translator.config
     if src is not None:
         if ref is None:
             raise DataError("--src needs --ref")
-        name = Path(src).name
+        name = "stdin" if str(src) == STDIN else Path(src).name
     else:
         if split is None:
             raise DataError("give --split (with --corpus), --src/--ref, or --hyp/--ref")

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from nmt.data.prepare import PrepareResult
 
-console = Console()
+# Wide enough for any table: a file or a pipe has no width to fit (rich would assume 80
+# columns and wrap every cell), and each line of the table must stay one line for grep.
+UNBOUNDED_WIDTH = 100_000
+
+
+def stdout_console() -> Console:
+    """rich's console on stdout: a terminal's own width, else no limit at all."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=UNBOUNDED_WIDTH, soft_wrap=True)
 
 
 def print_prepare_summary(result: PrepareResult) -> None:
+    console = stdout_console()
     stats = result.stats
     if result.skipped:
         console.print(f"prepare: inputs unchanged, nothing to do ({result.directory})")

@@ -37,12 +37,12 @@ def read(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory, shared_data) -> Path:
+def mirror(tmp_path_factory, corpus_slice) -> Path:
     root = tmp_path_factory.mktemp("mirror")
     (root / "multi30k").mkdir()
     for split, n in SIZES.items():
         for lang in ("de", "en"):
-            lines = read(shared_data / "multi30k" / f"{split}.{lang}")[:n]
+            lines = read(corpus_slice / "multi30k" / f"{split}.{lang}")[:n]
             (root / "multi30k" / f"{split}.{lang}").write_text(
                 "".join(line + "\n" for line in lines), encoding="utf-8"
             )

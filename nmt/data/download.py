@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nmt.config import file_name_problem
 from nmt.data.corpora import CorpusSpec, HubCorpus, SacrebleuCorpus, UrlCorpus, get_corpus
-from nmt.data.text import count_lines, iter_lines, sha256_of
+from nmt.data.text import count_lines, iter_lines, iter_raw_lines, sha256_of
 from nmt.errors import DataError, OutputError
 from nmt.files import (
     atomic_write,
@@ -359,10 +359,11 @@ def _source_name(source: str) -> str:
 
 
 def _copy_checked(src: Path, dest: Path) -> None:
-    """Copy text (gunzipping if needed), checking UTF-8 line by line; atomic at `dest`."""
+    """Copy text (gunzipping if needed), checking UTF-8 line by line; atomic at `dest`. The
+    lines are copied as stored (a BOM, CRLF): every reader of `dest` reads them as text."""
     with atomic_write(dest) as out:
         lines, first = 0, ""
-        for lines, line in enumerate(iter_lines(src), start=1):
+        for lines, line in enumerate(iter_raw_lines(src), start=1):
             out.write(line + "\n")
             if lines == 1:
                 first = line

@@ -2,34 +2,66 @@
 
 One output line per input line, always. A file output is written to a temporary name and
 renamed when complete, so an interrupted run leaves either the old file or nothing, never a
-cut line; stdout gets whole lines only, flushed chunk by chunk.
+cut line; stdout gets whole lines only, flushed chunk by chunk. Lines fed interactively (a
+terminal, a program writing one line and waiting) are answered as each arrives.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import select
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nmt.data.text import iter_lines
+from nmt.data.text import iter_lines, stdin_lines
 from nmt.errors import DataError, NmtError, OutputError
 from nmt.files import atomic_write, os_reason
 
 
-def stdin_lines() -> Iterator[str]:
-    if sys.stdin is None:
-        raise DataError("stdin is closed; give --input FILE")
-    for number, raw in enumerate(sys.stdin.buffer, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"stdin: line {number} is not valid UTF-8 (byte {exc.start})") from None
-        yield text[:-1] if text.endswith("\n") else text
+def input_chunks(input: str, chunk_lines: int) -> Iterator[list[str]]:
+    """The input's lines as text (`nmt.data.text`'s one reading: UTF-8, BOM and CRLF
+    dropped), in lists of at most `chunk_lines`.
+
+    A file gives full chunks. stdin gives the lines read so far as soon as no more input is
+    waiting, so a user typing, or a program feeding one line and reading its answer before
+    writing the next, gets each line translated as it arrives; a pipe or file that has the
+    next lines ready still fills whole chunks, so batch throughput stays the same.
+    """
+    if input != "-":
+        lines = iter_lines(Path(input))
+        return take_chunks(lines, chunk_lines, more_waiting=lambda: True)
+    lines = stdin_lines()  # refuses a closed stdin before sys.stdin.buffer is touched
+    return take_chunks(lines, chunk_lines, more_waiting=lambda: _readable(sys.stdin.buffer))
+
+
+def take_chunks(
+    lines: Iterator[str], chunk_lines: int, *, more_waiting: Callable[[], bool]
+) -> Iterator[list[str]]:
+    """Lists of up to `chunk_lines` lines; a list ends early when `more_waiting()` says the
+    next line would have to be waited for."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= chunk_lines or not more_waiting():
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _readable(stream) -> bool:
+    """Whether reading `stream` now returns without waiting (data or end of input are
+    there). Lines already in the reader's buffer are not seen: at worst a chunk ends early.
+    Where select cannot watch the stream it counts as readable, which is what a file is."""
+    try:
+        ready, _, _ = select.select([stream], [], [], 0)
+    except (OSError, ValueError, TypeError):
+        return True
+    return bool(ready)
 
 
 @contextlib.contextmanager
@@ -163,9 +195,9 @@ def translate_stream(
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None
-            lines = stdin_lines() if input == "-" else iter_lines(Path(input))
+            chunks = input_chunks(input, chunk_lines)
             with open_output(output) as out:
-                while chunk := list(itertools.islice(lines, chunk_lines)):
+                for chunk in chunks:
                     result = translator.translate(chunk)
                     with guard.held():
                         index = _write_chunk(out, result, index, n_best)

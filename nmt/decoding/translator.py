@@ -169,6 +169,10 @@ class Translator:
 
     def translate(self, lines: Sequence[str]) -> Translation:
         """Translate raw lines (normalised like the training data); one result per line."""
+        if isinstance(lines, str):  # else each character would be translated as a line
+            raise TypeError(
+                "Translator.translate takes a list of lines; nmt.Translator takes a str"
+            )
         started = time.perf_counter()
         cleaned = [normalize(line) for line in lines]
         ids = self.tokenizer.encode_src(cleaned)

@@ -9,7 +9,6 @@ gradient does not depend on how the update is split into batches or processes.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import time
@@ -33,10 +32,10 @@ from nmt.training.checkpoint import (
     capture_rng_state,
     restore_rng_state,
 )
-from nmt.training.loss import label_smoothed_loss
 from nmt.training.metrics import MetricsLog, Window
 from nmt.training.progress import ProgressBar
 from nmt.training.schedule import build_scheduler
+from nmt.training.step import StepParts, training_step
 
 
 class TrainingInterrupted(NmtError):
@@ -169,6 +168,8 @@ class Trainer:
             total=self.cfg.train.max_updates,
             done=self.state.step,
             enabled=self.rt.is_main and self._log is None,
+            max_seconds=(self.cfg.train.max_minutes or 0) * 60,
+            elapsed=self.state.elapsed,
         )
         with self._signals_caught(), bar:
             self._bar = bar
@@ -289,66 +290,37 @@ class Trainer:
         self.train_model.train()
         batches = [collate(self.train_src, self.train_tgt, idx).to(self.rt.device) for idx in group]
         tgt_tokens = sum(b.num_tgt_tokens for b in batches)
-        total_tokens = self._global_sum(tgt_tokens)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = nll_sum = torch.zeros((), device=self.rt.device)
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = contextlib.nullcontext()
-            if self.rt.distributed and not last:
-                sync = self.train_model.no_sync()
-            with sync:
-                with self.rt.autocast():
-                    logits = self.train_model(batch.src_ids, batch.tgt_in)
-                sums = label_smoothed_loss(
-                    logits,
-                    batch.tgt_out,
-                    epsilon=self.cfg.train.label_smoothing,
-                    ignore_index=PAD_ID,
-                )
-                # The backward needs only the loss's own softmax: freeing the [N, V] logits
-                # now lowers the peak memory of the backward by their size.
-                del logits
-                # DDP averages gradients over processes; * world_size makes it a global sum.
-                self.scaler.scale(sums.loss * self.rt.world_size / total_tokens).backward()
-            loss_sum = loss_sum + sums.loss.detach()
-            nll_sum = nll_sum + sums.nll.detach()
-        loss, nll, grad_norm, finite = self._step_optimizer(loss_sum, nll_sum)
-        return UpdateStats(
-            loss=loss,
-            nll=nll,
-            tgt_tokens=tgt_tokens,
-            src_tokens=sum(b.num_src_tokens for b in batches),
-            slots=sum(b.src_slots + b.tgt_slots for b in batches),
-            grad_norm=grad_norm,
-            finite=finite,
-        )
-
-    def _step_optimizer(
-        self, loss_sum: torch.Tensor, nll_sum: torch.Tensor
-    ) -> tuple[float, float, float, bool]:
-        """Clip, check for non-finite values, step. Returns (loss, nll, grad norm, applied).
-
-        Loss, nll and norm come to the host in one transfer: one device sync per update."""
-        self.scaler.unscale_(self.optimizer)
-        max_norm = self.cfg.train.clip_norm or math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        loss, nll, norm_value = torch.stack([loss_sum, nll_sum, norm.to(loss_sum)]).tolist()
-        finite = math.isfinite(loss) and math.isfinite(norm_value)
-        if self.scaler.is_enabled():
-            # fp16: the scaler skips steps with inf gradients itself and lowers its scale.
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            finite = math.isfinite(loss)
-        elif finite:
-            self.optimizer.step()
-        if finite:
-            self.scheduler.step()
+        step = training_step(self._step_parts(), batches, total_tokens=self._global_sum(tgt_tokens))
+        if step.finite:
             self.state.step += 1
             self.state.nonfinite_in_row = 0
         else:
             self._count_nonfinite()
-        return loss, nll, norm_value, finite
+        return UpdateStats(
+            loss=step.loss,
+            nll=step.nll,
+            tgt_tokens=tgt_tokens,
+            src_tokens=sum(b.num_src_tokens for b in batches),
+            slots=sum(b.src_slots + b.tgt_slots for b in batches),
+            grad_norm=step.grad_norm,
+            finite=step.finite,
+        )
+
+    def _step_parts(self) -> StepParts:
+        """Built per update: resuming may replace the optimizer, scheduler or scaler."""
+        t = self.cfg.train
+        return StepParts(
+            model=self.model,
+            run_model=self.train_model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            autocast=self.rt.autocast,
+            label_smoothing=t.label_smoothing,
+            clip_norm=t.clip_norm,
+            world_size=self.rt.world_size,
+            distributed=self.rt.distributed,
+        )
 
     def _count_nonfinite(self) -> None:
         s, limit = self.state, self.cfg.train.max_nonfinite_in_row

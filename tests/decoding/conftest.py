@@ -54,18 +54,18 @@ class TinyRun:
         return self.root / "data" / "multi30k" / f"{split}.{lang}"
 
 
-def _write_mirror(shared_data: Path, root: Path) -> Path:
+def _write_mirror(corpus_slice: Path, root: Path) -> Path:
     (root / "multi30k").mkdir(parents=True)
     for split, n in SIZES.items():
         for lang in ("de", "en"):
-            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+            with open(corpus_slice / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
                 lines = [next(f) for _ in range(n)]
             (root / "multi30k" / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
     return root
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, shared_data: Path) -> TinyRun:
+def tiny_run(tmp_path_factory, corpus_slice: Path) -> TinyRun:
     """download (from a small mirror) -> prepare -> train 100 updates, in a temporary cwd."""
     import torch
 
@@ -76,7 +76,7 @@ def tiny_run(tmp_path_factory, shared_data: Path) -> TinyRun:
     from nmt.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("tiny_run")
-    mirror = _write_mirror(shared_data, tmp_path_factory.mktemp("mirror"))
+    mirror = _write_mirror(corpus_slice, tmp_path_factory.mktemp("mirror"))
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -231,6 +231,8 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, m
     monkeypatch.setattr(Translator, "from_checkpoint", classmethod(load_then_training_saves))
     with pytest.raises(DataError, match="was replaced while it was read"):
         load_for_evaluation(checkpoint, device="cpu")
+
+
 def test_decoding_options_follow_the_config_rules(tiny_run, nmt_inline, assert_clean_failure):
     """The rules of `decode:` in a config, checked once for translate and evaluate alike."""
     result = nmt_inline(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
 import itertools
 import json
 import os
@@ -22,9 +21,8 @@ import threading
 import zipfile
 from pathlib import Path
 
-import torch
+from _shared import assert_equal_tree, fixtures_of
 
-TESTS = Path(__file__).resolve().parents[1]
 KILLER = Path(__file__).resolve().with_name("_killer.py")
 HARD_TIMEOUT = 120  # seconds for one run: a hang fails the test instead of blocking it
 
@@ -46,16 +44,7 @@ PROGRESS_KEYS = ("step", "epoch", "position", "best_score", "bad_validations")
 LOGGED_KEYS = ("kind", "step", "epoch", "loss", "nll", "ppl", "lr", "grad_norm", "padding")
 
 
-def _fixtures_of(conftest: Path):
-    """Another test directory's conftest.py as a module, to reuse its fixtures."""
-    spec = importlib.util.spec_from_file_location(f"_faults_{conftest.parent.name}", conftest)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-training_fixtures = _fixtures_of(TESTS / "training" / "conftest.py")
+training_fixtures = fixtures_of("training")
 
 
 class ForkServer:
@@ -200,23 +189,6 @@ def visible_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoint files a user or a resume would pick up (temporaries excluded)."""
     directory = run_dir / "checkpoints"
     return sorted(directory.glob("[!.]*.pt")) if directory.is_dir() else []
-
-
-def assert_equal_tree(a, b, where: str = "state") -> None:
-    """Bitwise equality of nested checkpoint data (tensors compared with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal_tree(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal_tree(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def assert_same_training_state(a: dict, b: dict, where: str) -> None:

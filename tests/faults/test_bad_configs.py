@@ -307,12 +307,12 @@ KEYS_OF_TRAIN = [
 
 
 @pytest.fixture
-def small_corpus(nmt, in_tmp, shared_data) -> Path:
+def small_corpus(nmt, in_tmp, corpus_slice) -> Path:
     """200 training and 20 dev pairs of Multi30k registered as corpus `m`; a config for it."""
     for split, n in (("train", 200), ("val", 20)):
         files = []
         for lang in ("de", "en"):
-            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+            with open(corpus_slice / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
                 lines = [next(f) for _ in range(n)]
             files.append(in_tmp / f"{split}.{lang}")
             files[-1].write_text("".join(lines), encoding="utf-8")

@@ -118,20 +118,20 @@ atexit.register(lambda: print("peak-rss-kb", peak(), file=sys.stderr))
 
 
 @pytest.fixture(scope="module")
-def dirty_run(tmp_path_factory, shared_data):
+def dirty_run(tmp_path_factory, corpus_slice):
     """A mirror whose train.de has a BOM, CRLF line ends and DIRTY_PAIRS before 400 real
     Multi30k lines, and whose val split ends with a 1 MB line. It is downloaded, then
     prepared with the real entry point, which also reports its peak memory."""
     root = tmp_path_factory.mktemp("dirty")
     mirror = root / "mirror" / "multi30k"
-    real_de = head(shared_data / "multi30k" / "train.de", 400)
-    real_en = head(shared_data / "multi30k" / "train.en", 400)
+    real_de = head(corpus_slice / "multi30k" / "train.de", 400)
+    real_en = head(corpus_slice / "multi30k" / "train.en", 400)
     train_de = [p[0] for p in DIRTY_PAIRS] + real_de
     train_en = [p[1] for p in DIRTY_PAIRS] + real_en
     write_bytes(mirror / "train.de", "".join(f"{line}\r\n" for line in train_de).encode())
     write_bytes(mirror / "train.en", lf_text(train_en))
-    val_de = head(shared_data / "multi30k" / "val.de", 40) + [MEGABYTE_WORDS]
-    val_en = head(shared_data / "multi30k" / "val.en", 40) + ["dog " * 200_000]
+    val_de = head(corpus_slice / "multi30k" / "val.de", 40) + [MEGABYTE_WORDS]
+    val_en = head(corpus_slice / "multi30k" / "val.en", 40) + ["dog " * 200_000]
     write_bytes(mirror / "val.de", lf_text(val_de))
     write_bytes(mirror / "val.en", lf_text(val_en))
     download = run_process(
@@ -284,10 +284,10 @@ def test_corpus_of_blank_lines_is_filtered_empty_and_leaves_nothing(nmt, in_tmp)
     assert files_under(in_tmp / "runs") == []
 
 
-def test_failed_prepare_keeps_the_previous_prepared_data(nmt, in_tmp, shared_data):
+def test_failed_prepare_keeps_the_previous_prepared_data(nmt, in_tmp, corpus_slice):
     """Found broken: prepare.json was deleted and the cleaned text replaced before the
     failure, so a good prepared run was lost to a bad re-prepare."""
-    multi30k = shared_data / "multi30k"
+    multi30k = corpus_slice / "multi30k"
     for split, n in (("train", 200), ("val", 20)):
         src, tgt = (
             write_bytes(in_tmp / f"{split}.{lang}", lf_text(head(multi30k / f"{split}.{lang}", n)))

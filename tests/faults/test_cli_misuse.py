@@ -181,7 +181,7 @@ def test_crlf_reference_scores_like_the_lf_one(nmt, in_tmp):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shared_data) -> Path:
+def checkpoint(tmp_path_factory, corpus_slice) -> Path:
     """A real (if barely trained) checkpoint: 64 Multi30k pairs, tiny model, one update."""
     import torch
 
@@ -195,7 +195,7 @@ def checkpoint(tmp_path_factory, shared_data) -> Path:
     for split, n in (("train", 64), ("val", 8)):
         files = {}
         for lang in ("de", "en"):
-            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+            with open(corpus_slice / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
                 files[lang] = write_lines(root / f"{split}.{lang}", [next(f) for _ in range(n)])
         register_files(
             "m", src=files["de"], tgt=files["en"], src_lang="de", tgt_lang="en",

@@ -11,7 +11,6 @@ its own error handling stops it. A hard timeout on every launch turns a hang int
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -21,23 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _shared import fixtures_of
 
-TESTS = Path(__file__).resolve().parents[1]
 HARD_TIMEOUT = 120  # seconds for a whole launch, start-up included: a hang fails the test
 PROMPT = 30  # seconds from the fault to the survivor's exit that count as "no hang"
 
 
-def _fixtures_of(conftest: Path):
-    """Another test directory's conftest.py as a module, to reuse its fixtures."""
-    name = f"_{Path(__file__).stem}_{conftest.parent.name}_conftest"  # unique: no clash
-    spec = importlib.util.spec_from_file_location(name, conftest)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny_corpus = _fixtures_of(TESTS / "training" / "conftest.py").tiny_corpus
+tiny_corpus = fixtures_of("training").tiny_corpus
 
 # `RANK` and `SIGNAL` are filled in. After update 2 that rank writes the time, then sends
 # itself the signal: SIGKILL gives no handler, no cleanup and no goodbye to the peer.

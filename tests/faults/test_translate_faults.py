@@ -11,7 +11,6 @@ included), which stresses the writer; the fault tests do not need good translati
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import resource
 import select
@@ -23,23 +22,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _shared import fixtures_of
 
-TESTS = Path(__file__).resolve().parents[1]
 HARD_TIMEOUT = 60  # seconds for any one step of a test: a hang fails instead of blocking CI
 
 
-def _fixtures_of(conftest: Path):
-    """Another test directory's conftest.py as a module, to reuse its fixtures."""
-    name = f"_{Path(__file__).stem}_{conftest.parent.name}_conftest"  # unique: no clash
-    spec = importlib.util.spec_from_file_location(name, conftest)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_decoding = _fixtures_of(TESTS / "decoding" / "conftest.py")
-tiny_corpus = _fixtures_of(TESTS / "training" / "conftest.py").tiny_corpus
+_decoding = fixtures_of("decoding")
+tiny_corpus = fixtures_of("training").tiny_corpus
 nmt_inline = _decoding.nmt_inline
 assert_clean_failure = _decoding.assert_clean_failure
 
@@ -69,9 +58,9 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sentences(shared_data: Path) -> list[str]:
+def sentences(corpus_slice: Path) -> list[str]:
     """Real German sentences the model never saw (training used the first 64)."""
-    with open(shared_data / "multi30k" / "train.de", encoding="utf-8") as f:
+    with open(corpus_slice / "multi30k" / "train.de", encoding="utf-8") as f:
         lines = [line.rstrip("\n") for _, line in zip(range(1000 + LINES), f)]
     return lines[1000:]
 

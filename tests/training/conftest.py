@@ -72,13 +72,13 @@ class TinyCorpus:
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory, shared_data: Path) -> TinyCorpus:
+def tiny_corpus(tmp_path_factory, corpus_slice: Path) -> TinyCorpus:
     root = tmp_path_factory.mktemp("tiny_corpus")
     mirror = root / "mirror" / "multi30k"
     mirror.mkdir(parents=True)
     for split, n in SIZES.items():
         for lang in ("de", "en"):
-            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+            with open(corpus_slice / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
                 lines = [next(f) for _ in range(n)]
             (mirror / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
     data_dir = root / "data"

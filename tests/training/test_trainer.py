@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _shared import assert_equal_tree
 
 from nmt.config import config_to_dict
 from nmt.data.batching import batches_for_epoch, collate
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import TrainingError
 from nmt.runtime import Runtime
-from nmt.training import trainer as trainer_module
+from nmt.training import step as step_module
 from nmt.training.checkpoint import load_checkpoint
 from nmt.training.loss import LossSums, label_smoothed_loss
 from nmt.training.metrics import read_metrics
@@ -78,23 +79,6 @@ def ckpt(run_dir: Path, name: str = "last.pt") -> dict:
 def metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     records = read_metrics(run_dir / "metrics.jsonl")
     return [r for r in records if kind is None or r["kind"] == kind]
-
-
-def assert_equal_tree(a, b, where: str = "state") -> None:
-    """Bitwise equality of nested checkpoint data (tensors compared with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal_tree(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal_tree(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def assert_same_training_state(a: dict, b: dict, *, progress=PROGRESS) -> None:
@@ -425,7 +409,7 @@ def make_loss_nan(monkeypatch, calls: set[int]) -> None:
         nan = torch.tensor(float("nan"))
         return LossSums(loss=sums.loss * nan, nll=sums.nll * nan, tokens=sums.tokens)
 
-    monkeypatch.setattr(trainer_module, "label_smoothed_loss", loss)
+    monkeypatch.setattr(step_module, "label_smoothed_loss", loss)
 
 
 def test_only_non_finite_losses_stop_training_with_parameters_untouched(

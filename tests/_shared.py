@@ -1,0 +1,43 @@
+"""Helpers that several test directories share, written once (import them as
+`from _shared import ...`: tests/ is on sys.path, as for `_cli`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+TESTS = Path(__file__).resolve().parent
+
+
+def fixtures_of(directory: str) -> ModuleType:
+    """tests/<directory>/conftest.py as a module, to use its fixtures in another directory
+    (pytest offers a conftest's fixtures only below its own folder). Loaded once per
+    session: every user gets the same fixture functions."""
+    name = f"_conftest_of_{directory}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TESTS / directory / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def assert_equal_tree(a, b, where: str = "state") -> None:
+    """Bitwise equality of nested checkpoint data (tensors compared with torch.equal)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_equal_tree(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_tree(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
