@@ -82,7 +82,8 @@ class BatchReport:
 
 class Batcher:
     """Owns the decoding thread. `translate(lines, options)` is the decoding function (one
-    call per batch); `measure(lines)` gives source tokens per line for the budget."""
+    call per batch); `measure(lines)` gives source tokens per line for the budget, 0 for a
+    line that needs no model (blank)."""
 
     def __init__(
         self,
@@ -150,12 +151,19 @@ class Batcher:
                 if self._stopping:
                     return None
                 self._wake.wait()
-            while not self._stopping and self._queued_tokens() < self.max_batch_tokens:
+            while not self._stopping and self._worth_waiting():
                 left = self._queue[0].arrived + self.max_wait - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(left)
             return self._take()
+
+    def _worth_waiting(self) -> bool:
+        """The budget is not full yet, and the oldest job needs the model (a job of blank
+        lines, 0 tokens each, is answered without it: no reason to make it wait)."""
+        head = self._queue[0]
+        needs_model = any(head.tokens[head.taken :])
+        return needs_model and self._queued_tokens() < self.max_batch_tokens
 
     def _queued_tokens(self) -> int:
         options = self._queue[0].options

@@ -37,9 +37,10 @@ class ServedModel:
         return [LineResult(t, h) for t, h in zip(result.texts, result.hypotheses)]
 
     def measure(self, lines: Sequence[str]) -> list[int]:
-        """Source tokens per line (EOS included), as the translator will count them."""
+        """Source tokens per line (EOS included) as the translator counts them; 0 for a line
+        that encodes to nothing, which the translator answers with "" without the model."""
         ids = self.translator.tokenizer.encode_src([normalize(line) for line in lines])
-        return [len(i) + 1 for i in ids]
+        return [len(i) + 1 if len(i) else 0 for i in ids]
 
     @property
     def beam_size(self) -> int:

@@ -1,20 +1,12 @@
-"""One small model and real `nmt serve` processes on free loopback ports, for the module.
+"""One small model for the server tests.
 
 The model is trained in-process for a few updates on the first lines of the real Multi30k
-de-en files (seconds): its translations are poor but deterministic, and it ends sentences,
-so decoding stays quick. Servers are real processes (`python -m nmt.cli serve`), talked to
-over HTTP; each fixture stops its server with SIGTERM and checks that it exited 0.
+de-en files (seconds): its translations are poor but deterministic. The servers themselves
+are started by the test modules (tests/serve/_server.py).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,20 +19,22 @@ OVERRIDES = [
     "train.device=cpu",
     "train.threads=1",
     "train.max_tokens=512",
-    "train.max_updates=40",
+    "train.max_updates=60",
     "train.warmup_updates=10",
     "train.lr=5e-3",
     "train.log_every=20",
     "train.valid_every=1000",
     "train.save_every=1000",
     "train.valid_bleu_max_sentences=5",
+    # Short outputs (a half-trained model rarely ends a sentence): decoding stays quick.
+    "decode.max_len_a=0.5",
+    "decode.max_len_b=2",
 ]
-STARTUP_TIMEOUT = 120  # seconds: torch import + model load + warm-up on a busy 2-core CPU
 
 
 @pytest.fixture(scope="session")
 def serve_checkpoint(tmp_path_factory, shared_data: Path) -> Path:
-    """last.pt of a tiny de->en model trained for 40 updates."""
+    """last.pt of a tiny de->en model trained for 60 updates."""
     import torch
 
     from nmt.config import load_config
@@ -70,70 +64,3 @@ def serve_checkpoint(tmp_path_factory, shared_data: Path) -> Path:
         finally:
             torch.set_num_threads(threads)
     return root / cfg.run_path / "checkpoints" / "last.pt"
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str  # http://127.0.0.1:PORT
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit status (killed after `timeout`: a hang fails the test)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-
-def start_server(checkpoint: Path, log_path: Path, *options: str) -> Server:
-    """`nmt serve CHECKPOINT --port 0 ...`, returned once /health says ready."""
-    import httpx
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the process owns it
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nmt.cli",
-            "serve",
-            str(checkpoint),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            *options,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=log_path.parent,
-    )
-    log.close()
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    url = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nmt serve exited {process.returncode}:\n{log_path.read_text()}")
-        if url is None:
-            found = re.search(r"on (http://[0-9.]+:\d+)/", log_path.read_text())
-            url = found.group(1) if found else None
-        if url is not None:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    return Server(process, url, log_path)
-            except httpx.TransportError:
-                pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(
-        f"nmt serve was not ready after {STARTUP_TIMEOUT} s:\n{log_path.read_text()}"
-    )
