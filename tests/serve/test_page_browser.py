@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 from _server import Server, start_server
 
-pytest.importorskip("fastapi")
+pytest.importorskip("fastapi", reason="nmt serve needs the serve extra")
+httpx = pytest.importorskip("httpx")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from _server import Server, start_server
 
-pytest.importorskip("fastapi")
+pytest.importorskip("fastapi", reason="nmt serve needs the serve extra")
+httpx = pytest.importorskip("httpx")
 
 KEY = "s3cret-key"
 ORIGIN = "http://allowed.example"
@@ -121,6 +121,14 @@ def test_form_fields_and_deep_translators_query_parameters(server, sentences, re
     query = httpx.post(f"{server.url}/translate", params=params)
     assert query.status_code == 200, query.text
     assert query.json()["translatedText"] == reference[one]
+
+
+def test_deep_translators_libretranslator_works_unchanged(server, sentences, reference):
+    deep_translator = pytest.importorskip("deep_translator")
+    client = deep_translator.LibreTranslator(
+        source="german", target="english", api_key="any", custom_url=f"{server.url}/"
+    )
+    assert client.translate(sentences[7]) == reference[sentences[7]]
 
 
 def test_source_auto_is_the_models_source_and_says_so(server, sentences, reference):
