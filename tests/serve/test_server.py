@@ -126,7 +126,7 @@ def test_form_fields_and_deep_translators_query_parameters(server, sentences, re
 def test_deep_translators_libretranslator_works_unchanged(server, sentences, reference):
     deep_translator = pytest.importorskip("deep_translator")
     client = deep_translator.LibreTranslator(
-        source="german", target="english", api_key="any", custom_url=f"{server.url}/"
+        source="de", target="en", api_key="any", custom_url=f"{server.url}/"
     )
     assert client.translate(sentences[7]) == reference[sentences[7]]
 
