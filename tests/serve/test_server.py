@@ -190,6 +190,7 @@ def test_openapi_docs_and_metrics(server):
 # --------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_32_concurrent_clients_get_exactly_their_own_translations(server, sentences, reference):
     """Each client sends its own two sentences (as a list, as lines of one text, or to the
     native API), all at once; every answer matches `nmt translate` line for line."""
@@ -378,6 +379,7 @@ def test_every_request_is_logged_on_one_line(server):
 # --------------------------------------------------------------------------- SIGTERM (last)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server, sentences, reference):
     lines = sentences[:24]  # several batches of --max-batch-tokens 64
 
