@@ -466,6 +466,87 @@ def plot(
     typer.echo(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    device: DeviceOption = "auto",
+    beam_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
+    ] = None,
+    quantize: QuantizeOption = None,
+    precision: PrecisionOption = None,
+    max_batch_tokens: Annotated[
+        int, typer.Option(min=1, help="Source tokens per decoded batch, across requests.")
+    ] = 2048,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(min=0, help="How long a request may wait for others to share its batch."),
+    ] = 5.0,
+    max_chars: Annotated[
+        int, typer.Option(min=1, help="Characters per request (more: 413).")
+    ] = 20_000,
+    max_lines: Annotated[int, typer.Option(min=1, help="Lines per request (more: 413).")] = 1000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NMT_API_KEY",
+            help="Require this key (api_key field or Authorization: Bearer); else 401.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow browser pages from this origin (repeatable; * for any)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may take (more: 504).")
+    ] = 60.0,
+) -> None:
+    """Serve MODEL over HTTP: a LibreTranslate-compatible API, a native API and a web page.
+
+    \b
+    Example:
+      nmt serve runs/multi30k_de_en/checkpoints/best.pt --port 8000
+      curl -s localhost:8000/translate -H 'Content-Type: application/json' \\
+        -d '{"q": "Ein Hund rennt.", "source": "de", "target": "en"}'
+
+    Also: GET / (the page), POST /v1/translate, GET /languages, /health, /metrics, /docs.
+    SIGTERM or Ctrl-C: stop accepting, finish the requests in flight, exit.
+    """
+    try:
+        from nmt.serve.app import ServeSettings
+        from nmt.serve.server import run_server
+    except ImportError as exc:
+        fail(f"nmt serve needs the serve extra ({exc.name} is missing): pip install 'nmt[serve]'")
+    if api_key is not None and not api_key:
+        fail("--api-key: give a non-empty key (or leave the option out)")
+    settings = ServeSettings(
+        max_batch_tokens=max_batch_tokens,
+        max_wait_ms=max_wait_ms,
+        max_chars=max_chars,
+        max_lines=max_lines,
+        api_key=api_key,
+        cors_origins=tuple(cors_origin or ()),
+        timeout=timeout,
+    )
+    run_server(
+        model,
+        host=host,
+        port=port,
+        device=device,
+        beam_size=beam_size,
+        quantize=quantize,
+        precision=precision,
+        settings=settings,
+    )
+
+
 def main() -> None:
     app()
 

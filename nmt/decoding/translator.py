@@ -7,6 +7,7 @@ truncated (and counted), never dropped.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import Sequence
@@ -164,6 +165,18 @@ class Translator:
             config=cfg,
             numerics=chosen if quantize == "none" else quantize,
         )
+
+    def with_search(self, **overrides) -> Translator:
+        """The same model and tokenizer (shared, not copied) with other search settings, e.g.
+        beam_size=4, n_best=2; None keeps a setting. Bad values are an NmtError."""
+        values = {name: value for name, value in overrides.items() if value is not None}
+        try:
+            settings = replace(self.settings, **values)
+        except (TypeError, ValueError) as exc:  # e.g. n_best 3 with a beam of 2
+            raise NmtError(f"invalid search settings: {exc}") from None
+        twin = copy.copy(self)
+        twin.settings = settings
+        return twin
 
     # ------------------------------------------------------------------ text
 

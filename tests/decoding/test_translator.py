@@ -118,3 +118,17 @@ def test_forced_long_outputs_stop_at_max_len_or_the_decoder_positions(tiny_run):
     assert len(result.hypotheses[0][0].tokens) + 1 == positions
     expected = math.floor(s.max_len_a * short_len + s.max_len_b)
     assert len(result.hypotheses[1][0].tokens) + 1 == expected < positions
+
+
+def test_with_search_shares_the_model_and_changes_only_the_search(tiny_run, translator, sources):
+    from nmt.errors import NmtError
+
+    greedy = translator.with_search(beam_size=1, n_best=None)
+    assert greedy.model is translator.model and greedy.tokenizer is translator.tokenizer
+    assert (greedy.settings.beam_size, translator.settings.beam_size) == (1, 2)
+    assert greedy.settings.max_len_cap == translator.settings.max_len_cap
+    lines = sources[:4]
+    expected = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1).translate(lines).best
+    assert greedy.translate(lines).best == expected
+    with pytest.raises(NmtError, match="n_best"):
+        translator.with_search(n_best=3)

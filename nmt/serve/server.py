@@ -1,0 +1,72 @@
+"""Start the server: bind the port, load the model, run uvicorn until SIGTERM or Ctrl-C.
+
+The port is bound before the model loads, so a port in use is refused at once; connections
+are accepted only once uvicorn listens. On SIGTERM uvicorn stops accepting, lets the
+requests in flight finish, and the app's shutdown drains the decoding thread.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from nmt.errors import NmtError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NmtError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror})"
+        ) from None
+    return sock
+
+
+def run_server(
+    model_path: Path,
+    *,
+    host: str,
+    port: int,
+    device: str,
+    beam_size: int | None,
+    quantize: str | None,
+    precision: str | None,
+    settings,
+) -> None:
+    import uvicorn
+
+    from nmt.serve.app import create_app
+    from nmt.serve.model import load_served_model
+
+    sock = bind(host, port)
+    model = load_served_model(
+        model_path, device=device, beam_size=beam_size, quantize=quantize, precision=precision
+    )
+    app = create_app(model, settings)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=None
+    )
+    bound_port = sock.getsockname()[1]
+    print(
+        f"serving {model.name} ({model.source} -> {model.target}) on "
+        f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}/",
+        file=sys.stderr,
+        flush=True,
+    )
+    # uvicorn raises the signal it handled again once it has shut down gracefully, so that
+    # the default action (death by SIGTERM) follows; a drained server exits 0 instead.
+    signal.signal(signal.SIGTERM, _exit_after_drain)
+    uvicorn.Server(config).run(sockets=[sock])
+    print("stopped", file=sys.stderr, flush=True)
+
+
+def _exit_after_drain(signum, frame) -> None:
+    """SIGTERM once uvicorn has restored the handlers: the drain is done, nothing to do."""
