@@ -233,6 +233,10 @@ def evaluate_command(
 
 
 def _file_identity(path: Path) -> dict:
+    """Where scored text came from: a file's path and sha256; stdin ("-") has no bytes left
+    to hash once read, so it is named as stdin."""
+    if str(path) == STDIN:
+        return {"path": STDIN, "sha256": None}
     return {"path": str(Path(path).resolve()), "sha256": sha256_of(path)}
 
 
