@@ -150,12 +150,22 @@ def prepare(
 ) -> None:
     """Clean the corpus, train SentencePiece and binarize every split."""
     from nmt.config import write_resolved_config
+    from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.report import print_prepare_summary
 
     cfg = load(config, overrides)
     result = run_prepare(cfg, force=force)
-    write_resolved_config(cfg)
+    if result.orphaned_checkpoints:
+        typer.echo(
+            f"warning: replaced the prepared data of {cfg.run_path}: the run must restart; its "
+            f"{len(result.orphaned_checkpoints)} checkpoints in "
+            f"{result.orphaned_checkpoints[0].parent} can no longer be resumed (nmt train "
+            "refuses them): delete them, or train in a fresh run directory",
+            err=True,
+        )
+    if not existing_checkpoints(cfg):  # else config.yaml stays what the checkpoints ran
+        write_resolved_config(cfg)
     print_prepare_summary(result)
 
 
@@ -201,6 +211,7 @@ def train(
 def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
     from nmt.config import write_resolved_config
+    from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.pipeline import (
         check_decode_precision,
@@ -215,7 +226,8 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     cfg = load(config, overrides)
     ensure_downloaded(cfg)
     print_prepare_summary(run_prepare(cfg))
-    write_resolved_config(cfg)
+    if not existing_checkpoints(cfg):  # else the trainer writes it once the resume is checked
+        write_resolved_config(cfg)
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
@@ -375,7 +387,8 @@ def average(
     run_dir: Annotated[Path | None, typer.Option(help="Run directory for --last.")] = None,
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
-    from nmt.training.checkpoint import CheckpointManager, average_checkpoints, save_checkpoint
+    from nmt.checkpoint import save_checkpoint
+    from nmt.training.checkpoints import CheckpointManager, average_checkpoints
 
     paths = list(checkpoints or [])
     if last is not None:

@@ -39,6 +39,9 @@ class PrepareResult:
     directory: Path
     stats: dict
     skipped: bool
+    # --force replaced the data that the run's checkpoints were trained on: they can no
+    # longer be resumed (`nmt train` refuses them by their data fingerprint).
+    orphaned_checkpoints: list[Path] = dataclasses.field(default_factory=list)
 
 
 def prepared_dir(cfg: ExperimentConfig) -> Path:
@@ -54,6 +57,10 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     previous = _read_stats(out)
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
         return PrepareResult(out, previous, skipped=True)
+    checkpoints = existing_checkpoints(cfg)
+    if checkpoints and not force:
+        raise DataError(_refusal_to_replace(cfg, checkpoints))
+    before = data_fingerprint(cfg) if checkpoints else None
     # Everything is built in a staging directory that replaces `out` only when complete: a
     # failure leaves the previous prepared data as it was (or nothing), never a mix, and no
     # file of an earlier prepare (a stale spm.model beside new spm.src/tgt.model) survives.
@@ -69,7 +76,47 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
                 directory.rmdir()  # only if still empty
         raise
     _replace_dir(out, staging)
-    return PrepareResult(out, stats, skipped=False)
+    orphaned = checkpoints if checkpoints and data_fingerprint(cfg) != before else []
+    return PrepareResult(out, stats, skipped=False, orphaned_checkpoints=orphaned)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def existing_checkpoints(cfg: ExperimentConfig) -> list[Path]:
+    """The checkpoint files of the run (trained on its prepared data as it is now)."""
+    directory = cfg.run_path / "checkpoints"
+    return sorted(directory.glob("*.pt")) if directory.is_dir() else []
+
+
+def _refusal_to_replace(cfg: ExperimentConfig, checkpoints: list[Path]) -> str:
+    return (
+        f"{cfg.run_path} has checkpoints ({len(checkpoints)} in {checkpoints[0].parent}) trained "
+        f"on its prepared data, which these data settings or inputs would replace; use a fresh "
+        f"run directory (another name or run_dir), or `nmt prepare --force` to replace the data "
+        f"anyway (the run must then restart: its checkpoints can no longer be resumed)"
+    )
+
+
+def data_fingerprint(cfg: ExperimentConfig) -> str | None:
+    """sha256 of what training reads from the prepared data: the SentencePiece model file(s)
+    and the training split's token ids and offsets; None where they are not all there.
+
+    Checkpoints record it, so a run never resumes on data its weights were not trained on.
+    """
+    out, d = prepared_dir(cfg), cfg.data
+    names = sorted(p.name for p in out.glob("spm*.model")) + [
+        f"{d.train_split}.{lang}.{part}.npy"
+        for lang in (d.src_lang, d.tgt_lang)
+        for part in ("ids", "offsets")
+    ]
+    digest = hashlib.sha256()
+    try:
+        for name in names:
+            digest.update(f"{name}:{sha256_of(out / name)}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str) -> dict:
