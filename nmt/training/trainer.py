@@ -510,8 +510,9 @@ class Trainer:
             check_restored_scheduler(path, self.scheduler, self.optimizer)
             self.scaler.load_state_dict(ckpt["scaler"])
             restore_rng_state(ckpt["rng"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
-            # torch's loaders check little: whatever they stumble on makes the file unusable.
+        except Exception as exc:
+            # torch's and numpy's loaders check little and fail in many ways (KeyError,
+            # OverflowError, RuntimeError, ...): whichever, this file cannot continue the run.
             raise CheckpointError(
                 f"cannot resume from {path}: its training state does not restore "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
