@@ -58,8 +58,6 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
         return PrepareResult(out, previous, skipped=True)
     checkpoints = existing_checkpoints(cfg)
-    if checkpoints and not force:
-        raise DataError(_refusal_to_replace(cfg, checkpoints))
     before = data_fingerprint(cfg) if checkpoints else None
     # Everything is built in a staging directory that replaces `out` only when complete: a
     # failure leaves the previous prepared data as it was (or nothing), never a mix, and no
@@ -69,6 +67,12 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     created = _make_dirs(staging)
     try:
         stats = _prepare_into(staging, cfg, raw, fingerprint)
+        # Checkpoints trained on the data being replaced cannot go on with other data.
+        # (No prepared data left to compare: nmt train's fingerprint check decides.)
+        changed = before is not None and before != _fingerprint_of(staging, d)
+        orphaned = checkpoints if changed else []
+        if orphaned and not force:
+            raise DataError(_refusal_to_replace(cfg, checkpoints))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for directory in reversed(created[:-1]):  # e.g. runs/<name>/ made for this attempt
@@ -76,7 +80,6 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
                 directory.rmdir()  # only if still empty
         raise
     _replace_dir(out, staging)
-    orphaned = checkpoints if checkpoints and data_fingerprint(cfg) != before else []
     return PrepareResult(out, stats, skipped=False, orphaned_checkpoints=orphaned)
 
 
@@ -92,9 +95,10 @@ def existing_checkpoints(cfg: ExperimentConfig) -> list[Path]:
 def _refusal_to_replace(cfg: ExperimentConfig, checkpoints: list[Path]) -> str:
     return (
         f"{cfg.run_path} has checkpoints ({len(checkpoints)} in {checkpoints[0].parent}) trained "
-        f"on its prepared data, which these data settings or inputs would replace; use a fresh "
-        f"run directory (another name or run_dir), or `nmt prepare --force` to replace the data "
-        f"anyway (the run must then restart: its checkpoints can no longer be resumed)"
+        f"on its prepared data, which these data settings or inputs would change (another "
+        f"SentencePiece model or other training data); use a fresh run directory (another name "
+        f"or run_dir), or `nmt prepare --force` to replace the data anyway (the run must then "
+        f"restart: its checkpoints can no longer be resumed)"
     )
 
 
@@ -103,8 +107,12 @@ def data_fingerprint(cfg: ExperimentConfig) -> str | None:
     and the training split's token ids and offsets; None where they are not all there.
 
     Checkpoints record it, so a run never resumes on data its weights were not trained on.
+    Evaluation splits are not in it: adding a test split changes nothing the weights saw.
     """
-    out, d = prepared_dir(cfg), cfg.data
+    return _fingerprint_of(prepared_dir(cfg), cfg.data)
+
+
+def _fingerprint_of(out: Path, d: DataConfig) -> str | None:
     names = sorted(p.name for p in out.glob("spm*.model")) + [
         f"{d.train_split}.{lang}.{part}.npy"
         for lang in (d.src_lang, d.tgt_lang)

@@ -125,6 +125,14 @@ def test_resume_on_re_prepared_data_is_refused(tiny_corpus, trained_run, tmp_pat
     assert "the run must restart" in str(error.value)
 
 
+def test_re_preparing_the_same_training_data_keeps_the_run(tiny_corpus, trained_run, tmp_path):
+    """Another evaluation split re-runs prepare, but the weights' data stays the same."""
+    run = copy_run(trained_run, tmp_path)
+    result = prepare(tiny_corpus.config(run, "data.test_splits=[val]"))
+    assert not result.skipped and result.orphaned_checkpoints == []
+    assert fit(tiny_corpus.config(run, "train.max_updates=4")).state.step == 4
+
+
 def test_prepare_cli_refuses_then_forces_and_train_refuses(tiny_corpus, trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path)
     args = tiny_corpus.cli_args(run, "data.spm_model_type=bpe")
