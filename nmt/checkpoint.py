@@ -172,7 +172,7 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu") -> dict[str, Any]:
     _check_checksums(path)
     state = _torch_load(path, map_location)
     _check_format(path, state)
-    return upgrade_state(state, path)
+    return upgrade_state(state)
 
 
 def _check_checksums(path: Path) -> None:
@@ -235,6 +235,26 @@ def _check_format(path: Path, state: Any) -> None:
         )
 
 
+def _weights_only_reason(exc: Exception) -> str:
+    """The one informative line of torch's long weights-only message."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    for marker in ("GLOBAL", "Unsupported"):
+        for line in lines:
+            if marker in line:
+                return line
+    return "unsupported pickle content"
+
+
+def _first_line(exc: Exception) -> str:
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].split(". ")[0] if text else "no detail"
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 # --------------------------------------------------------------------------- upgrades
 
 
@@ -254,7 +274,7 @@ def _upgrade_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1_to_v2}
 
 
-def upgrade_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     """`state` (already checked by `_check_format`) in the current format version."""
     version = state["format_version"]
     while version < FORMAT_VERSION:
@@ -262,26 +282,6 @@ def upgrade_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
         version += 1
         state["format_version"] = version
     return state
-
-
-def _weights_only_reason(exc: Exception) -> str:
-    """The one informative line of torch's long weights-only message."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    for marker in ("GLOBAL", "Unsupported"):
-        for line in lines:
-            if marker in line:
-                return line
-    return "unsupported pickle content"
-
-
-def _first_line(exc: Exception) -> str:
-    """The first sentence of an exception's message (torch's run to a paragraph)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].split(". ")[0] if text else "no detail"
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
 
 
 # --------------------------------------------------------------------------- atomic files
