@@ -111,6 +111,17 @@ def test_a_malformed_checkpoint_is_named_by_translate(case, last, tmp_path, cli_
     assert not out.exists()
 
 
+def test_evaluate_names_a_malformed_checkpoint(last, tmp_path, cli_inline):
+    broken = variant(last, tmp_path / "broken.pt", _set("config", value=[1, 2]))
+    (tmp_path / "src.de").write_text(INPUT)
+    (tmp_path / "ref.en").write_text("A man rides a bike.\nTwo dogs play in the snow.\n")
+    out_dir = tmp_path / "eval"
+    args = ("--src", tmp_path / "src.de", "--ref", tmp_path / "ref.en", "--device", "cpu")
+    result = cli_inline("evaluate", broken, *args, "--output-dir", out_dir)
+    assert_clean_failure(result, str(broken), "its config is a list")
+    assert not out_dir.exists()
+
+
 def test_the_valid_checkpoint_translates(last, tmp_path, cli_inline):
     (tmp_path / "in.txt").write_text(INPUT)
     out = tmp_path / "out.txt"
