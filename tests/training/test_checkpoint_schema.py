@@ -177,7 +177,9 @@ def test_average_mixes_dropout_settings(last, tmp_path, cli_inline):
 def _paths(state: dict, prefix: tuple = ()) -> list[tuple]:
     """Every key path of the nested dicts and lists of `state` (tensors are leaves)."""
     found = []
-    items = state.items() if isinstance(state, dict) else enumerate(state)
+    # A list's first items stand for the rest (the 624 keys of numpy's RNG state would
+    # otherwise draw most picks).
+    items = state.items() if isinstance(state, dict) else list(enumerate(state))[:3]
     for key, value in items:
         path = (*prefix, key)
         found.append(path)
@@ -225,7 +227,11 @@ def _mutate(state: dict, mutations) -> dict:
         paths = _paths(state)
         if not paths:
             break
-        path = paths[pick % len(paths)]
+        # Every top-level entry is as likely as any other, however many keys it holds.
+        tops = sorted({p[0] for p in paths}, key=str)
+        top = tops[pick % len(tops)]
+        under = [p for p in paths if p[0] == top]
+        path = under[(pick // len(tops)) % len(under)]
         parent = state
         for key in path[:-1]:
             parent = parent[key]
