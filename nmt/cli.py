@@ -181,6 +181,7 @@ def prepare(
 ) -> None:
     """Clean the corpus, train SentencePiece and binarize every split."""
     from nmt.config import write_resolved_config
+    from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.files import command_line, run_lock
     from nmt.report import print_prepare_summary
@@ -188,7 +189,16 @@ def prepare(
     cfg = load(config, overrides)
     with run_lock(cfg.run_path, command=command_line()):
         result = run_prepare(cfg, force=force)
-        write_resolved_config(cfg)
+        if result.orphaned_checkpoints:
+            typer.echo(
+                f"warning: replaced the prepared data of {cfg.run_path}: the run must restart; "
+                f"its {len(result.orphaned_checkpoints)} checkpoints in "
+                f"{result.orphaned_checkpoints[0].parent} can no longer be resumed (nmt train "
+                "refuses them): delete them, or train in a fresh run directory",
+                err=True,
+            )
+        if not existing_checkpoints(cfg):  # else config.yaml stays what the checkpoints ran
+            write_resolved_config(cfg)
     print_prepare_summary(result)
 
 
@@ -237,6 +247,7 @@ def train(
 def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
     from nmt.config import write_resolved_config
+    from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.files import command_line, run_lock
     from nmt.pipeline import (
@@ -253,7 +264,8 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
         ensure_downloaded(cfg)
         print_prepare_summary(run_prepare(cfg))
-        write_resolved_config(cfg)
+        if not existing_checkpoints(cfg):  # else the trainer writes it once resume is checked
+            write_resolved_config(cfg)
         t = cfg.train
         runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
         try:
@@ -429,7 +441,8 @@ def average(
     run_dir: Annotated[Path | None, typer.Option(help="Run directory for --last.")] = None,
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
-    from nmt.training.checkpoint import CheckpointManager, average_checkpoints, save_checkpoint
+    from nmt.checkpoint import save_checkpoint
+    from nmt.training.checkpoints import CheckpointManager, average_checkpoints
 
     paths = list(checkpoints or [])
     if last is not None:

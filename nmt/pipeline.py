@@ -126,7 +126,8 @@ def evaluate_test_splits(
 
 def final_checkpoint(cfg: ExperimentConfig) -> Path:
     """The checkpoint to evaluate: the average of the last N, or best.pt (or last.pt)."""
-    from nmt.training.checkpoint import CheckpointManager, average_checkpoints, save_checkpoint
+    from nmt.checkpoint import save_checkpoint
+    from nmt.training.checkpoints import CheckpointManager, average_checkpoints
 
     directory = cfg.run_path / "checkpoints"
     if cfg.train.average_last > 0:

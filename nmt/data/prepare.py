@@ -40,6 +40,9 @@ class PrepareResult:
     directory: Path
     stats: dict
     skipped: bool
+    # --force replaced the data that the run's checkpoints were trained on: they can no
+    # longer be resumed (`nmt train` refuses them by their data fingerprint).
+    orphaned_checkpoints: list[Path] = dataclasses.field(default_factory=list)
 
 
 def prepared_dir(cfg: ExperimentConfig) -> Path:
@@ -55,6 +58,8 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     previous = _read_stats(out)
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
         return PrepareResult(out, previous, skipped=True)
+    checkpoints = existing_checkpoints(cfg)
+    before = data_fingerprint(cfg) if checkpoints else None
     # Everything is built in a staging directory that replaces `out` only when complete: a
     # failure leaves the previous prepared data as it was (or nothing), never a mix, and no
     # file of an earlier prepare (a stale spm.model beside new spm.src/tgt.model) survives.
@@ -68,6 +73,12 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
         raise OutputError(f"cannot create {staging.parent}: {os_reason(exc)}") from exc
     try:
         stats = _prepare_into(staging, cfg, raw, fingerprint)
+        # Checkpoints trained on the data being replaced cannot go on with other data.
+        # (No prepared data left to compare: nmt train's fingerprint check decides.)
+        changed = before is not None and before != _fingerprint_of(staging, d)
+        orphaned = checkpoints if changed else []
+        if orphaned and not force:
+            raise DataError(_refusal_to_replace(cfg, checkpoints))
         _replace_dir(out, staging)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -77,7 +88,51 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
         if isinstance(exc, OSError):  # a full disk, a read-only run directory
             raise OutputError(f"cannot write {out}: {os_reason(exc)}") from exc
         raise
-    return PrepareResult(out, stats, skipped=False)
+    return PrepareResult(out, stats, skipped=False, orphaned_checkpoints=orphaned)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def existing_checkpoints(cfg: ExperimentConfig) -> list[Path]:
+    """The checkpoint files of the run (trained on its prepared data as it is now)."""
+    directory = cfg.run_path / "checkpoints"
+    return sorted(directory.glob("*.pt")) if directory.is_dir() else []
+
+
+def _refusal_to_replace(cfg: ExperimentConfig, checkpoints: list[Path]) -> str:
+    return (
+        f"{cfg.run_path} has checkpoints ({len(checkpoints)} in {checkpoints[0].parent}) trained "
+        f"on its prepared data, which these data settings or inputs would change (another "
+        f"SentencePiece model or other training data); use a fresh run directory (another name "
+        f"or run_dir), or `nmt prepare --force` to replace the data anyway (the run must then "
+        f"restart: its checkpoints can no longer be resumed)"
+    )
+
+
+def data_fingerprint(cfg: ExperimentConfig) -> str | None:
+    """sha256 of what training reads from the prepared data: the SentencePiece model file(s)
+    and the training split's token ids and offsets; None where they are not all there.
+
+    Checkpoints record it, so a run never resumes on data its weights were not trained on.
+    Evaluation splits are not in it: adding a test split changes nothing the weights saw.
+    """
+    return _fingerprint_of(prepared_dir(cfg), cfg.data)
+
+
+def _fingerprint_of(out: Path, d: DataConfig) -> str | None:
+    names = sorted(p.name for p in out.glob("spm*.model")) + [
+        f"{d.train_split}.{lang}.{part}.npy"
+        for lang in (d.src_lang, d.tgt_lang)
+        for part in ("ids", "offsets")
+    ]
+    digest = hashlib.sha256()
+    try:
+        for name in names:
+            digest.update(f"{name}:{sha256_of(out / name)}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str) -> dict:

@@ -18,14 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict, replace_decode
+from nmt.checkpoint import load_trained_model
+from nmt.config import DecodeConfig, ExperimentConfig, replace_decode
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import CheckpointError, ConfigError, NmtError
+from nmt.errors import ConfigError, NmtError
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision, resolve_device
 
@@ -239,28 +240,6 @@ class Translator:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
-def load_trained_model(
-    path: Path, *, device: str | torch.device = "cpu"
-) -> tuple[Transformer, Tokenizer, ExperimentConfig]:
-    """The float32 model of a checkpoint (on `device`, in eval mode), its tokenizer and its
-    resolved config; refuses a non-checkpoint file or a missing device clearly."""
-    from nmt.training.checkpoint import load_checkpoint, tensor_to_bytes
-
-    device = resolve_device(device)
-    _check_is_checkpoint_file(path)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = checkpoint_config(ckpt, path)
-    tokenizer = Tokenizer(tensor_to_bytes(ckpt["spm"]["src"]), tensor_to_bytes(ckpt["spm"]["tgt"]))
-    model = Transformer(
-        cfg.model,
-        src_vocab_size=tokenizer.src_vocab_size,
-        tgt_vocab_size=tokenizer.tgt_vocab_size,
-        pad_id=PAD_ID,
-    )
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), tokenizer, cfg
-
-
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -291,24 +270,3 @@ def _checkpoint_precision(requested: str, device: torch.device, path: Path) -> s
         return choose_precision(requested, device, key="decode.precision")
     except NmtError as exc:
         raise NmtError(f"{exc} ({path} was saved with it; --precision overrides it)") from None
-
-
-# torch.save writes a zip archive (b"PK\x03\x04"); a legacy one starts with a pickle opcode.
-def _check_is_checkpoint_file(path: Path) -> None:
-    """A YAML config or a text file given by mistake is named as such, not as unsafe data."""
-    from nmt.filetype import check_checkpoint_file
-
-    if path.is_file():  # else load_checkpoint says "checkpoint not found"
-        check_checkpoint_file(path)
-
-
-def checkpoint_config(ckpt: dict, path: Path) -> ExperimentConfig:
-    """The resolved config stored in a checkpoint (validated again: it is input too)."""
-    from nmt.errors import ConfigError
-
-    if "config" not in ckpt or "model" not in ckpt or "spm" not in ckpt:
-        raise CheckpointError(f"{path} is not an nmt model checkpoint (missing config/model/spm)")
-    try:
-        return config_from_dict(ckpt["config"], source=str(path))
-    except ConfigError as exc:
-        raise CheckpointError(f"{path} holds an invalid configuration:\n{exc}") from None

@@ -19,21 +19,31 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from nmt.checkpoint import (
+    build_model,
+    bytes_to_tensor,
+    capture_rng_state,
+    check_model_schema,
+    restore_rng_state,
+    tokenizer_fingerprint,
+)
 from nmt.config import ExperimentConfig, config_to_dict, write_resolved_config
 from nmt.data.batching import batches_for_epoch, collate, make_batches
-from nmt.data.prepare import load_prepared, prepared_dir
-from nmt.data.tokenizer import PAD_ID, Tokenizer
+from nmt.data.prepare import data_fingerprint, load_prepared, prepared_dir
+from nmt.data.tokenizer import Tokenizer
 from nmt.errors import CheckpointError, NmtError, TrainingError
 from nmt.model.transformer import Transformer
 from nmt.runtime import Runtime, peak_memory_mb, seed_everything
-from nmt.training.checkpoint import (
-    CheckpointManager,
-    bytes_to_tensor,
-    capture_rng_state,
-    restore_rng_state,
-)
+from nmt.training.checkpoints import CheckpointManager
 from nmt.training.metrics import MetricsLog, Window
 from nmt.training.progress import ProgressBar
+from nmt.training.resume import (
+    check_restored_optimizer,
+    check_restored_scheduler,
+    check_same_data,
+    check_same_settings,
+    check_training_state,
+)
 from nmt.training.schedule import build_scheduler
 from nmt.training.step import StepParts, training_step
 
@@ -111,6 +121,7 @@ class Trainer:
         self._signal_received: int | None = None  # set by this process's handler
         self._bar: ProgressBar | None = None
         self._epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
+        self._data_fingerprint: str | None = None  # computed once, at the first need
 
     def log(self, message: str) -> None:
         if self._log is not None:
@@ -123,13 +134,7 @@ class Trainer:
     # ------------------------------------------------------------------ construction
 
     def _build_model(self) -> Transformer:
-        model = Transformer(
-            self.cfg.model,
-            src_vocab_size=self.tokenizer.src_vocab_size,
-            tgt_vocab_size=self.tokenizer.tgt_vocab_size,
-            pad_id=PAD_ID,
-        )
-        return model.to(self.rt.device)
+        return build_model(self.cfg, self.tokenizer).to(self.rt.device)
 
     def _wrap_model(self, model: Transformer) -> torch.nn.Module:
         """DDP and/or torch.compile wrappers; checkpoints always hold `self.model`."""
@@ -422,6 +427,7 @@ class Trainer:
                 "src": bytes_to_tensor(tok.src_model),
                 "tgt": bytes_to_tensor(tok.tgt_model),
             },
+            "fingerprint": self._fingerprint(),
             "vocab": {"src": tok.src_vocab_size, "tgt": tok.tgt_vocab_size, "joint": tok.joint},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -450,23 +456,51 @@ class Trainer:
         if self.rt.is_main:
             for path in self.checkpoints.remove_stale_temporaries():
                 self.log(f"removed {path.name}, the unfinished file of an interrupted save")
-        found = self.checkpoints.latest_loadable(check=check_has_training_state)
+        found = self.checkpoints.latest_loadable(check=self._restore)
         if found is None:
             # No checkpoint: any records in metrics.jsonl come from a run that died before
             # its first save (perhaps mid-line). This run redoes those updates: drop them.
             self.metrics.truncate_after(0)
             return
-        path, ckpt = found
-        check_resumable(ckpt, self.cfg, path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**ckpt["train_state"])
-        self.state.stop_reason = ""
-        restore_rng_state(ckpt["rng"])
+        path, _ = found
         self.metrics.truncate_after(self.state.step)
         self.log(f"resuming from {path} at update {self.state.step}")
+
+    def _restore(self, path: Path, ckpt: dict) -> None:
+        """Continue from `ckpt`, or refuse: `CheckpointError` for a file that is malformed
+        (the resume falls back to an older one), `TrainingError` for one of other settings or
+        data (no older file of the run would do either)."""
+        saved = check_model_schema(path, ckpt)
+        check_training_state(path, ckpt, TrainState)
+        check_same_settings(path, saved.config, self.cfg)
+        check_same_data(path, saved.fingerprint, self._fingerprint(), self.run_dir)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            check_restored_optimizer(path, self.optimizer)
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            check_restored_scheduler(path, self.scheduler, self.optimizer)
+            self.scaler.load_state_dict(ckpt["scaler"])
+            restore_rng_state(ckpt["rng"])
+        except Exception as exc:
+            # torch's and numpy's loaders check little and fail in many ways (KeyError,
+            # OverflowError, RuntimeError, ...): whichever, this file cannot continue the run.
+            raise CheckpointError(
+                f"cannot resume from {path}: its training state does not restore "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from exc
+        self.state = TrainState(**ckpt["train_state"])
+        self.state.stop_reason = ""
+
+    def _fingerprint(self) -> dict[str, str | None]:
+        """What this run trains on: its tokenizer and its prepared data (see nmt.checkpoint)."""
+        if self._data_fingerprint is None:
+            self._data_fingerprint = data_fingerprint(self.cfg)
+        tok = self.tokenizer
+        return {
+            "tokenizer": tokenizer_fingerprint(tok.src_model, tok.tgt_model),
+            "data": self._data_fingerprint,
+        }
 
     # ------------------------------------------------------------------ signals
 
@@ -485,43 +519,6 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-
-
-# Keys that say where data lives or what is evaluated, not what the model was trained on:
-# changing them must not block a resume.
-_RESUME_FREE_KEYS = {"data": {"data_dir", "mirror", "valid_split", "test_splits"}}
-
-
-# What `_resume_if_possible` restores: a checkpoint without them cannot continue a run.
-_RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "train_state", "rng")
-
-
-def check_has_training_state(path: Path, ckpt: dict) -> None:
-    """Refuse (so that the resume falls back to an older file) a checkpoint that loads but
-    holds no training state, e.g. the output of `nmt average` copied over last.pt."""
-    missing = [key for key in _RESUME_KEYS if key not in ckpt]
-    if missing:
-        raise CheckpointError(
-            f"cannot resume from {path}: it holds no {', '.join(missing)} state "
-            "(an averaged checkpoint, or one not written by nmt train)"
-        )
-
-
-def check_resumable(ckpt: dict, cfg: ExperimentConfig, path: Path) -> None:
-    """A run directory's checkpoint must come from the same model and data settings."""
-    saved = ckpt.get("config", {})
-    current = config_to_dict(cfg)
-    for section in ("model", "data"):
-        free = _RESUME_FREE_KEYS.get(section, set())
-        before = saved.get(section, {})
-        keys = set(before) | set(current[section])
-        changed = sorted(k for k in keys - free if before.get(k) != current[section].get(k))
-        if changed:
-            raise TrainingError(
-                f"{path} was trained with different {section} settings "
-                f"({', '.join(f'{section}.{k}' for k in changed)}); "
-                "use a new experiment name (or delete the run directory) to start over"
-            )
 
 
 def train(cfg: ExperimentConfig, runtime: Runtime) -> TrainResult:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nmt.checkpoint import load_checkpoint
 from nmt.decoding.translator import Translator
-from nmt.training.checkpoint import average_checkpoints, load_checkpoint
+from nmt.training.checkpoints import average_checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

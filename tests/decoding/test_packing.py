@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from nmt.checkpoint import load_trained_model
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding import packing
 from nmt.decoding.packing import PackedLinear, pack_linears
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.decoding.translator import Translator, load_trained_model
+from nmt.decoding.translator import Translator
 from nmt.model.layers import FeedForward
 
 pytestmark = [

@@ -11,16 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nmt.checkpoint import load_trained_model
 from nmt.data.batching import collate
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.decoding.translator import (
-    Translator,
-    _ListSequences,
-    inference_model,
-    load_trained_model,
-)
+from nmt.decoding.translator import Translator, _ListSequences, inference_model
 from nmt.errors import NmtError
 from nmt.runtime import choose_precision
 
@@ -154,7 +150,7 @@ def test_evaluate_cli_refuses_bf16_on_the_cpu_too(tiny_run, nmt_inline, tmp_path
 
 
 def test_a_checkpoint_saved_for_bf16_says_that_precision_overrides_it(tiny_run, tmp_path):
-    from nmt.training.checkpoint import load_checkpoint
+    from nmt.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tiny_run.checkpoint, map_location="cpu")
     ckpt["config"]["decode"]["precision"] = "bf16"

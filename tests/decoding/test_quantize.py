@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+from nmt.checkpoint import load_trained_model
 from nmt.data.text import read_lines
 from nmt.decoding.quantize import quantize, quantize_int8
-from nmt.decoding.translator import Translator, load_trained_model
+from nmt.decoding.translator import Translator
 from nmt.errors import NmtError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

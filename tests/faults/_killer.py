@@ -42,7 +42,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from nmt.training import checkpoint as checkpoint_module
+from nmt import checkpoint as checkpoint_module
 from nmt.training import metrics as metrics_module
 from nmt.training.trainer import Trainer
 

@@ -33,15 +33,15 @@ from _trainkit import (
 )
 
 import nmt as nmt_package
-from nmt.errors import CheckpointError
-from nmt.training import checkpoint as ckpt
-from nmt.training.checkpoint import (
+from nmt import checkpoint as ckpt
+from nmt.checkpoint import (
     FORMAT_VERSION,
-    CheckpointManager,
-    average_checkpoints,
+    OLDEST_FORMAT_VERSION,
     load_checkpoint,
     save_checkpoint,
 )
+from nmt.errors import CheckpointError
+from nmt.training.checkpoints import CheckpointManager, average_checkpoints
 
 tiny_corpus = training_fixtures.tiny_corpus
 
@@ -228,7 +228,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_load(tmp_path: Path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, "1"])
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, "1", True])
 def test_another_format_version_names_the_version_found_and_the_one_supported(
     tmp_path: Path, version
 ):
@@ -238,7 +238,8 @@ def test_another_format_version_names_the_version_found_and_the_one_supported(
         load_checkpoint(path)
     assert str(err.value) == (
         f"checkpoint {path} has format version {version!r} (written by nmt 7.0); "
-        f"this nmt ({nmt_package.__version__}) reads format version {FORMAT_VERSION}"
+        f"this nmt ({nmt_package.__version__}) reads format version {FORMAT_VERSION} "
+        f"(and older ones from {OLDEST_FORMAT_VERSION})"
     )
 
 

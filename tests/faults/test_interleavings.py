@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from _trainkit import assert_clean_failure, fork_server, nmt, train_args, training_fixtures
 
-from nmt.training.checkpoint import load_checkpoint
+from nmt.checkpoint import load_checkpoint
 
 tiny_corpus = training_fixtures.tiny_corpus
 

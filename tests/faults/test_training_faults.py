@@ -31,7 +31,7 @@ from _trainkit import (
     visible_checkpoints,
 )
 
-from nmt.training.checkpoint import load_checkpoint
+from nmt.checkpoint import load_checkpoint
 
 tiny_corpus = training_fixtures.tiny_corpus
 

@@ -94,3 +94,24 @@ def tiny_corpus(tmp_path_factory, corpus_slice: Path) -> TinyCorpus:
     prepare(cfg)
     assert prepared_dir(cfg) == corpus.prepared
     return corpus
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_corpus: TinyCorpus, tmp_path_factory) -> Path:
+    """A real run directory after 3 updates of the tiny model, with a checkpoint after each
+    (step_1.pt .. step_3.pt, last.pt): the valid checkpoints the schema tests mutate. Tests
+    copy what they change."""
+    import torch
+
+    from nmt.runtime import Runtime
+    from nmt.training.trainer import Trainer
+
+    run = tiny_corpus.new_run(tmp_path_factory.mktemp("trained") / "run")
+    cfg = tiny_corpus.config(run, "train.max_updates=3", "train.save_every=1", "train.keep_last=5")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(cfg, Runtime(torch.device("cpu"), "fp32"), log=lambda message: None).fit()
+    finally:
+        torch.set_num_threads(before)
+    return run

@@ -19,8 +19,8 @@ import pytest
 import torch
 from _cli import assert_clean_failure, run_process
 
+from nmt.checkpoint import load_checkpoint
 from nmt.runtime import Runtime
-from nmt.training.checkpoint import load_checkpoint
 from nmt.training.metrics import read_metrics
 from nmt.training.trainer import Trainer
 

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
+from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import TrainConfig
-from nmt.training.checkpoint import load_checkpoint, save_checkpoint
 from nmt.training.schedule import build_scheduler, inverse_sqrt_multiplier
 
 LR, WARMUP, INIT = 1e-3, 4000, 1e-7

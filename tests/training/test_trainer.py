@@ -27,17 +27,16 @@ import pytest
 import torch
 from _shared import assert_equal_tree
 
-from nmt.config import config_to_dict
+from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import batches_for_epoch, collate
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import TrainingError
 from nmt.runtime import Runtime
 from nmt.training import step as step_module
-from nmt.training.checkpoint import load_checkpoint
 from nmt.training.loss import LossSums, label_smoothed_loss
 from nmt.training.metrics import read_metrics
 from nmt.training.schedule import inverse_sqrt_multiplier
-from nmt.training.trainer import Trainer, TrainingInterrupted, TrainResult, check_resumable
+from nmt.training.trainer import Trainer, TrainingInterrupted, TrainResult
 from nmt.training.validation import dev_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -569,33 +568,7 @@ def test_metrics_records_hold_known_values_and_resume_drops_later_ones(
 # --------------------------------------------------------------------------- resumability
 
 
-def test_check_resumable_names_every_changed_key(tiny_corpus, tmp_path):
-    cfg = tiny_corpus.config(tmp_path)
-    saved = tiny_corpus.config(tmp_path, "model.d_model=32", "model.ffn_dim=64")
-    path = tmp_path / "last.pt"
-    ckpt_state = {"config": config_to_dict(saved)}
-    with pytest.raises(TrainingError) as error:
-        check_resumable(ckpt_state, cfg, path)
-    assert str(error.value) == (
-        f"{path} was trained with different model settings (model.d_model, model.ffn_dim); "
-        "use a new experiment name (or delete the run directory) to start over"
-    )
-    check_resumable(ckpt_state, saved, path)  # the same settings pass
-
-
-def test_a_run_directory_refuses_changed_model_or_data_settings(tiny_corpus, tmp_path):
-    run = tiny_corpus.new_run(tmp_path / "run")
-    fit(tiny_corpus.config(run, "train.max_updates=1"))
-    for change, key in [("model.d_model=32", "model.d_model"), ("data.dedup=false", "data.dedup")]:
-        with pytest.raises(TrainingError) as error:
-            fit(tiny_corpus.config(run, "train.max_updates=2", change))
-        assert f"different {key.split('.')[0]} settings ({key});" in str(error.value)
-    assert ckpt(run)["train_state"]["step"] == 1  # nothing was overwritten
-    # Training settings, and where data lives or what is evaluated, may change between sessions.
-    result = fit(tiny_corpus.config(run, "train.max_updates=2", "train.lr=1e-3"))
-    assert result.state.step == 2
-    result = fit(tiny_corpus.config(run, "train.max_updates=3", "data.test_splits=[val]"))
-    assert result.state.step == 3
+# Which settings a resume takes or refuses: tests/training/test_resume.py
 
 
 # --------------------------------------------------------------------------- best.pt, patience
