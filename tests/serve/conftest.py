@@ -33,7 +33,7 @@ OVERRIDES = [
 
 
 @pytest.fixture(scope="session")
-def serve_checkpoint(tmp_path_factory, shared_data: Path) -> Path:
+def serve_checkpoint(tmp_path_factory, corpus_slice: Path) -> Path:
     """last.pt of a tiny de->en model trained for 60 updates."""
     import torch
 
@@ -48,7 +48,7 @@ def serve_checkpoint(tmp_path_factory, shared_data: Path) -> Path:
     (mirror / "multi30k").mkdir()
     for split, n in SIZES.items():
         for lang in ("de", "en"):
-            with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+            with open(corpus_slice / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
                 lines = [next(f) for _ in range(n)]
             (mirror / "multi30k" / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
     threads = torch.get_num_threads()

@@ -49,9 +49,9 @@ def strict(serve_checkpoint: Path, tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def sentences(shared_data: Path) -> list[str]:
+def sentences(corpus_slice: Path) -> list[str]:
     """64 different German sentences of the real Multi30k test set."""
-    with open(shared_data / "multi30k" / "test_2016_flickr.de", encoding="utf-8") as f:
+    with open(corpus_slice / "multi30k" / "test_2016_flickr.de", encoding="utf-8") as f:
         return [next(f).rstrip("\n") for _ in range(64)]
 
 
