@@ -48,9 +48,11 @@ def nmt_script(*args, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     if not script.exists():
         pytest.skip(f"no nmt entry point beside {sys.executable} (pip install -e .)")
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(
-        [str(script), *args], cwd=cwd, capture_output=True, env=environment, timeout=120
-    )
+    # Run from a bash that stays its parent (`; exit` stops bash from exec'ing it), as a
+    # user's shell would be: typer finds the shell by walking up the process tree, and a
+    # test runner started in the background may have no shell above it at all.
+    command = ["bash", "-c", '"$@"; exit $?', "bash", str(script), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, env=environment, timeout=120)
 
 
 def test_shell_completion_without_a_terminal(tmp_path):

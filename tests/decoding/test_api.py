@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +89,7 @@ def test_evaluate_takes_the_decoding_options_of_translate(tiny_run, nmt_inline, 
         cwd=tmp_path,
     )
     assert scored.returncode == 0, scored.stderr
-    hyps = (tmp_path / "out" / "src.de.hyp.en").read_text(encoding="utf-8")
+    hyps = Path(json.loads(scored.stdout)["hypotheses"]).read_text(encoding="utf-8")
     assert hyps == translated.stdout
     plain = nmt_inline("translate", tiny_run.checkpoint, "-i", "src.de", cwd=tmp_path)
     assert plain.stdout != translated.stdout  # the options changed the output: they took effect
