@@ -179,7 +179,8 @@ Exported by `nmt export --to ctranslate2` from `{source.path.name}`
 
 ```python
 import ctranslate2, sentencepiece as spm
-src, tgt = spm.SentencePieceProcessor(model_file="source.spm"), spm.SentencePieceProcessor(model_file="target.spm")
+src = spm.SentencePieceProcessor(model_file="source.spm")
+tgt = spm.SentencePieceProcessor(model_file="target.spm")
 translator = ctranslate2.Translator(".", device="cpu")
 result = translator.translate_batch([src.encode("Ein Hund rennt.", out_type=str)], beam_size={beam})
 print(tgt.decode(result[0].hypotheses[0]))
@@ -351,10 +352,9 @@ class CTranslate2Translator:
         """CTranslate2's pieces (EOS last when it ended there) and score -> nmt's Hypothesis."""
         alpha = self.settings.length_penalty
         log_prob = score * len(pieces) ** alpha - shift
-        if pieces and pieces[-1] == self.eos_piece:
-            pieces = pieces[:-1]
-        else:  # cut at the limit: nmt would have forced EOS after max_len - 1 tokens
-            pieces = pieces[: max_len - 1]
+        # Cut at the limit (no EOS): nmt would have forced EOS after max_len - 1 tokens.
+        ended = bool(pieces) and pieces[-1] == self.eos_piece
+        pieces = pieces[:-1] if ended else pieces[: max_len - 1]
         tokens = [self.tgt_ids[p] for p in pieces]
         return Hypothesis(
             tokens=tokens, score=log_prob / (len(tokens) + 1) ** alpha, log_prob=log_prob
