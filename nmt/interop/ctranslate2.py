@@ -24,10 +24,15 @@ hypotheses have finished (patience 1), scores are log_prob / length**alpha with 
 (return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
 before that many tokens in both. nmt's max length a * src_len + b is per sentence where
 CTranslate2 has one max_decoding_length per call, so sentences are grouped by their limit.
-One difference remains: at the limit nmt ends a hypothesis with a forced EOS whose
-log-probability counts, where CTranslate2 cuts it; such a cut hypothesis is trimmed to nmt's
-length, but its score (and so the choice among cut beams) can differ. Only sentences whose
-search reaches the limit are affected.
+At its last step nmt ends every live hypothesis with a forced EOS whose log-probability
+counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; each cut one
+stands for its row ended by EOS and is rescored so (score_batch). One difference remains
+there: a live row none of whose extensions is among CTranslate2's best beam_size is missing
+from its candidates, so a sentence whose search reaches the limit can (rarely) differ.
+Two more: with length_penalty 0 CTranslate2 stops as soon as its best hypothesis ends (nmt
+waits for beam_size), and it masks tokens before its softmax where nmt masks after; the first step's
+masked mass is taken off again (`_first_step_shifts`), later steps mask only PAD and BOS,
+which a trained model leaves near zero.
 """
 
 from __future__ import annotations
@@ -224,7 +229,7 @@ class CTranslate2Translator:
         self.numerics = numerics
         self.device = _Device(translator.device)
         self.src_pieces = _pieces(tokenizer.src)
-        tgt_pieces = _pieces(tokenizer.tgt)
+        self.tgt_pieces = tgt_pieces = _pieces(tokenizer.tgt)
         self.tgt_ids = {piece: i for i, piece in enumerate(tgt_pieces)}
         self.suppressed = [[tgt_pieces[PAD_ID]], [tgt_pieces[BOS_ID]]]
         self.eos_piece = tgt_pieces[EOS_ID]
@@ -292,7 +297,10 @@ class CTranslate2Translator:
         """Yield (index, n-best) for the non-empty sources, one call per max length.
 
         max_len counts the source's EOS in src_len and the hypothesis' EOS in the length,
-        as nmt's search does (nmt.decoding.search).
+        as nmt's search does (nmt.decoding.search). Up to the last step both searches are
+        the same (and stop the same way); at the last step nmt ends each live row with a
+        forced EOS, CTranslate2 finishes its best extensions, EOS or not. A hypothesis cut
+        there stands for its row ended by EOS, and is rescored so (`_rescore_cut`).
         """
         groups: dict[int, list[int]] = defaultdict(list)
         for i, s in enumerate(sources):
@@ -316,13 +324,39 @@ class CTranslate2Translator:
                 max_input_length=0,
             )
             shifts = self._first_step_shifts(tokens)
-            for i, result, shift in zip(indices, results, shifts):
-                nbest = [
-                    self._hypothesis(h, s, max_len, shift)
-                    for h, s in zip(result.hypotheses, result.scores)
-                ]
+            for i, src, result, shift in zip(indices, tokens, results, shifts):
+                nbest = self._rescore_cut(
+                    src,
+                    [
+                        self._hypothesis(h, score, max_len, shift)
+                        for h, score in zip(result.hypotheses, result.scores)
+                    ],
+                )
                 nbest.sort(key=lambda h: h.score, reverse=True)
                 yield i, nbest[: self.settings.n_best]
+
+    def _rescore_cut(self, src: list[str], nbest: list) -> list[Hypothesis]:
+        """Hypotheses cut at the limit (`_hypothesis` returns them as token lists: the row,
+        without the last token) get their exact nmt score, the log-probs of their tokens and
+        of the EOS nmt forces after them (score_batch appends EOS and masks nothing). Two
+        extensions of one row are one nmt hypothesis: duplicates are dropped."""
+        cut = [h for h in nbest if isinstance(h, list)]
+        if not cut:
+            return nbest
+        kept = [h for h in nbest if not isinstance(h, list)]
+        seen = {tuple(h.tokens) for h in kept}
+        rows = [list(r) for r in dict.fromkeys(tuple(h) for h in cut) if r not in seen]
+        if not rows:
+            return kept
+        pieces = [[self.tgt_pieces[t] for t in row] for row in rows]
+        scored = self.translator.score_batch([src] * len(rows), pieces, max_input_length=0)
+        alpha = self.settings.length_penalty
+        for row, result in zip(rows, scored):
+            log_prob = sum(result.log_probs)
+            kept.append(
+                Hypothesis(tokens=row, score=log_prob / (len(row) + 1) ** alpha, log_prob=log_prob)
+            )
+        return kept
 
     def _first_step_shifts(self, tokens: list[list[str]]) -> list[float]:
         """Per sentence, what CTranslate2 adds to every hypothesis' log-prob at step 0.
@@ -349,16 +383,14 @@ class CTranslate2Translator:
         return shifts
 
     def _hypothesis(self, pieces: list[str], score: float, max_len: int, shift: float):
-        """CTranslate2's pieces (EOS last when it ended there) and score -> nmt's Hypothesis."""
+        """CTranslate2's pieces and score -> nmt's Hypothesis when it ended with EOS (the
+        first-step shift taken off), else its tokens, cut to max_len - 1, for rescoring."""
+        if not (pieces and pieces[-1] == self.eos_piece):
+            return [self.tgt_ids[p] for p in pieces][: max_len - 1]
         alpha = self.settings.length_penalty
         log_prob = score * len(pieces) ** alpha - shift
-        # Cut at the limit (no EOS): nmt would have forced EOS after max_len - 1 tokens.
-        ended = bool(pieces) and pieces[-1] == self.eos_piece
-        pieces = pieces[:-1] if ended else pieces[: max_len - 1]
-        tokens = [self.tgt_ids[p] for p in pieces]
-        return Hypothesis(
-            tokens=tokens, score=log_prob / (len(tokens) + 1) ** alpha, log_prob=log_prob
-        )
+        tokens = [self.tgt_ids[p] for p in pieces[:-1]]
+        return Hypothesis(tokens=tokens, score=log_prob / len(pieces) ** alpha, log_prob=log_prob)
 
 
 class _Device:
