@@ -243,11 +243,13 @@ class CTranslate2Translator:
         decode: DecodeConfig | None = None,
         quantize: str | None = None,
         precision: str | None = None,
-        threads: int = 0,
+        threads: int | None = None,
         **search,
     ) -> CTranslate2Translator:
         """The export at `path`; `quantize` int8 or `precision` choose CTranslate2's
-        compute type (default: the weights as exported)."""
+        compute type (default: the weights as exported). `threads` defaults to torch's
+        intra-op threads, as nmt's own decoding uses (OMP_NUM_THREADS); CTranslate2's own
+        default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
         ctranslate2 = require_extra("ctranslate2", f"decoding the CTranslate2 directory {path}")
         path = Path(path)
         config = _load_config(path)
@@ -258,7 +260,10 @@ class CTranslate2Translator:
         compute_type = _compute_type(quantize, precision)
         try:
             translator = ctranslate2.Translator(
-                str(path), device=device, compute_type=compute_type, intra_threads=threads
+                str(path),
+                device=device,
+                compute_type=compute_type,
+                intra_threads=threads or _torch_threads(),
             )
         except (RuntimeError, ValueError) as exc:
             raise NmtError(f"cannot load the CTranslate2 model {path}: {exc}") from None
@@ -391,6 +396,12 @@ class CTranslate2Translator:
         log_prob = score * len(pieces) ** alpha - shift
         tokens = [self.tgt_ids[p] for p in pieces[:-1]]
         return Hypothesis(tokens=tokens, score=log_prob / len(pieces) ** alpha, log_prob=log_prob)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _Device:
