@@ -119,6 +119,17 @@ def _from_transformers(hf_dir: Path, staging: Path, quantization: str | None) ->
     copy_tokenizer_files(hf_dir, staging)
     if not (staging / CONFIG_NAME).is_file():
         raise NmtError(f"{hf_dir} has no {CONFIG_NAME}: it was not written by nmt export")
+    _add_source_eos(staging / "config.json")
+
+
+def _add_source_eos(config_file: Path) -> None:
+    """The transformers tokenizer appends EOS to the source itself; CTranslate2 decoding of
+    pieces (nmt translate, the README's five lines) relies on the model config doing it."""
+    import json
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["add_source_eos"] = True
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def _model_type(hf_dir: Path) -> str | None:
