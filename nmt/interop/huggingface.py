@@ -291,39 +291,53 @@ def _run_dir(source: ExportSource) -> Path:
 
 
 def _manifest_hashes(source: ExportSource) -> list[tuple[str, str]]:
-    """(file, sha256) of the corpus manifest.json, when the data directory is at hand."""
-    data_dir = Path(source.config.data.data_dir) / source.config.data.corpus
-    manifest = data_dir / "manifest.json"
-    try:
-        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return []
-    out = []
-    for name, info in sorted(files.items()) if isinstance(files, dict) else []:
-        digest = info.get("sha256") if isinstance(info, dict) else info
-        if isinstance(digest, str):
-            out.append((name, digest))
-    return out
+    """(file, sha256) from the corpus manifest.json, looked up where the run found its data:
+    data.data_dir as given, or relative to the directory `nmt train` ran in (the parent of
+    runs/<name>)."""
+    data = source.config.data
+    roots = [Path(data.data_dir), _run_dir(source).parent.parent / data.data_dir]
+    for root in roots:
+        try:
+            manifest = json.loads((root / data.corpus / "manifest.json").read_text("utf-8"))
+            files = manifest["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return [
+            (name, info["sha256"])
+            for name, info in sorted(files.items())
+            if isinstance(info, dict) and isinstance(info.get("sha256"), str)
+        ]
+    return []
 
 
 def _scores(source: ExportSource) -> list[str]:
-    """Markdown rows of eval/results.json (BLEU, chrF with their sacreBLEU signatures)."""
+    """Markdown rows of the run's eval/results.json (nmt evaluate / nmt run): each split's
+    cased and lowercased scores with their sacreBLEU signatures."""
     path = _run_dir(source) / "eval" / "results.json"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        entries = results["results"] if isinstance(results, dict) else results
+    except (OSError, ValueError, KeyError, TypeError):
         return []
     rows = ["| split | metric | score | sacreBLEU signature |", "|---|---|---|---|"]
-    entries = results if isinstance(results, list) else results.get("results", [results])
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        split = entry.get("split", "?")
-        for metric, value in entry.items():
-            if isinstance(value, dict) and "score" in value:
-                signature = value.get("signature", "")
-                rows.append(f"| {split} | {metric} | {value['score']:.2f} | `{signature}` |")
-    return rows if len(rows) > 2 else []
+    for entry in entries if isinstance(entries, list) else []:
+        for case in ("cased", "lowercased"):
+            metrics = entry.get(case) if isinstance(entry, dict) else None
+            for metric, value in (metrics or {}).items():
+                if isinstance(value, dict) and "score" in value:
+                    name = metric if case == "cased" else f"{metric} (lowercased)"
+                    rows.append(
+                        f"| {entry.get('split', '?')} | {name} | {value['score']:.2f} "
+                        f"| `{_cell(value.get('signature', ''))}` |"
+                    )
+    if len(rows) == 2:
+        return []
+    return [f"From `{path.name}` of the run (beam {results.get('beam_size', '?')}):", ""] + rows
+
+
+def _cell(text: str) -> str:
+    """A sacreBLEU signature (a|b|c) inside a Markdown table cell: pipes escaped."""
+    return str(text).replace("|", "\\|")
 
 
 def _yaml(data: dict) -> str:
