@@ -411,12 +411,24 @@ class _Device:
         self.type = name
 
 
+_PRECISIONS = {
+    None: "default",
+    "auto": "default",
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+}
+
+
 def _compute_type(quantize: str | None, precision: str | None) -> str:
+    """--quantize / --precision as a CTranslate2 compute type ("default": as exported)."""
     if quantize not in (None, "none"):
-        return quantize  # int8
-    return {None: "default", "auto": "default", "fp32": "float32", "bf16": "bfloat16"}.get(
-        precision, "float16"
-    )
+        if quantize != "int8":
+            raise NmtError(f"--quantize {quantize}: expected none or int8")
+        return "int8"
+    if precision not in _PRECISIONS:
+        raise NmtError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    return _PRECISIONS[precision]
 
 
 def _load_config(path: Path) -> ExperimentConfig:
