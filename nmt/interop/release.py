@@ -3,15 +3,13 @@
 Kept: format_version, nmt_version, config, spm, vocab, model (optionally float16 weights,
 half the file; translate/evaluate widen them back to float32 on load, and a GPU's bf16/fp16
 decoding casts them again as usual). Dropped: optimizer, scheduler, scaler, RNG states and
-the training progress, which only resuming a run reads (and which a release must not leak
-into a later run by mistake: `nmt train` cannot resume from it).
+the training progress, which only resuming a run reads. A `release` entry records the
+update the weights come from and whether they were stored in float16.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from nmt.interop.source import ExportSource
 
@@ -39,8 +37,3 @@ def export_release(source: ExportSource, out: Path, *, fp16: bool) -> None:
     from nmt.training.checkpoint import save_checkpoint
 
     save_checkpoint(Path(out), release_state(source, fp16=fp16))
-
-
-def widen(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A release's float16 weights back to float32 (what the model is built in)."""
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
