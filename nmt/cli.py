@@ -258,7 +258,12 @@ PrecisionOption = Annotated[
 @app.command()
 @user_errors
 def translate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir."
+        ),
+    ],
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
