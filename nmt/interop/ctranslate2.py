@@ -23,7 +23,8 @@ export directory) asks CTranslate2 for nmt's search: beam search stops once beam
 hypotheses have finished (patience 1), scores are log_prob / length**alpha with EOS counted
 (return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
 before that many tokens in both. nmt's max length a * src_len + b is per sentence where
-CTranslate2 has one max_decoding_length per call, so sentences are grouped by their limit.
+CTranslate2 has one max_decoding_length per call: one call with the largest limit, then
+the sentences whose search reached their own limit again, grouped by it.
 At its last step nmt ends every live hypothesis with a forced EOS whose log-probability
 counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; each cut one
 stands for its row ended by EOS and is rescored so (score_batch). One difference remains
@@ -299,46 +300,79 @@ class CTranslate2Translator:
         return Translation(hyps, texts, stats)
 
     def _search_all(self, sources: list[list[int]]):
-        """Yield (index, n-best) for the non-empty sources, one call per max length.
+        """Yield (index, n-best) for the non-empty sources.
 
         max_len counts the source's EOS in src_len and the hypothesis' EOS in the length,
-        as nmt's search does (nmt.decoding.search). Up to the last step both searches are
-        the same (and stop the same way); at the last step nmt ends each live row with a
-        forced EOS, CTranslate2 finishes its best extensions, EOS or not. A hypothesis cut
-        there stands for its row ended by EOS, and is rescored so (`_rescore_cut`).
+        as nmt's search does (nmt.decoding.search). Up to its last step (max_len - 1) nmt's
+        search is CTranslate2's; there nmt ends each live row with a forced EOS, where
+        CTranslate2 finishes its best extensions, EOS or not (a cut one stands for its row
+        ended by EOS and is rescored so, `_rescore_cut`).
+
+        CTranslate2 has one max_decoding_length per call. One call with the largest limit
+        decodes everything; a sentence whose search stopped before its own last step got
+        exactly nmt's result (`_ended_early`), the others (few, with a trained model) are
+        decoded again, one call per limit.
         """
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, s in enumerate(sources):
-            if s:
-                groups[self.settings.max_len(len(s) + 1)].append(i)
-        for max_len, indices in sorted(groups.items()):
-            tokens = [[self.src_pieces[t] for t in sources[i]] for i in indices]
-            results = self.translator.translate_batch(
-                tokens,
-                max_batch_size=self.batch_tokens,
-                batch_type="tokens",
-                beam_size=self.settings.beam_size,
-                patience=1,
-                num_hypotheses=self.settings.beam_size,  # all of them, re-ranked below
-                length_penalty=self.settings.length_penalty,
-                max_decoding_length=max_len,
-                min_decoding_length=min(self.settings.min_len, max_len),
-                suppress_sequences=self.suppressed,
-                return_end_token=True,
-                return_scores=True,
-                max_input_length=0,
-            )
-            shifts = self._first_step_shifts(tokens)
-            for i, src, result, shift in zip(indices, tokens, results, shifts):
-                nbest = self._rescore_cut(
-                    src,
-                    [
-                        self._hypothesis(h, score, max_len, shift)
-                        for h, score in zip(result.hypotheses, result.scores)
-                    ],
-                )
-                nbest.sort(key=lambda h: h.score, reverse=True)
-                yield i, nbest[: self.settings.n_best]
+        todo = [i for i, s in enumerate(sources) if s]
+        if not todo:
+            return
+        tokens = {i: [self.src_pieces[t] for t in sources[i]] for i in todo}
+        limits = {i: self.settings.max_len(len(sources[i]) + 1) for i in todo}
+        shifts = dict(zip(todo, self._first_step_shifts([tokens[i] for i in todo])))
+        again: dict[int, list[int]] = defaultdict(list)
+        results = self._translate([tokens[i] for i in todo], max(limits.values()))
+        for i, result in zip(todo, results):
+            if self._ended_early(result, limits[i]):
+                yield i, self._nbest(tokens[i], result, limits[i], shifts[i])
+            else:
+                again[limits[i]].append(i)
+        for max_len, indices in sorted(again.items()):
+            results = self._translate([tokens[i] for i in indices], max_len)
+            for i, result in zip(indices, results):
+                yield i, self._nbest(tokens[i], result, max_len, shifts[i])
+
+    def _translate(self, tokens: list[list[str]], max_len: int):
+        return self.translator.translate_batch(
+            tokens,
+            max_batch_size=self.batch_tokens,
+            batch_type="tokens",
+            beam_size=self.settings.beam_size,
+            patience=1,
+            num_hypotheses=self.settings.beam_size,  # all of them, re-ranked in _nbest
+            length_penalty=self.settings.length_penalty,
+            max_decoding_length=max_len,
+            min_decoding_length=min(self.settings.min_len, max_len),
+            suppress_sequences=self.suppressed,
+            return_end_token=True,
+            return_scores=True,
+            max_input_length=0,
+        )
+
+    def _ended_early(self, result, max_len: int) -> bool:
+        """Whether the search stopped before step max_len - 1, nmt's last (then nothing was
+        cut or forced, and a longer limit changed nothing).
+
+        It stops at the step where its beam_size-th hypothesis finishes. With beam_size
+        hypotheses returned, all ending in EOS, the longest of them, L tokens, finished at
+        step L - 1, and that is the stopping step: beam_size of them had finished by then.
+        """
+        hyps = result.hypotheses
+        return (
+            len(hyps) == self.settings.beam_size
+            and all(h and h[-1] == self.eos_piece for h in hyps)
+            and max(len(h) for h in hyps) <= max_len - 1
+        )
+
+    def _nbest(self, src: list[str], result, max_len: int, shift: float) -> list[Hypothesis]:
+        nbest = self._rescore_cut(
+            src,
+            [
+                self._hypothesis(h, score, max_len, shift)
+                for h, score in zip(result.hypotheses, result.scores)
+            ],
+        )
+        nbest.sort(key=lambda h: h.score, reverse=True)
+        return nbest[: self.settings.n_best]
 
     def _rescore_cut(self, src: list[str], nbest: list) -> list[Hypothesis]:
         """Hypotheses cut at the limit (`_hypothesis` returns them as token lists: the row,
