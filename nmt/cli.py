@@ -323,7 +323,12 @@ BatchTokensOption = Annotated[
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir."
+        ),
+    ],
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
@@ -420,6 +425,41 @@ def evaluate(
         precision=precision,
         data_dir=data_dir,
         output_dir=output_dir,
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint (or, for --to ctranslate2, an `nmt export --to huggingface` dir)."
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="Directory (ctranslate2, huggingface) or .pt file.")],
+    to: Annotated[str, typer.Option(help="ctranslate2, huggingface or nmt (a release .pt).")],
+    quantization: Annotated[
+        str | None,
+        typer.Option(
+            help="CTranslate2 weights: int8, int8_float32, int8_float16, int8_bfloat16, int16, "
+            "float16, bfloat16 or float32 (default: as saved)."
+        ),
+    ] = None,
+    fp16: Annotated[bool, typer.Option(help="--to nmt: store float16 weights.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Export a trained model: CTranslate2, Hugging Face transformers, or a release checkpoint."""
+    from nmt.interop.export import export_command
+
+    typer.echo(
+        export_command(
+            checkpoint, to=to, out=out, quantization=quantization, fp16=fp16, force=force
+        ),
+        err=True,
     )
 
 

@@ -101,6 +101,8 @@ def identify_checkpoint(checkpoint: Path) -> CheckpointIdentity:
     import torch
 
     path = Path(checkpoint).resolve()
+    if path.is_dir():  # a CTranslate2 export directory
+        return _identify_export(path)
     sha = sha256_of(path)
     try:  # mapped, not read: only the small training-state entries are touched
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -316,6 +318,21 @@ def _translate_and_score(
     }
     record_results(out_dir, [record])
     return report, scores
+
+
+def _identify_export(directory: Path) -> CheckpointIdentity:
+    """An export directory: the hash of the weights it decodes with (model.bin), and the step
+    of the checkpoint it was exported from (recorded by `nmt export`)."""
+    from nmt.interop.source import PROVENANCE_NAME
+
+    try:
+        source = json.loads((directory / PROVENANCE_NAME).read_text(encoding="utf-8"))
+        step = source.get("step") if isinstance(source, dict) else None
+    except (OSError, ValueError):  # exported before provenance was recorded, or edited
+        step = None
+    weights = directory / "model.bin"
+    sha = sha256_of(weights) if weights.is_file() else ""
+    return CheckpointIdentity(str(directory), step if isinstance(step, int) else None, sha)
 
 
 def default_output_dir(checkpoint: Path) -> Path:

@@ -147,6 +147,12 @@ class Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
         "fp16") and `search` override it."""
+        from nmt.interop.ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
+
+        if is_ctranslate2_dir(path):  # an `nmt export --to ctranslate2` directory
+            return CTranslate2Translator.from_directory(
+                path, device=device, decode=decode, quantize=quantize, precision=precision, **search
+            )
         target = resolve_device(device, key="--device")
         if precision is not None:  # a bad value is refused before the model is loaded
             chosen = choose_precision(precision, target, key="--precision")

@@ -1,0 +1,12 @@
+"""The doors out of nmt: export to CTranslate2, to Hugging Face transformers, and a stripped
+release checkpoint; decoding a CTranslate2 export with nmt's command line.
+
+    source.py       the one place that reads an nmt checkpoint for export, and the optional
+                    extras (ctranslate2, transformers), imported lazily with a one-line refusal
+    layout.py       the tensor-name table nmt <-> transformers (Marian / Pegasus layouts),
+                    written once so that an import can walk it the other way
+    ctranslate2.py  `nmt export --to ctranslate2`, and the CTranslate2-backed translator
+    huggingface.py  `nmt export --to huggingface` and its model card
+    release.py      `nmt export --to nmt`: weights, config and tokenizer, no training state
+    export.py       the `nmt export` command: choose the target, stage, rename into place
+"""

@@ -1,0 +1,486 @@
+"""`nmt export --to ctranslate2`, and decoding such a directory with nmt's command line.
+
+The export is CTranslate2's own converter machinery: a `Converter` subclass whose `_load`
+fills a `ctranslate2.specs.TransformerSpec`; `Converter.convert` then validates, quantizes
+(`--quantization`) and writes model.bin, config.json and the vocabularies. How nmt's model
+maps onto the spec:
+
+  nmt                                  CTranslate2 TransformerSpec
+  model.norm pre / post                pre_norm=True / False (same residual placement)
+  encoder_norm, decoder_norm (pre)     encoder.layer_norm, decoder.layer_norm
+  tokens * sqrt(D)                     scale_embeddings = True
+  sinusoidal PE, interleaved sin/cos   position_encodings.encodings = nmt's own table
+                                       (CTranslate2's built-in table puts sines first)
+  self_attn.qkv [3D, D] (fused)        self_attention.linear[0] (fused the same way)
+  cross_attn.q, cross_attn.kv          attention.linear[0], attention.linear[1]
+  relu / gelu (erf)                    Activation.RELU / Activation.GELU
+  output (tied or not, no bias)        decoder.projection (identical tensors are aliased)
+  LayerNorm eps 1e-5                   layer_norm_epsilon = 1e-5
+  source + EOS, decoder starts at BOS  add_source_eos = True, decoder_start_token = "<s>"
+
+Decoding (`CTranslate2Translator`, used by `nmt translate` / `nmt evaluate` when given an
+export directory) asks CTranslate2 for nmt's search: beam search stops once beam_size
+hypotheses have finished (patience 1), scores are log_prob / length**alpha with EOS counted
+(return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
+before that many tokens in both. nmt's max length a * src_len + b is per sentence where
+CTranslate2 has one max_decoding_length per call: one call with the largest limit, then
+the sentences whose search reached their own limit again, grouped by it.
+At its last step nmt ends every live hypothesis with a forced EOS whose log-probability
+counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; each cut one
+stands for its row ended by EOS and is rescored so (score_batch). One difference remains
+there: a live row none of whose extensions is among CTranslate2's best beam_size is missing
+from its candidates, so a sentence whose search reaches the limit can (rarely) differ.
+Two more: with length_penalty 0 CTranslate2 stops as soon as its best hypothesis ends (nmt
+waits for beam_size), and it masks tokens before its softmax where nmt masks after; the first step's
+masked mass is taken off again (`_first_step_shifts`), later steps mask only PAD and BOS,
+which a trained model leaves near zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.data.clean import normalize
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from nmt.decoding.search import Hypothesis, SearchSettings
+from nmt.decoding.translator import Translation, TranslationStats, one_line, search_settings
+from nmt.errors import NmtError
+from nmt.interop.source import ExportSource, require_extra, write_provenance
+from nmt.model.embedding import sinusoidal_positions
+
+QUANTIZATIONS = (
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+CONFIG_NAME = "nmt_config.json"  # the resolved nmt config, for decoding settings and data
+SPM_NAMES = ("source.spm", "target.spm")
+COMMAND = "nmt export --to ctranslate2"
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_ctranslate2(source: ExportSource, out_dir: Path, *, quantization: str | None) -> None:
+    """Write a CTranslate2 model directory for `source` into `out_dir` (which must not exist)."""
+    ctranslate2 = require_extra("ctranslate2", COMMAND)
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise NmtError(f"--quantization {quantization}: expected one of {', '.join(QUANTIZATIONS)}")
+
+    class NmtConverter(ctranslate2.converters.Converter):
+        def _load(self):
+            return transformer_spec(source)
+
+    NmtConverter().convert(str(out_dir), quantization=quantization, force=True)
+    write_tokenizer(source.tokenizer, out_dir)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(_config_dict(source.config), indent=2))
+    write_provenance(source, out_dir)
+    (out_dir / "README.md").write_text(_readme(source, quantization), encoding="utf-8")
+
+
+def transformer_spec(source: ExportSource):
+    """The filled `TransformerSpec` of an nmt model (see the module docstring)."""
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    cfg = source.config.model
+    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
+    spec = transformer_spec.TransformerSpec.from_config(
+        (cfg.encoder_layers, cfg.decoder_layers),
+        cfg.heads,
+        pre_norm=cfg.norm == "pre",
+        activation=activation[cfg.activation],
+    )
+    state = {k: v.detach().float().numpy() for k, v in source.model.state_dict().items()}
+    positions = sinusoidal_positions(cfg.max_positions, cfg.d_model).numpy()
+    _set_embeddings(spec.encoder, state["src_embed.tokens.weight"], positions)
+    _set_embeddings(spec.decoder, state["tgt_embed.tokens.weight"], positions)
+    for i, layer in enumerate(spec.encoder.layer):
+        _set_layer(layer, state, f"encoder_layers.{i}.", cross=False)
+    for i, layer in enumerate(spec.decoder.layer):
+        _set_layer(layer, state, f"decoder_layers.{i}.", cross=True)
+    if cfg.norm == "pre":
+        _set_norm(spec.encoder.layer_norm, state, "encoder_norm")
+        _set_norm(spec.decoder.layer_norm, state, "decoder_norm")
+    spec.decoder.projection.weight = state["output.weight"]
+    tokenizer = source.tokenizer
+    spec.register_source_vocabulary(_pieces(tokenizer.src))
+    spec.register_target_vocabulary(_pieces(tokenizer.tgt))
+    pieces = _pieces(tokenizer.tgt)
+    spec.config.unk_token = pieces[UNK_ID]
+    spec.config.bos_token = pieces[BOS_ID]
+    spec.config.eos_token = pieces[EOS_ID]
+    spec.config.decoder_start_token = pieces[BOS_ID]
+    spec.config.add_source_eos = True
+    spec.config.layer_norm_epsilon = 1e-5
+    return spec
+
+
+def _set_embeddings(stack, weight, positions) -> None:
+    embeddings = stack.embeddings[0] if isinstance(stack.embeddings, list) else stack.embeddings
+    embeddings.weight = weight
+    stack.scale_embeddings = True  # times sqrt(D)
+    stack.position_encodings.encodings = positions
+
+
+def _set_layer(layer, state: dict, prefix: str, *, cross: bool) -> None:
+    _set_linear(layer.self_attention.linear[0], state, prefix + "self_attn.qkv")
+    _set_linear(layer.self_attention.linear[1], state, prefix + "self_attn.out")
+    _set_norm(layer.self_attention.layer_norm, state, prefix + "self_attn_residual.norm")
+    if cross:
+        _set_linear(layer.attention.linear[0], state, prefix + "cross_attn.q")
+        _set_linear(layer.attention.linear[1], state, prefix + "cross_attn.kv")
+        _set_linear(layer.attention.linear[2], state, prefix + "cross_attn.out")
+        _set_norm(layer.attention.layer_norm, state, prefix + "cross_attn_residual.norm")
+    _set_linear(layer.ffn.linear_0, state, prefix + "ffn.fc1")
+    _set_linear(layer.ffn.linear_1, state, prefix + "ffn.fc2")
+    _set_norm(layer.ffn.layer_norm, state, prefix + "ffn_residual.norm")
+
+
+def _set_linear(spec, state: dict, name: str) -> None:
+    spec.weight = state[f"{name}.weight"]
+    spec.bias = state[f"{name}.bias"]
+
+
+def _set_norm(spec, state: dict, name: str) -> None:
+    spec.gamma = state[f"{name}.weight"]
+    spec.beta = state[f"{name}.bias"]
+
+
+def _pieces(processor) -> list[str]:
+    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def write_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
+    """source.spm and target.spm (the same model twice for a joint vocabulary)."""
+    for name, blob in zip(SPM_NAMES, (tokenizer.src_model, tokenizer.tgt_model)):
+        (out_dir / name).write_bytes(blob)
+
+
+def _config_dict(cfg: ExperimentConfig) -> dict:
+    from nmt.config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+def _readme(source: ExportSource, quantization: str | None) -> str:
+    cfg = source.config
+    beam = cfg.decode.beam_size
+    return f"""# {cfg.name}: CTranslate2 model ({cfg.data.src_lang} -> {cfg.data.tgt_lang})
+
+Exported by `nmt export --to ctranslate2` from `{source.path.name}`
+(weights: {quantization or "as saved, float32"}). SentencePiece models: `source.spm`,
+`target.spm`; the nmt config the model was trained with: `{CONFIG_NAME}`.
+
+```python
+import ctranslate2, sentencepiece as spm
+src = spm.SentencePieceProcessor(model_file="source.spm")
+tgt = spm.SentencePieceProcessor(model_file="target.spm")
+translator = ctranslate2.Translator(".", device="cpu")
+result = translator.translate_batch([src.encode("Ein Hund rennt.", out_type=str)], beam_size={beam})
+print(tgt.decode(result[0].hypotheses[0]))
+```
+
+`nmt translate . -i input.txt` decodes this directory with nmt's settings (length rule
+{cfg.decode.max_len_a} * source length + {cfg.decode.max_len_b}, length penalty
+{cfg.decode.length_penalty}, beam {beam}).
+"""
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def is_ctranslate2_dir(path: Path) -> bool:
+    """A directory written by `nmt export --to ctranslate2`."""
+    path = Path(path)
+    return path.is_dir() and (path / "model.bin").is_file()
+
+
+class CTranslate2Translator:
+    """`nmt.decoding.translator.Translator`'s text interface over a CTranslate2 directory."""
+
+    def __init__(
+        self,
+        translator,
+        tokenizer: Tokenizer,
+        *,
+        settings: SearchSettings,
+        config: ExperimentConfig,
+        batch_tokens: int,
+        max_input_tokens: int,
+        numerics: str,
+    ):
+        self.translator = translator
+        self.tokenizer = tokenizer
+        self.settings = replace(settings, max_len_cap=config.model.max_positions)
+        self.config = config
+        self.batch_tokens = batch_tokens
+        self.max_input_tokens = max_input_tokens
+        self.numerics = numerics
+        self.device = _Device(translator.device)
+        self.src_pieces = _pieces(tokenizer.src)
+        self.tgt_pieces = tgt_pieces = _pieces(tokenizer.tgt)
+        self.tgt_ids = {piece: i for i, piece in enumerate(tgt_pieces)}
+        self.suppressed = [[tgt_pieces[PAD_ID]], [tgt_pieces[BOS_ID]]]
+        self.eos_piece = tgt_pieces[EOS_ID]
+
+    @classmethod
+    def from_directory(
+        cls,
+        path: Path,
+        *,
+        device: str = "cpu",
+        decode: DecodeConfig | None = None,
+        quantize: str | None = None,
+        precision: str | None = None,
+        threads: int | None = None,
+        **search,
+    ) -> CTranslate2Translator:
+        """The export at `path`; `quantize` int8 or `precision` choose CTranslate2's
+        compute type (default: the weights as exported). `threads` defaults to torch's
+        intra-op threads, as nmt's own decoding uses (OMP_NUM_THREADS); CTranslate2's own
+        default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
+        ctranslate2 = require_extra("ctranslate2", f"decoding the CTranslate2 directory {path}")
+        path = Path(path)
+        config = _load_config(path)
+        tokenizer = Tokenizer(*(path.joinpath(n).read_bytes() for n in SPM_NAMES))
+        decode = decode or config.decode
+        device = "cuda" if device == "auto" and ctranslate2.get_cuda_device_count() else device
+        device = "cpu" if device == "auto" else device
+        compute_type = _compute_type(quantize, precision)
+        try:
+            translator = ctranslate2.Translator(
+                str(path),
+                device=device,
+                compute_type=compute_type,
+                intra_threads=threads or _torch_threads(),
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise NmtError(f"cannot load the CTranslate2 model {path}: {exc}") from None
+        return cls(
+            translator,
+            tokenizer,
+            settings=search_settings(decode, **search),
+            config=config,
+            batch_tokens=decode.batch_tokens,
+            max_input_tokens=decode.max_input_tokens,
+            numerics=f"ctranslate2 {translator.compute_type}",
+        )
+
+    def translate(self, lines: Sequence[str]) -> Translation:
+        """Raw lines -> one result per line, as nmt's Translator.translate."""
+        started = time.perf_counter()
+        ids = self.tokenizer.encode_src([normalize(line) for line in lines])
+        stats = TranslationStats(sentences=len(ids))
+        stats.truncated = sum(1 for s in ids if len(s) > self.max_input_tokens)
+        ids = [s[: self.max_input_tokens] for s in ids]
+        hyps: list[list[Hypothesis]] = [[] for _ in ids]
+        for index, nbest in self._search_all(ids):
+            hyps[index] = nbest
+        stats.empty = sum(1 for s in ids if not s)
+        texts = [
+            [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
+            if nbest
+            else [""]
+            for nbest in hyps
+        ]
+        stats.output_tokens = sum(len(n[0].tokens) + 1 for n in hyps if n)
+        stats.seconds = time.perf_counter() - started
+        return Translation(hyps, texts, stats)
+
+    def _search_all(self, sources: list[list[int]]):
+        """Yield (index, n-best) for the non-empty sources.
+
+        max_len counts the source's EOS in src_len and the hypothesis' EOS in the length,
+        as nmt's search does (nmt.decoding.search). Up to its last step (max_len - 1) nmt's
+        search is CTranslate2's; there nmt ends each live row with a forced EOS, where
+        CTranslate2 finishes its best extensions, EOS or not (a cut one stands for its row
+        ended by EOS and is rescored so, `_rescore_cut`).
+
+        CTranslate2 has one max_decoding_length per call. One call with the largest limit
+        decodes everything; a sentence whose search stopped before its own last step got
+        exactly nmt's result (`_ended_early`), the others (few, with a trained model) are
+        decoded again, one call per limit.
+        """
+        todo = [i for i, s in enumerate(sources) if s]
+        if not todo:
+            return
+        tokens = {i: [self.src_pieces[t] for t in sources[i]] for i in todo}
+        limits = {i: self.settings.max_len(len(sources[i]) + 1) for i in todo}
+        shifts = dict(zip(todo, self._first_step_shifts([tokens[i] for i in todo])))
+        again: dict[int, list[int]] = defaultdict(list)
+        results = self._translate([tokens[i] for i in todo], max(limits.values()))
+        for i, result in zip(todo, results):
+            if self._ended_early(result, limits[i]):
+                yield i, self._nbest(tokens[i], result, limits[i], shifts[i])
+            else:
+                again[limits[i]].append(i)
+        for max_len, indices in sorted(again.items()):
+            results = self._translate([tokens[i] for i in indices], max_len)
+            for i, result in zip(indices, results):
+                yield i, self._nbest(tokens[i], result, max_len, shifts[i])
+
+    def _translate(self, tokens: list[list[str]], max_len: int):
+        return self.translator.translate_batch(
+            tokens,
+            max_batch_size=self.batch_tokens,
+            batch_type="tokens",
+            beam_size=self.settings.beam_size,
+            patience=1,
+            num_hypotheses=self.settings.beam_size,  # all of them, re-ranked in _nbest
+            length_penalty=self.settings.length_penalty,
+            max_decoding_length=max_len,
+            min_decoding_length=min(self.settings.min_len, max_len),
+            suppress_sequences=self.suppressed,
+            return_end_token=True,
+            return_scores=True,
+            max_input_length=0,
+        )
+
+    def _ended_early(self, result, max_len: int) -> bool:
+        """Whether the search stopped before step max_len - 1, nmt's last (then nothing was
+        cut or forced, and a longer limit changed nothing).
+
+        It stops at the step where its beam_size-th hypothesis finishes. With beam_size
+        hypotheses returned, all ending in EOS, the longest of them, L tokens, finished at
+        step L - 1, and that is the stopping step: beam_size of them had finished by then.
+        """
+        hyps = result.hypotheses
+        return (
+            len(hyps) == self.settings.beam_size
+            and all(h and h[-1] == self.eos_piece for h in hyps)
+            and max(len(h) for h in hyps) <= max_len - 1
+        )
+
+    def _nbest(self, src: list[str], result, max_len: int, shift: float) -> list[Hypothesis]:
+        nbest = self._rescore_cut(
+            src,
+            [
+                self._hypothesis(h, score, max_len, shift)
+                for h, score in zip(result.hypotheses, result.scores)
+            ],
+        )
+        nbest.sort(key=lambda h: h.score, reverse=True)
+        return nbest[: self.settings.n_best]
+
+    def _rescore_cut(self, src: list[str], nbest: list) -> list[Hypothesis]:
+        """Hypotheses cut at the limit (`_hypothesis` returns them as token lists: the row,
+        without the last token) get their exact nmt score, the log-probs of their tokens and
+        of the EOS nmt forces after them (score_batch appends EOS and masks nothing). Two
+        extensions of one row are one nmt hypothesis: duplicates are dropped."""
+        cut = [h for h in nbest if isinstance(h, list)]
+        if not cut:
+            return nbest
+        kept = [h for h in nbest if not isinstance(h, list)]
+        seen = {tuple(h.tokens) for h in kept}
+        rows = [list(r) for r in dict.fromkeys(tuple(h) for h in cut) if r not in seen]
+        if not rows:
+            return kept
+        pieces = [[self.tgt_pieces[t] for t in row] for row in rows]
+        scored = self.translator.score_batch([src] * len(rows), pieces, max_input_length=0)
+        alpha = self.settings.length_penalty
+        for row, result in zip(rows, scored):
+            log_prob = sum(result.log_probs)
+            kept.append(
+                Hypothesis(tokens=row, score=log_prob / (len(row) + 1) ** alpha, log_prob=log_prob)
+            )
+        return kept
+
+    def _first_step_shifts(self, tokens: list[list[str]]) -> list[float]:
+        """Per sentence, what CTranslate2 adds to every hypothesis' log-prob at step 0.
+
+        CTranslate2 masks tokens before its softmax, nmt after (no renormalisation). At the
+        first step a sentence has one row, so the masked mass (PAD, BOS, and EOS under
+        min_len) shifts all its hypotheses by the same c = -log(1 - p_masked): the search
+        keeps the same candidates, but the length-normalised final ranking does not;
+        `_hypothesis` takes c off. Later steps mask PAD and BOS only, whose probability a
+        trained model leaves near zero.
+        """
+        masked = [[]] if self.settings.min_len > 0 else []  # [] scores EOS at step 0
+        masked += [p for p in self.suppressed]
+        if not tokens:
+            return []
+        rows = [t for t in tokens for _ in masked]
+        targets = [m for _ in tokens for m in masked]
+        scored = self.translator.score_batch(rows, targets, max_input_length=0)
+        shifts = []
+        for i in range(len(tokens)):
+            group = scored[i * len(masked) : (i + 1) * len(masked)]
+            mass = sum(math.exp(r.log_probs[0]) for r in group)
+            shifts.append(-math.log1p(-min(mass, 1 - 1e-12)))
+        return shifts
+
+    def _hypothesis(self, pieces: list[str], score: float, max_len: int, shift: float):
+        """CTranslate2's pieces and score -> nmt's Hypothesis when it ended with EOS (the
+        first-step shift taken off), else its tokens, cut to max_len - 1, for rescoring."""
+        if not (pieces and pieces[-1] == self.eos_piece):
+            return [self.tgt_ids[p] for p in pieces][: max_len - 1]
+        alpha = self.settings.length_penalty
+        log_prob = score * len(pieces) ** alpha - shift
+        tokens = [self.tgt_ids[p] for p in pieces[:-1]]
+        return Hypothesis(tokens=tokens, score=log_prob / len(pieces) ** alpha, log_prob=log_prob)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+class _Device:
+    """What the summary line reads (`translator.device.type`)."""
+
+    def __init__(self, name: str):
+        self.type = name
+
+
+_PRECISIONS = {
+    None: "default",
+    "auto": "default",
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+}
+
+
+def _compute_type(quantize: str | None, precision: str | None) -> str:
+    """--quantize / --precision as a CTranslate2 compute type ("default": as exported)."""
+    if quantize not in (None, "none"):
+        if quantize != "int8":
+            raise NmtError(f"--quantize {quantize}: expected none or int8")
+        return "int8"
+    if precision not in _PRECISIONS:
+        raise NmtError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    return _PRECISIONS[precision]
+
+
+def _load_config(path: Path) -> ExperimentConfig:
+    file = path / CONFIG_NAME
+    missing = [n for n in (CONFIG_NAME, *SPM_NAMES) if not (path / n).is_file()]
+    if missing:
+        raise NmtError(
+            f"{path} is a CTranslate2 model but not an nmt export (missing {', '.join(missing)})"
+        )
+    try:
+        return config_from_dict(json.loads(file.read_text(encoding="utf-8")), source=str(file))
+    except json.JSONDecodeError as exc:
+        raise NmtError(f"{file}: not valid JSON ({exc})") from None
+
+
+def copy_tokenizer_files(src_dir: Path, out_dir: Path) -> None:
+    """Carry the SentencePiece models and nmt config of one export into another directory."""
+    for name in (*SPM_NAMES, CONFIG_NAME):
+        if (src_dir / name).is_file():
+            shutil.copyfile(src_dir / name, out_dir / name)

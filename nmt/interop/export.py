@@ -1,0 +1,141 @@
+"""The `nmt export` command: read the source once, write the target into a staging
+directory (or file) beside OUT, and rename it into place only when complete, so that a
+failed or interrupted export never leaves a half-written OUT."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from nmt.errors import NmtError
+
+TARGETS = ("ctranslate2", "huggingface", "nmt")
+
+
+def export_command(
+    checkpoint: Path, *, to: str, out: Path, quantization: str | None, fp16: bool, force: bool
+) -> str:
+    """Run one export; returns the summary line. Every refusal comes before the (slow)
+    checkpoint load: the target, its options, the optional extra, OUT."""
+    from nmt.interop.source import load_source, require_extra
+
+    _check_options(to, quantization=quantization, fp16=fp16)
+    if to != "nmt":
+        require_extra(to, f"nmt export --to {to}")
+    _check_out(out, force=force)
+    checkpoint = Path(checkpoint)
+    if to == "ctranslate2" and checkpoint.is_dir():
+        _staged(out, lambda staging: _from_transformers(checkpoint, staging, quantization))
+        return f"exported {checkpoint} (transformers) to CTranslate2 in {out}"
+    source = load_source(checkpoint)
+    if to == "nmt":
+        from nmt.interop.release import export_release
+
+        export_release(source, out, fp16=fp16)
+        return f"exported {checkpoint} as the release checkpoint {out}" + (
+            " (fp16 weights)" if fp16 else ""
+        )
+    if to == "ctranslate2":
+        from nmt.interop.ctranslate2 import export_ctranslate2
+
+        _staged(out, lambda staging: export_ctranslate2(source, staging, quantization=quantization))
+        return f"exported {checkpoint} to CTranslate2 in {out}" + (
+            f" ({quantization})" if quantization else ""
+        )
+    from nmt.interop.huggingface import check_representable, export_huggingface
+
+    check_representable(source)
+    _staged(out, lambda staging: export_huggingface(source, staging))
+    return f"exported {checkpoint} to transformers in {out}"
+
+
+def _check_options(to: str, *, quantization: str | None, fp16: bool) -> None:
+    from nmt.interop.ctranslate2 import QUANTIZATIONS
+
+    if to not in TARGETS:
+        raise NmtError(f"--to {to}: expected one of {', '.join(TARGETS)}")
+    if quantization is not None and to != "ctranslate2":
+        raise NmtError(f"--quantization applies to --to ctranslate2 only, not --to {to}")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise NmtError(f"--quantization {quantization}: expected one of {', '.join(QUANTIZATIONS)}")
+    if fp16 and to != "nmt":
+        raise NmtError("--fp16 applies to --to nmt only (for CTranslate2: --quantization float16)")
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise NmtError(f"{out} exists; remove it or pass --force to replace it")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        raise NmtError(f"cannot write {out}: the directory {out.parent} does not exist")
+
+
+def _staged(out: Path, write) -> None:
+    """`write(staging_dir)`, then replace `out` by it; the staging dir goes on any failure."""
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()
+    try:
+        write(staging)
+        if out.exists():
+            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(out, old)
+            os.replace(staging, out)
+            _remove(old)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        _remove(staging)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _from_transformers(hf_dir: Path, staging: Path, quantization: str | None) -> None:
+    """CTranslate2's own TransformersConverter over an `nmt export --to huggingface` dir."""
+    from nmt.interop.ctranslate2 import CONFIG_NAME, copy_tokenizer_files
+    from nmt.interop.source import require_extra
+
+    ctranslate2 = require_extra("ctranslate2", "nmt export --to ctranslate2")
+    if not (hf_dir / "config.json").is_file():
+        raise NmtError(f"{hf_dir} is a directory but not a transformers model (no config.json)")
+    if _model_type(hf_dir) == "marian":
+        # CTranslate2's Marian converter assumes OPUS-MT's conventions: it drops the last
+        # vocabulary row and starts the decoder from a zero embedding, not nmt's BOS.
+        raise NmtError(
+            f"{hf_dir} is a Marian (model.norm=post) export, which CTranslate2's Marian "
+            "converter would misread; export the nmt checkpoint itself with --to ctranslate2"
+        )
+    try:
+        converter = ctranslate2.converters.TransformersConverter(str(hf_dir))
+        converter.convert(str(staging), quantization=quantization, force=True)
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise NmtError(f"CTranslate2 cannot convert {hf_dir}: {exc}") from None
+    copy_tokenizer_files(hf_dir, staging)
+    if not (staging / CONFIG_NAME).is_file():
+        raise NmtError(f"{hf_dir} has no {CONFIG_NAME}: it was not written by nmt export")
+    _add_source_eos(staging / "config.json")
+
+
+def _add_source_eos(config_file: Path) -> None:
+    """The transformers tokenizer appends EOS to the source itself; CTranslate2 decoding of
+    pieces (nmt translate, the README's five lines) relies on the model config doing it."""
+    import json
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["add_source_eos"] = True
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def _model_type(hf_dir: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None

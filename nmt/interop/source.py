@@ -1,0 +1,69 @@
+"""What every export reads: the model, tokenizer and config of an nmt checkpoint; and the
+optional extras, imported only when asked for.
+
+Checkpoint loading goes through `load_source` alone, which reads the file once through
+nmt/checkpoint.py (schema-checked, as decoding reads it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nmt.config import ExperimentConfig
+from nmt.data.tokenizer import Tokenizer
+from nmt.errors import NmtError
+from nmt.model.transformer import Transformer
+
+# extra name in pyproject.toml -> the module it provides
+EXTRAS = {"ctranslate2": "ctranslate2", "huggingface": "transformers"}
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A trained model as an export reads it: float32 on the CPU, in eval mode."""
+
+    path: Path
+    model: Transformer
+    tokenizer: Tokenizer
+    config: ExperimentConfig
+    checkpoint: dict[str, Any]  # the raw checkpoint (step, best score, ... for model cards)
+
+
+def load_source(path: Path) -> ExportSource:
+    """The checkpoint at `path`; a missing or invalid file is one NmtError naming it."""
+    from nmt.checkpoint import build_model, read_model_checkpoint
+
+    checkpoint = read_model_checkpoint(Path(path), map_location="cpu")
+    model = build_model(checkpoint.config, checkpoint.tokenizer)
+    model.load_state_dict(checkpoint.state["model"])
+    return ExportSource(
+        Path(path), model.eval(), checkpoint.tokenizer, checkpoint.config, checkpoint.state
+    )
+
+
+PROVENANCE_NAME = "nmt_source.json"  # in every export directory: what it was exported from
+
+
+def write_provenance(source: ExportSource, out_dir: Path) -> None:
+    """Record the checkpoint an export was made from (resolved path, step, sha256), so that
+    results computed with the export name the model that made them."""
+    import json
+
+    from nmt.data.text import sha256_of
+
+    train_state = source.checkpoint.get("train_state")
+    step = train_state.get("step") if isinstance(train_state, dict) else None
+    record = {"path": str(source.path.resolve()), "step": step, "sha256": sha256_of(source.path)}
+    (Path(out_dir) / PROVENANCE_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def require_extra(extra: str, command: str) -> ModuleType:
+    """Import the module of an optional extra, or refuse in one line naming the install."""
+    try:
+        return importlib.import_module(EXTRAS[extra])
+    except ImportError:
+        raise NmtError(f'{command} needs the optional extra: pip install "nmt[{extra}]"') from None

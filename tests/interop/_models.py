@@ -1,0 +1,139 @@
+"""Random-weight nmt checkpoints of every architecture variant, over a real SentencePiece
+model trained on Multi30k, and the real Multi30k sentences to translate.
+
+Random weights are what an equality test needs (every tensor matters, nothing is learned to
+hide a mistake), with one nudge: a random model almost never emits EOS, so every search
+would run to its length limit, where CTranslate2 and transformers cut a hypothesis and nmt
+forces EOS (see nmt.interop.ctranslate2). `_end_sentences_sooner` adds a fixed direction to
+the last LayerNorm's bias and to EOS's output row, so that EOS becomes likely after a few
+tokens, differently per sentence: most searches then end on their own. Those that do not
+(greedy search of some variants repeats one token) stop at a short limit, 0.5 * src_len + 5,
+which keeps them cheap; greedy outputs are equal there too, nothing is chosen at the cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, config_to_dict
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.model.transformer import build_model
+
+SENTENCES = 200
+VOCAB = 600
+
+
+@dataclass(frozen=True)
+class Variant:
+    norm: str
+    joint: bool  # one SentencePiece model (and share_embeddings) or one per language
+    tie: bool
+    activation: str
+
+    @property
+    def name(self) -> str:
+        return "-".join(
+            [
+                self.norm,
+                "shared" if self.joint else "separate",
+                "tied" if self.tie else "untied",
+                self.activation,
+            ]
+        )
+
+
+VARIANTS = [
+    Variant(norm, joint, tie, act)
+    for norm in ("pre", "post")
+    for joint in (True, False)
+    for tie in (True, False)
+    for act in ("relu", "gelu")
+]
+
+
+def lines(shared_data: Path, lang: str, n: int, *, split: str = "train") -> list[str]:
+    with open(shared_data / "multi30k" / f"{split}.{lang}", encoding="utf-8") as f:
+        return [next(f).rstrip("\n") for _ in range(n)]
+
+
+def make_checkpoint(
+    path: Path, variant: Variant, spm_models: dict[str, bytes], *, seed: int = 1
+) -> Path:
+    """A random-weight checkpoint of `variant` with the trainer's keys (training state
+    included, so that a release export has something to strip)."""
+    from nmt.checkpoint import bytes_to_tensor, save_checkpoint, tokenizer_fingerprint
+
+    model_cfg = ModelConfig(
+        d_model=32,
+        heads=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        ffn_dim=64,
+        activation=variant.activation,
+        norm=variant.norm,
+        share_embeddings=variant.joint,
+        tie_output=variant.tie,
+        max_positions=256,
+    )
+    cfg = ExperimentConfig(
+        name=f"random-{variant.name}",
+        model=model_cfg,
+        decode=DecodeConfig(max_input_tokens=200, max_len_a=0.5, max_len_b=5),
+    )
+    cfg = _with_data(cfg, joint=variant.joint)
+    src, tgt = (
+        (spm_models["joint"], spm_models["joint"])
+        if variant.joint
+        else (spm_models["de"], spm_models["en"])
+    )
+    tokenizer = Tokenizer(src, None if variant.joint else tgt)
+    torch.manual_seed(seed)
+    model = build_model(
+        model_cfg, src_vocab_size=tokenizer.src_vocab_size, tgt_vocab_size=tokenizer.tgt_vocab_size
+    )
+    _end_sentences_sooner(model, variant)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(
+        path,
+        {
+            "config": config_to_dict(cfg),
+            "spm": {"src": bytes_to_tensor(src), "tgt": bytes_to_tensor(tgt)},
+            "vocab": {
+                "src": tokenizer.src_vocab_size,
+                "tgt": tokenizer.tgt_vocab_size,
+                "joint": tokenizer.joint,
+            },
+            "fingerprint": {"tokenizer": tokenizer_fingerprint(src, tgt), "data": None},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "train_state": {"step": 7, "best_score": 1.5},
+            "rng": {"torch": torch.get_rng_state()},
+        },
+    )
+    return path
+
+
+def _with_data(cfg: ExperimentConfig, *, joint: bool) -> ExperimentConfig:
+    from dataclasses import replace
+
+    data = replace(cfg.data, corpus="multi30k", src_lang="de", tgt_lang="en", joint_vocab=joint)
+    return replace(cfg, data=data)
+
+
+@torch.no_grad()
+def _end_sentences_sooner(model, variant: Variant) -> None:
+    """See the module docstring. The direction is the all-ones one: a LayerNorm's normalised
+    output (gain 1, as initialised) has zero mean, so it is orthogonal to it, and the logit
+    shifts below are exact, the same at every step of every sentence: EOS +5.6 nats, PAD and
+    BOS -20 (never generated, so CTranslate2's masking before its softmax changes nothing)."""
+    direction = torch.full((model.cfg.d_model,), model.cfg.d_model**-0.5)
+    last = (
+        model.decoder_norm if variant.norm == "pre" else model.decoder_layers[-1].ffn_residual.norm
+    )
+    last.bias += 4.0 * direction
+    model.output.weight[EOS_ID] += 1.4 * direction
+    model.output.weight[PAD_ID] -= 5.0 * direction
+    model.output.weight[BOS_ID] -= 5.0 * direction
