@@ -166,6 +166,11 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu") -> dict[str, Any]:
     here: `read_model_checkpoint` checks what decoding needs.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a directory: give a checkpoint file (e.g. runs/NAME/checkpoints/"
+            "best.pt), or a directory written by nmt export --to ctranslate2"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     check_checkpoint_file(path)  # a config or text file given by mistake is named as such

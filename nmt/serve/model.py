@@ -1,8 +1,8 @@
 """The one model a server holds, behind the small interface the batcher and the routes use.
 
-`load_served_model` is the one place that knows what MODEL may be: today an nmt checkpoint
-(through `Translator.from_checkpoint`); a CTranslate2 export directory plugs in here, as
-another object with the same `translate` / `measure` / `source` / `target`.
+`load_served_model` is the one place that knows what MODEL may be: an nmt checkpoint or a
+CTranslate2 export directory (`nmt export --to ctranslate2`), both through
+`Translator.from_checkpoint`, which hands a directory to CTranslate2's engine.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 from nmt.data.clean import normalize
 from nmt.decoding.translator import Translator
-from nmt.errors import NmtError
 from nmt.serve.batcher import LineResult, SearchOptions
 
 
@@ -60,11 +59,6 @@ def load_served_model(
     quantize: str | None = None,
     precision: str | None = None,
 ) -> ServedModel:
-    if path.is_dir():
-        raise NmtError(
-            f"{path} is a directory: nmt serve takes an nmt checkpoint file (e.g. "
-            "runs/NAME/checkpoints/best.pt)"
-        )
     translator = Translator.from_checkpoint(
         path, device=device, beam_size=beam_size, quantize=quantize, precision=precision
     )

@@ -17,6 +17,7 @@ from _models import Variant, make_checkpoint
 from nmt.checkpoint import load_checkpoint
 from nmt.data.tokenizer import EOS_ID
 from nmt.decoding.translator import Translator
+from nmt.errors import NmtError
 from nmt.interop.ctranslate2 import CTranslate2Translator
 
 
@@ -236,3 +237,27 @@ def test_missing_extra_is_one_line(models, cli_inline, tmp_path, monkeypatch, to
         result.stderr
         == f'error: nmt export --to {to} needs the optional extra: pip install "nmt[{extra}]"\n'
     )
+
+
+def test_nmt_serve_decodes_a_ctranslate2_directory_as_the_checkpoint(
+    exported, models, test_sentences
+):
+    """nmt serve's model loader takes an export directory: the same translations as the
+    checkpoint it came from, also with a request's own search settings."""
+    pytest.importorskip("fastapi", reason="nmt serve needs the serve extra")
+    from nmt.serve.batcher import SearchOptions
+    from nmt.serve.model import load_served_model
+
+    lines = test_sentences[:8]
+    served = load_served_model(exported["ct2"], device="cpu")
+    native = load_served_model(models["pre"], device="cpu")
+    for options in (SearchOptions(), SearchOptions(beam_size=2)):
+        ours, theirs = (m.translate(lines, options) for m in (served, native))
+        assert [r.texts for r in ours] == [r.texts for r in theirs]
+    with pytest.raises(NmtError, match="n-best 2 with a CTranslate2 directory"):
+        served.check(SearchOptions(beam_size=2, n_best=2))
+
+
+def test_n_best_from_a_ctranslate2_directory_is_refused(exported, source_file, cli_inline):
+    result = cli_inline("translate", exported["ct2"], "-i", source_file, "--n-best", "2")
+    assert_clean_failure(result, "n-best 2 with a CTranslate2 directory")

@@ -18,7 +18,7 @@ def test_a_missing_checkpoint_is_refused(cli_inline, tmp_path: Path):
 
 def test_a_directory_is_refused_with_what_is_expected(cli_inline, tmp_path: Path):
     result = cli_inline("serve", tmp_path, "--port", "0", "--device", "cpu")
-    assert_clean_failure(result, "is a directory", "checkpoint file")
+    assert_clean_failure(result, "is a directory", "checkpoint file", "--to ctranslate2")
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads(cli_inline, tmp_path: Path):
