@@ -365,6 +365,46 @@ def translate(
     )
 
 
+# --------------------------------------------------------------------------- score
+
+
+@app.command()
+@user_errors(stdout_is_output=True)
+def score(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    src: Annotated[Path, typer.Option(help="Source lines (- for stdin).")],
+    tgt: Annotated[Path, typer.Option(help="Their translations, one per source line.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Scores file, or - for stdout.")
+    ] = "-",
+    per_token: Annotated[
+        bool, typer.Option(help="Add a column with each token's log-prob (EOS last).")
+    ] = False,
+    batch_tokens: BatchTokensOption = None,
+    device: DeviceOption = "auto",
+    quantize: QuantizeOption = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Log-probability of given translations: one row per pair, sum<TAB>mean<TAB>tokens.
+
+    Forced decoding through the model's training forward pass; EOS counts as a token, as in
+    the scores translate reports. Use it to filter noisy corpora or rerank n-best lists.
+    """
+    from nmt.decoding.scoring import score_command
+
+    score_command(
+        checkpoint,
+        src=src,
+        tgt=tgt,
+        output=output,
+        per_token=per_token,
+        device=device,
+        batch_tokens=batch_tokens,
+        quantize=quantize,
+        precision=precision,
+    )
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
