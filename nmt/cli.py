@@ -318,6 +318,20 @@ BatchTokensOption = Annotated[
     int | None,
     typer.Option(min=1, help="Source tokens per batch (default: the checkpoint's)."),
 ]
+SamplingOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Draw each token instead of searching: topk:K, topp:P (nucleus) or random "
+        "(beam 1, one hypothesis per line)."
+    ),
+]
+TemperatureOption = Annotated[
+    float | None,
+    typer.Option(help="With --sampling: divide the log-probs by T before drawing (default 1)."),
+]
+SeedOption = Annotated[
+    int | None, typer.Option(help="With --sampling: the random seed (default 0).")
+]
 
 
 @app.command()
@@ -346,8 +360,12 @@ def translate(
     ] = 2000,
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
+    sampling: SamplingOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
+    from nmt.decoding.sampling import parse_sampling
     from nmt.decoding.stream import translate_stream
 
     translate_stream(
@@ -362,6 +380,7 @@ def translate(
         batch_tokens=batch_tokens,
         quantize=quantize,
         precision=precision,
+        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
     )
 
 

@@ -43,6 +43,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from nmt.decoding.sampling import Sampling
 from nmt.decoding.topk import grouped_topk
 
 NEG_INF = float("-inf")
@@ -79,6 +80,7 @@ class SearchSettings:
     max_len_b: int = 10
     min_len: int = 1
     max_len_cap: int | None = None  # hard limit, e.g. the model's max_positions
+    sampling: Sampling | None = None  # draw each token (greedy search's step policy)
 
     def max_len(self, src_len: int) -> int:
         """Most tokens (EOS included) a hypothesis for a source of src_len tokens may have."""
@@ -94,6 +96,10 @@ class SearchSettings:
             raise ValueError(f"n_best must be in 1..beam_size={self.beam_size}, got {self.n_best}")
         if self.min_len < 0:
             raise ValueError(f"min_len must be >= 0, got {self.min_len}")
+        if self.sampling is not None and self.beam_size != 1:
+            raise ValueError(
+                f"sampling draws one hypothesis: beam_size must be 1, got {self.beam_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -114,10 +120,16 @@ def search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
-    """Greedy search when beam_size is 1, beam search otherwise (same results for beam 1)."""
-    run = greedy_search if settings.beam_size == 1 else beam_search
-    return run(model, src_ids, settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    """Greedy search when beam_size is 1, beam search otherwise (same results for beam 1).
+
+    With `settings.sampling`, greedy search draws each token with `generator` (a fresh one
+    seeded with sampling.seed when None)."""
+    ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    if settings.beam_size != 1:
+        return beam_search(model, src_ids, settings, **ids)
+    return greedy_search(model, src_ids, settings, **ids, generator=generator)
 
 
 def greedy_search(
@@ -128,20 +140,23 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
-    """The most likely next token at every step, under the length rules of the module docstring.
+    """The most likely next token at every step, under the length rules of the module docstring
+    (or, with settings.sampling, a drawn one: `_step_policy`).
 
     src_ids [B, S] -> B lists of one Hypothesis. A sentence leaves the batch (its rows are
     pruned from memory and cache) as soon as it ends in EOS.
     """
     rules = _Rules(min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    pick = _step_policy(settings.sampling, generator, src_ids.device)
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
         state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id)
         step = 0
         while state is not None:
             log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
-            best, tokens = log_probs.max(dim=-1)  # [N]
+            best, tokens = pick(log_probs)  # [N]
             # EOS is forced at a row's last step; the limit also ends a row whose EOS is -inf
             ended = (tokens == eos_id) | (state.max_lens == step + 1)
             state = _greedy_advance(state, tokens, state.log_probs + best, ended, finished)
@@ -323,6 +338,15 @@ def _index(values: list[int], device: torch.device) -> Tensor:
 
 
 # --------------------------------------------------------------------------- greedy step
+
+
+def _step_policy(sampling: Sampling | None, generator: torch.Generator | None, device):
+    """log_probs [N, V] -> (log-prob of the chosen token [N], chosen token [N]): the most
+    likely one, or one drawn as `sampling` says."""
+    if sampling is None:
+        return lambda log_probs: log_probs.max(dim=-1)
+    generator = generator if generator is not None else sampling.generator(device)
+    return lambda log_probs: sampling.pick(log_probs, generator)
 
 
 def _greedy_advance(

@@ -25,6 +25,7 @@ from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
+from nmt.decoding.sampling import Sampling
 from nmt.decoding.search import Hypothesis, SearchSettings, search
 from nmt.errors import ConfigError, NmtError
 from nmt.model.transformer import Transformer
@@ -75,6 +76,28 @@ def search_settings(decode: DecodeConfig, **options) -> SearchSettings:
         max_len_b=decode.max_len_b,
         min_len=decode.min_len,
     )
+
+
+def check_sampling_options(sampling: Sampling | None, **options) -> None:
+    """What sampling cannot combine with, refused by option: it draws one hypothesis."""
+    if sampling is None:
+        return
+    if (options.get("beam_size") or 1) > 1:
+        raise NmtError(
+            "--sampling draws one token per step: give --beam-size 1 or leave it out "
+            f"(got --beam-size {options['beam_size']})"
+        )
+    if (options.get("n_best") or 1) > 1:
+        raise NmtError(
+            f"--sampling gives one hypothesis per line: --n-best {options['n_best']} cannot apply"
+        )
+
+
+def with_sampling(settings: SearchSettings, sampling: Sampling | None) -> SearchSettings:
+    """`settings` drawing tokens with `sampling`: greedy search's step policy, beam 1."""
+    if sampling is None:
+        return settings
+    return replace(settings, beam_size=1, n_best=1, sampling=sampling)
 
 
 def _name_options(problem: str, given: dict) -> str:
@@ -132,6 +155,7 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.max_input_tokens = max_input_tokens
         self.amp_dtype = amp_dtype
+        self._generator: torch.Generator | None = None  # sampling's, made on first use
 
     @classmethod
     def from_checkpoint(
@@ -142,14 +166,18 @@ class Translator:
         decode: DecodeConfig | None = None,
         quantize: str | None = None,
         precision: str | None = None,
+        sampling: Sampling | None = None,
         **search,
     ) -> Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
-        "fp16") and `search` override it."""
+        "fp16") and `search` override it; `sampling` draws tokens instead of searching."""
         from nmt.interop.ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
 
+        check_sampling_options(sampling, **search)
         if is_ctranslate2_dir(path):  # an `nmt export --to ctranslate2` directory
+            if sampling is not None:
+                raise NmtError(f"--sampling needs a checkpoint; {path} is a CTranslate2 directory")
             return CTranslate2Translator.from_directory(
                 path, device=device, decode=decode, quantize=quantize, precision=precision, **search
             )
@@ -165,7 +193,7 @@ class Translator:
         return cls(
             model,
             tokenizer,
-            settings=search_settings(decode, **search),
+            settings=with_sampling(search_settings(decode, **search), sampling),
             device=target,
             batch_tokens=decode.batch_tokens,
             max_input_tokens=decode.max_input_tokens,
@@ -236,9 +264,22 @@ class Translator:
             src = batch.src_ids.to(self.device, non_blocking=True)
             with self._autocast():
                 results = search(
-                    self.model, src, self.settings, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID
+                    self.model,
+                    src,
+                    self.settings,
+                    bos_id=BOS_ID,
+                    eos_id=EOS_ID,
+                    pad_id=PAD_ID,
+                    generator=self._sampling_generator(),
                 )
             yield from zip(batch.indices.tolist(), results)
+
+    def _sampling_generator(self) -> torch.Generator | None:
+        """One seeded generator for the whole run: every batch continues its stream."""
+        sampling = self.settings.sampling
+        if sampling is not None and self._generator is None:
+            self._generator = sampling.generator(self.device)
+        return self._generator
 
     def _autocast(self):
         if self.amp_dtype is None:
