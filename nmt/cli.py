@@ -363,6 +363,13 @@ def translate(
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
+    prefix_file: Annotated[
+        str | None,
+        typer.Option(
+            help="Target prefixes, one line per input line (may be empty): each translation "
+            "starts with its prefix and search continues from there."
+        ),
+    ] = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.sampling import parse_sampling
@@ -381,6 +388,7 @@ def translate(
         quantize=quantize,
         precision=precision,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
+        prefix_file=prefix_file,
     )
 
 

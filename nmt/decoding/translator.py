@@ -27,7 +27,7 @@ from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.sampling import Sampling
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import ConfigError, NmtError
+from nmt.errors import ConfigError, DataError, NmtError
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision, resolve_device
 
@@ -215,8 +215,13 @@ class Translator:
 
     # ------------------------------------------------------------------ text
 
-    def translate(self, lines: Sequence[str]) -> Translation:
-        """Translate raw lines (normalised like the training data); one result per line."""
+    def translate(
+        self, lines: Sequence[str], *, prefixes: Sequence[str] | None = None
+    ) -> Translation:
+        """Translate raw lines (normalised like the training data); one result per line.
+
+        `prefixes`: one target text per line (may be empty) that its translation starts with;
+        search continues from it (`nmt.decoding.search`, target prefixes)."""
         if isinstance(lines, str):  # else each character would be translated as a line
             raise TypeError(
                 "Translator.translate takes a list of lines; nmt.Translator takes a str"
@@ -224,18 +229,31 @@ class Translator:
         started = time.perf_counter()
         cleaned = [normalize(line) for line in lines]
         ids = self.tokenizer.encode_src(cleaned)
-        result = self.translate_ids(ids)
+        prefix_ids = None
+        if prefixes is not None:
+            if len(prefixes) != len(lines):
+                raise ValueError(f"{len(lines)} lines but {len(prefixes)} prefixes")
+            prefix_ids = self.tokenizer.encode_tgt([normalize(p) for p in prefixes])
+        result = self.translate_ids(ids, prefixes=prefix_ids)
         result.stats.seconds = time.perf_counter() - started
         return result
 
-    def translate_ids(self, sources: Sequence[Sequence[int]]) -> Translation:
-        """Translate source id lists (without EOS); empty inputs give empty outputs."""
+    def translate_ids(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        prefixes: Sequence[Sequence[int]] | None = None,
+    ) -> Translation:
+        """Translate source id lists (without EOS); empty inputs give empty outputs, unless
+        they have a non-empty target prefix (`prefixes`: one id list per source)."""
         stats = TranslationStats(sentences=len(sources))
         sources, stats.truncated = self._truncate(sources)
+        self._check_prefixes(prefixes)
         hyps: list[list[Hypothesis]] = [[] for _ in sources]
-        todo = [i for i, s in enumerate(sources) if len(s) > 0]
+        todo = [i for i, s in enumerate(sources) if len(s) > 0 or (prefixes and len(prefixes[i]))]
         stats.empty = len(sources) - len(todo)
-        for index, nbest in self._search_all([sources[i] for i in todo]):
+        todo_prefixes = None if prefixes is None else [prefixes[i] for i in todo]
+        for index, nbest in self._search_all([sources[i] for i in todo], todo_prefixes):
             hyps[todo[index]] = nbest
         texts = [
             [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
@@ -251,8 +269,22 @@ class Translator:
         over = sum(1 for s in sources if len(s) > limit)
         return [s[:limit] if len(s) > limit else s for s in sources], over
 
+    def _check_prefixes(self, prefixes: Sequence[Sequence[int]] | None) -> None:
+        """A prefix the decoder's position table cannot hold with EOS is refused by line."""
+        limit = self.model.cfg.max_positions - 1
+        for line, prefix in enumerate(prefixes or (), start=1):
+            if len(prefix) > limit:
+                raise DataError(
+                    f"prefix line {line} has {len(prefix)} pieces; the model's decoder holds "
+                    f"at most {limit} (model.max_positions {limit + 1})"
+                )
+
     @torch.inference_mode()
-    def _search_all(self, sources: Sequence[Sequence[int]]):
+    def _search_all(
+        self,
+        sources: Sequence[Sequence[int]],
+        prefixes: Sequence[Sequence[int]] | None = None,
+    ):
         """Yield (index in `sources`, n-best list), batch by batch, shortest work first."""
         if not sources:
             return
@@ -271,6 +303,7 @@ class Translator:
                     eos_id=EOS_ID,
                     pad_id=PAD_ID,
                     generator=self._sampling_generator(),
+                    prefixes=None if prefixes is None else [prefixes[i] for i in batch.indices],
                 )
             yield from zip(batch.indices.tolist(), results)
 
