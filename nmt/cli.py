@@ -337,10 +337,13 @@ SeedOption = Annotated[
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
-    checkpoint: Annotated[
-        Path,
+    checkpoints: Annotated[
+        list[Path],
         typer.Argument(
-            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir."
+            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir; "
+            "several checkpoints decode as an ensemble (the mean of their log-probs).",
+            metavar="CHECKPOINT",
+            show_default=False,
         ),
     ],
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
@@ -376,7 +379,7 @@ def translate(
     from nmt.decoding.stream import translate_stream
 
     translate_stream(
-        checkpoint,
+        checkpoints,
         input,
         output,
         device=device,

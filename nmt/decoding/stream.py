@@ -205,7 +205,7 @@ def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
 
 
 def translate_stream(
-    checkpoint: Path,
+    checkpoints: list[Path],
     input: str,
     output: str,
     *,
@@ -231,9 +231,11 @@ def translate_stream(
     guard = _SignalGuard()
     try:
         with guard:
-            translator = Translator.from_checkpoint(checkpoint, device=device, **search)
+            translator = Translator.from_checkpoints(checkpoints, device=device, **search)
             if prefixes is not None and not isinstance(translator, Translator):
-                raise DataError(f"--prefix-file needs a checkpoint; {checkpoint} is a directory")
+                raise DataError(
+                    f"--prefix-file needs a checkpoint; {checkpoints[0]} is a directory"
+                )
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None

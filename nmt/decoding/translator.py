@@ -201,6 +201,25 @@ class Translator:
             numerics=chosen if quantize == "none" else quantize,
         )
 
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[Path], **options) -> Translator:
+        """One checkpoint (`from_checkpoint`), or an ensemble of several
+        (`nmt.decoding.ensemble`) decoding with the first one's settings; `options` as for
+        `from_checkpoint`, applied to every member."""
+        if len(paths) == 1:
+            return cls.from_checkpoint(paths[0], **options)
+        from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
+
+        members = [cls.from_checkpoint(path, **options) for path in paths]
+        for path, member in zip(paths, members):
+            if not isinstance(member, Translator):
+                raise NmtError(f"an ensemble needs checkpoints; {path} is a CTranslate2 directory")
+        check_same_tokenizer([m.tokenizer for m in members], paths)
+        ensemble = copy.copy(members[0])
+        ensemble.model = Ensemble([m.model for m in members])
+        ensemble.settings = replace(ensemble.settings, max_len_cap=ensemble.model.cfg.max_positions)
+        return ensemble
+
     def with_search(self, **overrides) -> Translator:
         """The same model and tokenizer (shared, not copied) with other search settings, e.g.
         beam_size=4, n_best=2; None keeps a setting. Bad values are an NmtError."""
