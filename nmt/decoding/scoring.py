@@ -92,7 +92,7 @@ def score_ids(
     widths = np.fromiter((max(len(s), len(t)) for s, t in zip(sources, targets)), dtype=np.int64)
     model = translator.model
     model.eval()
-    with torch.inference_mode(), translator._autocast():
+    with torch.inference_mode(), translator.autocast():
         for indices in make_inference_batches(widths, max_tokens=translator.batch_tokens):
             batch = collate(src, tgt, indices).to(translator.device)
             for index, score in zip(batch.indices.tolist(), _forced(model, batch)):

@@ -313,7 +313,7 @@ class Translator:
         for indices in make_inference_batches(lengths, max_tokens=self.batch_tokens):
             batch = collate(array, None, indices)
             src = batch.src_ids.to(self.device, non_blocking=True)
-            with self._autocast():
+            with self.autocast():
                 results = search(
                     self.model,
                     src,
@@ -333,7 +333,7 @@ class Translator:
             self._generator = sampling.generator(self.device)
         return self._generator
 
-    def _autocast(self):
+    def autocast(self):
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)

@@ -59,7 +59,7 @@ class FakeTranslator:
     device: torch.device = torch.device("cpu")
     max_input_tokens: int = 1000
 
-    def _autocast(self):
+    def autocast(self):
         return contextlib.nullcontext()
 
 
