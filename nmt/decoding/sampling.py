@@ -109,6 +109,8 @@ def parse_sampling(
             raise ValueError
         if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
             raise NmtError(f"--temperature {temperature}: expected a finite number > 0")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise NmtError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
         return Sampling(kind=kind, temperature=temperature or 1.0, seed=seed or 0, **values)
     except ValueError:
         raise NmtError(f"--sampling {text}: {expected}") from None

@@ -139,6 +139,8 @@ def score_command(
 
     if output != "-" and Path(output).is_dir():
         raise DataError(f"--output {output} is a directory; give a file name")
+    if str(src) == str(tgt) == "-":
+        raise DataError("--src and --tgt cannot both be stdin (-); give one of them as a file")
     sources, targets = read_lines(src), read_lines(tgt)
     if len(sources) != len(targets):
         raise DataError(

@@ -118,6 +118,8 @@ def test_sampling_needs_a_beam_of_one():
         ("random", -1.0, None, "--temperature -1.0: expected"),
         ("random", float("nan"), None, "--temperature nan: expected"),
         ("random", float("inf"), None, "--temperature inf: expected"),
+        ("random", None, -1, "--seed -1: expected an integer from 0 to 2\\*\\*63 - 1"),
+        ("random", None, 2**70, "--seed 1180591620717411303424: expected"),
         (None, 0.5, None, "--temperature applies only with --sampling"),
         (None, None, 3, "--seed applies only with --sampling"),
     ],

@@ -135,3 +135,5 @@ def test_score_refuses_files_of_different_lengths(tiny_run, tmp_path):
     )
     assert_clean_failure(result, f"--src {src} has 2 lines but --tgt {tgt} has 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.de", "t.en"]  # nothing written
+    both = run_process("score", tiny_run.checkpoint, "--src", "-", "--tgt", "-", cwd=tmp_path)
+    assert_clean_failure(both, "--src and --tgt cannot both be stdin")
