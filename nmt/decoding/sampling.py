@@ -6,8 +6,10 @@ divided by T, truncated (top-k: the K most likely tokens; top-p: the fewest most
 whose probability reaches P, nucleus sampling), renormalised, and one token is drawn with a
 generator seeded by N. A hypothesis keeps the model's own log-prob of each drawn token
 (temperature and truncation change what is drawn, not how it is scored), so `--n-best 1`
-rows and `nmt score` report the same number. The same seed, input and batch size give the
-same output.
+rows and `nmt score` report the same number (for text that re-encodes to the same pieces).
+One generator serves a whole run, batch after batch: the same seed gives the same output for
+the same input batched the same way (batch_tokens, chunk_lines); a batch drawn in another
+order or company draws other numbers.
 """
 
 from __future__ import annotations
