@@ -474,8 +474,12 @@ def evaluate(
         Path | None,
         typer.Option("--output-dir", "-o", help="Where hypotheses and scores are written."),
     ] = None,
+    sampling: SamplingOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
 ) -> None:
     """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
+    from nmt.decoding.sampling import parse_sampling
     from nmt.evaluation import evaluate_command
 
     evaluate_command(
@@ -495,6 +499,7 @@ def evaluate(
         precision=precision,
         data_dir=data_dir,
         output_dir=output_dir,
+        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
     )
 
 

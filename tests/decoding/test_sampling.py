@@ -178,3 +178,23 @@ def test_translate_samples_n_lines_for_n_seeded(tiny_run, nmt_inline, tmp_path):
     assert outputs[0][3] == outputs[0][4] == ""  # empty in, empty out
     assert outputs[0] == outputs[1]  # the same seed
     assert outputs[0] != outputs[2]  # another seed
+
+
+def test_evaluate_samples_and_records_how(tiny_run, nmt_inline, tmp_path):
+    import json
+
+    source, reference = tiny_run.raw("val", "de"), tiny_run.raw("val", "en")
+    reports = []
+    for seed in (4, 4):
+        result = nmt_inline(
+            "evaluate", tiny_run.checkpoint, "--src", source, "--ref", reference, "--json",
+            "--sampling", "topp:0.9", "--seed", seed, "--device", "cpu", "-o", tmp_path,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        reports.append(json.loads(result.stdout))
+    assert reports[0]["sampling"] == {
+        "kind": "topp", "k": 0, "p": 0.9, "temperature": 1.0, "seed": 4,
+    }  # fmt: skip
+    assert reports[0]["beam_size"] == 1
+    assert reports[0]["bleu"] == reports[1]["bleu"]  # the same seed, the same hypotheses
