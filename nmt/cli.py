@@ -318,15 +318,32 @@ BatchTokensOption = Annotated[
     int | None,
     typer.Option(min=1, help="Source tokens per batch (default: the checkpoint's)."),
 ]
+SamplingOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Draw each token instead of searching: topk:K, topp:P (nucleus) or random "
+        "(beam 1, one hypothesis per line)."
+    ),
+]
+TemperatureOption = Annotated[
+    float | None,
+    typer.Option(help="With --sampling: divide the log-probs by T before drawing (default 1)."),
+]
+SeedOption = Annotated[
+    int | None, typer.Option(help="With --sampling: the random seed (default 0).")
+]
 
 
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
-    checkpoint: Annotated[
-        Path,
+    checkpoints: Annotated[
+        list[Path],
         typer.Argument(
-            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir."
+            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir; "
+            "several checkpoints decode as an ensemble (the mean of their log-probs).",
+            metavar="CHECKPOINT",
+            show_default=False,
         ),
     ],
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
@@ -346,12 +363,23 @@ def translate(
     ] = 2000,
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
+    sampling: SamplingOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
+    prefix_file: Annotated[
+        str | None,
+        typer.Option(
+            help="Target prefixes, one line per input line (may be empty): each translation "
+            "starts with its prefix and search continues from there."
+        ),
+    ] = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
+    from nmt.decoding.sampling import parse_sampling
     from nmt.decoding.stream import translate_stream
 
     translate_stream(
-        checkpoint,
+        checkpoints,
         input,
         output,
         device=device,
@@ -359,6 +387,48 @@ def translate(
         beam_size=beam_size,
         n_best=n_best,
         length_penalty=length_penalty,
+        batch_tokens=batch_tokens,
+        quantize=quantize,
+        precision=precision,
+        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
+        prefix_file=prefix_file,
+    )
+
+
+# --------------------------------------------------------------------------- score
+
+
+@app.command()
+@user_errors(stdout_is_output=True)
+def score(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    src: Annotated[Path, typer.Option(help="Source lines (- for stdin).")],
+    tgt: Annotated[Path, typer.Option(help="Their translations, one per source line.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Scores file, or - for stdout.")
+    ] = "-",
+    per_token: Annotated[
+        bool, typer.Option(help="Add a column with each token's log-prob (EOS last).")
+    ] = False,
+    batch_tokens: BatchTokensOption = None,
+    device: DeviceOption = "auto",
+    quantize: QuantizeOption = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Log-probability of given translations: one row per pair, sum<TAB>mean<TAB>tokens.
+
+    Forced decoding through the model's training forward pass; EOS counts as a token, as in
+    the scores translate reports. Use it to filter noisy corpora or rerank n-best lists.
+    """
+    from nmt.decoding.scoring import score_command
+
+    score_command(
+        checkpoint,
+        src=src,
+        tgt=tgt,
+        output=output,
+        per_token=per_token,
+        device=device,
         batch_tokens=batch_tokens,
         quantize=quantize,
         precision=precision,
@@ -404,8 +474,12 @@ def evaluate(
         Path | None,
         typer.Option("--output-dir", "-o", help="Where hypotheses and scores are written."),
     ] = None,
+    sampling: SamplingOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
 ) -> None:
     """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
+    from nmt.decoding.sampling import parse_sampling
     from nmt.evaluation import evaluate_command
 
     evaluate_command(
@@ -425,6 +499,7 @@ def evaluate(
         precision=precision,
         data_dir=data_dir,
         output_dir=output_dir,
+        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nmt.data.text import STDIN, read_lines, sha256_of
@@ -136,11 +136,12 @@ def result_tag(identity: CheckpointIdentity, translator) -> str:
 
 
 def decoding_description(translator) -> dict:
+    sampling = getattr(translator.settings, "sampling", None)
     return {
         "beam_size": translator.settings.beam_size,
         "device": str(translator.device),
         "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
-    }
+    } | ({"sampling": asdict(sampling)} if sampling is not None else {})
 
 
 def record_results(out_dir: Path, records: list[dict]) -> Path:
@@ -194,8 +195,10 @@ def evaluate_command(
     precision: str | None = None,
     length_penalty: float | None = None,
     batch_tokens: int | None = None,
+    sampling=None,
 ) -> None:
-    """`nmt evaluate`: score existing output, a source file, or a corpus split."""
+    """`nmt evaluate`: score existing output, a source file, or a corpus split; `sampling`
+    (an `nmt.decoding.sampling.Sampling`) draws the translations instead of searching."""
     _check_one_stdin(hyp=hyp, ref=ref, src=src)
     if hyp is not None:
         if ref is None:
@@ -223,7 +226,7 @@ def evaluate_command(
             output_dir=output_dir,
             quantize=quantize,
             precision=precision,
-            search=dict(beam_size=beam_size, length_penalty=length_penalty),
+            search=dict(beam_size=beam_size, length_penalty=length_penalty, sampling=sampling),
             batch_tokens=batch_tokens,
         )
     if json_output:

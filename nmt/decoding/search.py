@@ -32,17 +32,24 @@ Length rules, the same for greedy and beam search:
   * min_len: EOS may not follow fewer than min_len generated tokens (max_len wins if smaller).
   * PAD and BOS are never generated.
 Masking a token does not renormalise the others: each token keeps its model log-prob.
+
+Target prefixes (CTranslate2's `target_prefix`): with `prefixes`, sentence i's first
+len(prefixes[i]) tokens are forced to its prefix (every other token masked at those steps)
+and search goes on from there; the prefix tokens are part of the hypothesis and of its
+log_prob. Its max_len grows to at least len(prefix) + 1, so the prefix always fits.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from nmt.decoding.sampling import Sampling
 from nmt.decoding.topk import grouped_topk
 
 NEG_INF = float("-inf")
@@ -79,6 +86,7 @@ class SearchSettings:
     max_len_b: int = 10
     min_len: int = 1
     max_len_cap: int | None = None  # hard limit, e.g. the model's max_positions
+    sampling: Sampling | None = None  # draw each token (greedy search's step policy)
 
     def max_len(self, src_len: int) -> int:
         """Most tokens (EOS included) a hypothesis for a source of src_len tokens may have."""
@@ -94,6 +102,10 @@ class SearchSettings:
             raise ValueError(f"n_best must be in 1..beam_size={self.beam_size}, got {self.n_best}")
         if self.min_len < 0:
             raise ValueError(f"min_len must be >= 0, got {self.min_len}")
+        if self.sampling is not None and self.beam_size != 1:
+            raise ValueError(
+                f"sampling draws one hypothesis: beam_size must be 1, got {self.beam_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,18 @@ def search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    generator: torch.Generator | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Greedy search when beam_size is 1, beam search otherwise (same results for beam 1)."""
-    run = greedy_search if settings.beam_size == 1 else beam_search
-    return run(model, src_ids, settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    """Greedy search when beam_size is 1, beam search otherwise (same results for beam 1).
+
+    With `settings.sampling`, greedy search draws each token with `generator` (a fresh one
+    seeded with sampling.seed when None). `prefixes`: one target prefix per sentence (ids,
+    may be empty) that its hypotheses start with."""
+    ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, prefixes=prefixes)
+    if settings.beam_size != 1:
+        return beam_search(model, src_ids, settings, **ids)
+    return greedy_search(model, src_ids, settings, **ids, generator=generator)
 
 
 def greedy_search(
@@ -128,20 +148,26 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    generator: torch.Generator | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """The most likely next token at every step, under the length rules of the module docstring.
+    """The most likely next token at every step, under the length rules of the module docstring
+    (or, with settings.sampling, a drawn one: `_step_policy`).
 
     src_ids [B, S] -> B lists of one Hypothesis. A sentence leaves the batch (its rows are
     pruned from memory and cache) as soon as it ends in EOS.
     """
-    rules = _Rules(min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    rules = _Rules(
+        min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, prefixes=prefixes
+    )
+    pick = _step_policy(settings.sampling, generator, src_ids.device)
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
-        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id)
+        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id, prefixes=prefixes)
         step = 0
         while state is not None:
             log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
-            best, tokens = log_probs.max(dim=-1)  # [N]
+            best, tokens = pick(log_probs)  # [N]
             # EOS is forced at a row's last step; the limit also ends a row whose EOS is -inf
             ended = (tokens == eos_id) | (state.max_lens == step + 1)
             state = _greedy_advance(state, tokens, state.log_probs + best, ended, finished)
@@ -157,6 +183,7 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over B sentences x K hypotheses; returns n_best per sentence.
 
@@ -175,10 +202,12 @@ def beam_search(
     exactly `greedy_search`. Ties between equal scores break arbitrarily.
     """
     k_max = settings.beam_size
-    rules = _Rules(min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    rules = _Rules(
+        min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, prefixes=prefixes
+    )
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
-        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id)
+        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id, prefixes=prefixes)
         step = 0
         while state is not None:
             log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
@@ -200,6 +229,7 @@ class _Rules:
     bos_id: int
     eos_id: int
     pad_id: int
+    prefixes: Sequence[Sequence[int]] | None = None  # per input sentence
 
     def constrain(self, log_probs: Tensor, *, step: int, last_rows: list[int]) -> Tensor:
         """Set disallowed tokens to -inf, in place. log_probs [N, V] -> float32 [N, V].
@@ -225,7 +255,25 @@ class _Rules:
     def next_log_probs(self, model: SearchModel, state: _Rows, *, step: int) -> Tensor:
         """One decoding step of every row, constrained. -> float32 [N, V]."""
         log_probs = model.decode_step(state.prev, state.memory, state.cache)
-        return self.constrain(log_probs, step=step, last_rows=state.rows_at_limit(step))
+        log_probs = self.constrain(log_probs, step=step, last_rows=state.rows_at_limit(step))
+        if self.prefixes is not None:
+            self.force_prefixes(log_probs, state, step=step)
+        return log_probs
+
+    def force_prefixes(self, log_probs: Tensor, state: _Rows, *, step: int) -> None:
+        """In place: the rows of a sentence whose prefix reaches past `step` may produce only
+        its token at `step`, with its model log-prob. log_probs [N, V]."""
+        rows, tokens = [], []
+        for i, sentence in enumerate(state.sentences):
+            prefix = self.prefixes[sentence]
+            if step < len(prefix):
+                rows.extend(range(i * state.k, (i + 1) * state.k))
+                tokens.extend([prefix[step]] * state.k)
+        if rows:
+            rows_t, tokens_t = _index(rows, log_probs.device), _index(tokens, log_probs.device)
+            forced = log_probs[rows_t, tokens_t]
+            log_probs.index_fill_(0, rows_t, NEG_INF)
+            log_probs[rows_t, tokens_t] = forced
 
 
 @dataclass(frozen=True)
@@ -272,7 +320,13 @@ class _Rows:
 
 
 def _start(
-    model: SearchModel, src_ids: Tensor, settings: SearchSettings, *, bos_id: int, pad_id: int
+    model: SearchModel,
+    src_ids: Tensor,
+    settings: SearchSettings,
+    *,
+    bos_id: int,
+    pad_id: int,
+    prefixes: Sequence[Sequence[int]] | None,
 ) -> _Rows | None:
     """Encode the batch and set up one row per sentence; None for an empty batch."""
     batch, device = len(src_ids), src_ids.device
@@ -280,6 +334,8 @@ def _start(
         return None
     src_lens = (src_ids != pad_id).sum(dim=1).tolist()
     limits = [settings.max_len(n) for n in src_lens]
+    if prefixes is not None:  # room for the prefix and EOS after it
+        limits = [max(limit, len(prefix) + 1) for limit, prefix in zip(limits, prefixes)]
     memory = model.encode(src_ids)
     return _Rows(
         sentences=list(range(batch)),
@@ -323,6 +379,15 @@ def _index(values: list[int], device: torch.device) -> Tensor:
 
 
 # --------------------------------------------------------------------------- greedy step
+
+
+def _step_policy(sampling: Sampling | None, generator: torch.Generator | None, device):
+    """log_probs [N, V] -> (log-prob of the chosen token [N], chosen token [N]): the most
+    likely one, or one drawn as `sampling` says."""
+    if sampling is None:
+        return lambda log_probs: log_probs.max(dim=-1)
+    generator = generator if generator is not None else sampling.generator(device)
+    return lambda log_probs: sampling.pick(log_probs, generator)
 
 
 def _greedy_advance(
@@ -429,8 +494,12 @@ def _keep_alive(
         return (x if keep is None else x[keep]).reshape(-1)
 
     tokens, log_probs = pick(cands.tokens), pick(cands.log_probs)
-    # Only a vocabulary smaller than K can leave an EOS here; such a row must never finish.
-    log_probs = log_probs.masked_fill(tokens == eos_id, NEG_INF)
+    # Fewer than K live candidates (a vocabulary smaller than K, a forced prefix) leave dead
+    # rows: an EOS or a -inf candidate. They get -inf, which they never leave, and EOS as
+    # their token (not the PAD or BOS a -inf tie may pick): a valid decoder input.
+    dead = (tokens == eos_id) | log_probs.isneginf()
+    log_probs = log_probs.masked_fill(dead, NEG_INF)
+    tokens = tokens.masked_fill(dead, eos_id)
     return state.extend(pick(cands.rows), tokens=tokens, log_probs=log_probs, live=live)
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nmt.data.text import iter_lines, stdin_lines
+from nmt.data.text import count_lines, iter_lines, read_lines, stdin_lines
 from nmt.errors import DataError, NmtError, OutputError
 from nmt.files import atomic_write, os_reason
 
@@ -172,8 +172,47 @@ def format_nbest(index: int, hyps, texts: list[str], n_best: int) -> list[str]:
     return [f"{index}\t{h.score:.4f}\t{t}" for h, t in zip(hyps, texts)]
 
 
+def read_prefixes(prefix_file: str | None, input: str) -> list[str] | None:
+    """The `--prefix-file` lines; with a file input, a line count that differs from the
+    input's is refused now, before the model is loaded (stdin is checked as it is read)."""
+    if prefix_file is None:
+        return None
+    prefixes = read_lines(prefix_file)
+    if input != "-":
+        lines = count_lines(Path(input))
+        if lines != len(prefixes):
+            raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, lines))
+    return prefixes
+
+
+def _prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:
+    source = "stdin" if input == "-" else input
+    return (
+        f"--prefix-file {prefix_file} has {prefixes} lines but the input ({source}) has "
+        f"{lines}; give one prefix per input line (an empty line for none)"
+    )
+
+
+def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
+    """The prefixes of the input lines start .. start + len(chunk) - 1 (None: no file)."""
+    if prefixes is None:
+        return None
+    if start + len(chunk) > len(prefixes):
+        raise DataError(
+            _prefix_count_message(prefix_file, len(prefixes), input, start + len(chunk))
+        )
+    return prefixes[start : start + len(chunk)]
+
+
 def translate_stream(
-    checkpoint: Path, input: str, output: str, *, device: str, chunk_lines: int, **search
+    checkpoints: list[Path],
+    input: str,
+    output: str,
+    *,
+    device: str,
+    chunk_lines: int,
+    prefix_file: str | None = None,
+    **search,
 ) -> None:
     from nmt.decoding.translator import TranslationStats, Translator
 
@@ -183,6 +222,7 @@ def translate_stream(
         raise DataError("stdin is closed; give --input FILE")
     if output == "-" and sys.stdout is None:
         raise DataError("stdout is closed; give --output FILE")
+    prefixes = read_prefixes(prefix_file, input)
     batch_tokens = search.pop("batch_tokens", None)
     nbest_rows = bool(search.get("n_best"))
     total = TranslationStats()
@@ -191,18 +231,28 @@ def translate_stream(
     guard = _SignalGuard()
     try:
         with guard:
-            translator = Translator.from_checkpoint(checkpoint, device=device, **search)
+            translator = Translator.from_checkpoints(checkpoints, device=device, **search)
+            if prefixes is not None and not isinstance(translator, Translator):
+                raise DataError(
+                    f"--prefix-file needs a checkpoint; {checkpoints[0]} is a directory"
+                )
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None
             chunks = input_chunks(input, chunk_lines)
             with open_output(output) as out:
                 for chunk in chunks:
-                    result = translator.translate(chunk)
+                    chunk_prefixes = _chunk_prefixes(prefixes, prefix_file, input, index, chunk)
+                    if chunk_prefixes is None:
+                        result = translator.translate(chunk)
+                    else:
+                        result = translator.translate(chunk, prefixes=chunk_prefixes)
                     with guard.held():
                         index = _write_chunk(out, result, index, n_best)
                     total.add(result.stats)
                     _progress(total, time.perf_counter() - started)
+                if prefixes is not None and index != len(prefixes):  # stdin ended early
+                    raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, index))
                 guard.hold_to_the_end()
     except _Stop as stop:
         message = _stopped_message(stop.signum, index, output)

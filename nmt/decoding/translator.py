@@ -25,8 +25,9 @@ from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
+from nmt.decoding.sampling import Sampling
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import ConfigError, NmtError
+from nmt.errors import ConfigError, DataError, NmtError
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision, resolve_device
 
@@ -75,6 +76,28 @@ def search_settings(decode: DecodeConfig, **options) -> SearchSettings:
         max_len_b=decode.max_len_b,
         min_len=decode.min_len,
     )
+
+
+def check_sampling_options(sampling: Sampling | None, **options) -> None:
+    """What sampling cannot combine with, refused by option: it draws one hypothesis."""
+    if sampling is None:
+        return
+    if (options.get("beam_size") or 1) > 1:
+        raise NmtError(
+            "--sampling draws one token per step: give --beam-size 1 or leave it out "
+            f"(got --beam-size {options['beam_size']})"
+        )
+    if (options.get("n_best") or 1) > 1:
+        raise NmtError(
+            f"--sampling gives one hypothesis per line: --n-best {options['n_best']} cannot apply"
+        )
+
+
+def with_sampling(settings: SearchSettings, sampling: Sampling | None) -> SearchSettings:
+    """`settings` drawing tokens with `sampling`: greedy search's step policy, beam 1."""
+    if sampling is None:
+        return settings
+    return replace(settings, beam_size=1, n_best=1, sampling=sampling)
 
 
 def _name_options(problem: str, given: dict) -> str:
@@ -132,6 +155,7 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.max_input_tokens = max_input_tokens
         self.amp_dtype = amp_dtype
+        self._generator: torch.Generator | None = None  # sampling's, made on first use
 
     @classmethod
     def from_checkpoint(
@@ -142,14 +166,18 @@ class Translator:
         decode: DecodeConfig | None = None,
         quantize: str | None = None,
         precision: str | None = None,
+        sampling: Sampling | None = None,
         **search,
     ) -> Translator:
         """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
         checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
-        "fp16") and `search` override it."""
+        "fp16") and `search` override it; `sampling` draws tokens instead of searching."""
         from nmt.interop.ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
 
+        check_sampling_options(sampling, **search)
         if is_ctranslate2_dir(path):  # an `nmt export --to ctranslate2` directory
+            if sampling is not None:
+                raise NmtError(f"--sampling needs a checkpoint; {path} is a CTranslate2 directory")
             return CTranslate2Translator.from_directory(
                 path, device=device, decode=decode, quantize=quantize, precision=precision, **search
             )
@@ -165,13 +193,32 @@ class Translator:
         return cls(
             model,
             tokenizer,
-            settings=search_settings(decode, **search),
+            settings=with_sampling(search_settings(decode, **search), sampling),
             device=target,
             batch_tokens=decode.batch_tokens,
             max_input_tokens=decode.max_input_tokens,
             config=cfg,
             numerics=chosen if quantize == "none" else quantize,
         )
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[Path], **options) -> Translator:
+        """One checkpoint (`from_checkpoint`), or an ensemble of several
+        (`nmt.decoding.ensemble`) decoding with the first one's settings; `options` as for
+        `from_checkpoint`, applied to every member."""
+        if len(paths) == 1:
+            return cls.from_checkpoint(paths[0], **options)
+        from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
+
+        members = [cls.from_checkpoint(path, **options) for path in paths]
+        for path, member in zip(paths, members):
+            if not isinstance(member, Translator):
+                raise NmtError(f"an ensemble needs checkpoints; {path} is a CTranslate2 directory")
+        check_same_tokenizer([m.tokenizer for m in members], paths)
+        ensemble = copy.copy(members[0])
+        ensemble.model = Ensemble([m.model for m in members])
+        ensemble.settings = replace(ensemble.settings, max_len_cap=ensemble.model.cfg.max_positions)
+        return ensemble
 
     def with_search(self, **overrides) -> Translator:
         """The same model and tokenizer (shared, not copied) with other search settings, e.g.
@@ -187,8 +234,13 @@ class Translator:
 
     # ------------------------------------------------------------------ text
 
-    def translate(self, lines: Sequence[str]) -> Translation:
-        """Translate raw lines (normalised like the training data); one result per line."""
+    def translate(
+        self, lines: Sequence[str], *, prefixes: Sequence[str] | None = None
+    ) -> Translation:
+        """Translate raw lines (normalised like the training data); one result per line.
+
+        `prefixes`: one target text per line (may be empty) that its translation starts with;
+        search continues from it (`nmt.decoding.search`, target prefixes)."""
         if isinstance(lines, str):  # else each character would be translated as a line
             raise TypeError(
                 "Translator.translate takes a list of lines; nmt.Translator takes a str"
@@ -196,18 +248,31 @@ class Translator:
         started = time.perf_counter()
         cleaned = [normalize(line) for line in lines]
         ids = self.tokenizer.encode_src(cleaned)
-        result = self.translate_ids(ids)
+        prefix_ids = None
+        if prefixes is not None:
+            if len(prefixes) != len(lines):
+                raise ValueError(f"{len(lines)} lines but {len(prefixes)} prefixes")
+            prefix_ids = self.tokenizer.encode_tgt([normalize(p) for p in prefixes])
+        result = self.translate_ids(ids, prefixes=prefix_ids)
         result.stats.seconds = time.perf_counter() - started
         return result
 
-    def translate_ids(self, sources: Sequence[Sequence[int]]) -> Translation:
-        """Translate source id lists (without EOS); empty inputs give empty outputs."""
+    def translate_ids(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        prefixes: Sequence[Sequence[int]] | None = None,
+    ) -> Translation:
+        """Translate source id lists (without EOS); empty inputs give empty outputs, unless
+        they have a non-empty target prefix (`prefixes`: one id list per source)."""
         stats = TranslationStats(sentences=len(sources))
         sources, stats.truncated = self._truncate(sources)
+        self._check_prefixes(prefixes)
         hyps: list[list[Hypothesis]] = [[] for _ in sources]
-        todo = [i for i, s in enumerate(sources) if len(s) > 0]
+        todo = [i for i, s in enumerate(sources) if len(s) > 0 or (prefixes and len(prefixes[i]))]
         stats.empty = len(sources) - len(todo)
-        for index, nbest in self._search_all([sources[i] for i in todo]):
+        todo_prefixes = None if prefixes is None else [prefixes[i] for i in todo]
+        for index, nbest in self._search_all([sources[i] for i in todo], todo_prefixes):
             hyps[todo[index]] = nbest
         texts = [
             [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
@@ -223,8 +288,22 @@ class Translator:
         over = sum(1 for s in sources if len(s) > limit)
         return [s[:limit] if len(s) > limit else s for s in sources], over
 
+    def _check_prefixes(self, prefixes: Sequence[Sequence[int]] | None) -> None:
+        """A prefix the decoder's position table cannot hold with EOS is refused by line."""
+        limit = self.model.cfg.max_positions - 1
+        for line, prefix in enumerate(prefixes or (), start=1):
+            if len(prefix) > limit:
+                raise DataError(
+                    f"prefix line {line} has {len(prefix)} pieces; the model's decoder holds "
+                    f"at most {limit} (model.max_positions {limit + 1})"
+                )
+
     @torch.inference_mode()
-    def _search_all(self, sources: Sequence[Sequence[int]]):
+    def _search_all(
+        self,
+        sources: Sequence[Sequence[int]],
+        prefixes: Sequence[Sequence[int]] | None = None,
+    ):
         """Yield (index in `sources`, n-best list), batch by batch, shortest work first."""
         if not sources:
             return
@@ -234,13 +313,27 @@ class Translator:
         for indices in make_inference_batches(lengths, max_tokens=self.batch_tokens):
             batch = collate(array, None, indices)
             src = batch.src_ids.to(self.device, non_blocking=True)
-            with self._autocast():
+            with self.autocast():
                 results = search(
-                    self.model, src, self.settings, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID
+                    self.model,
+                    src,
+                    self.settings,
+                    bos_id=BOS_ID,
+                    eos_id=EOS_ID,
+                    pad_id=PAD_ID,
+                    generator=self._sampling_generator(),
+                    prefixes=None if prefixes is None else [prefixes[i] for i in batch.indices],
                 )
             yield from zip(batch.indices.tolist(), results)
 
-    def _autocast(self):
+    def _sampling_generator(self) -> torch.Generator | None:
+        """One seeded generator for the whole run: every batch continues its stream."""
+        sampling = self.settings.sampling
+        if sampling is not None and self._generator is None:
+            self._generator = sampling.generator(self.device)
+        return self._generator
+
+    def autocast(self):
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)

@@ -1,0 +1,118 @@
+"""Sampling as a step policy of greedy search: draw the next token instead of taking the best.
+
+`--sampling topk:K | topp:P | random`, `--temperature T`, `--seed N`. At every step the model's
+log-probs (after the length rules of `nmt.decoding.search` masked what may not follow) are
+divided by T, truncated (top-k: the K most likely tokens; top-p: the fewest most likely tokens
+whose probability reaches P, nucleus sampling), renormalised, and one token is drawn with a
+generator seeded by N. A hypothesis keeps the model's own log-prob of each drawn token
+(temperature and truncation change what is drawn, not how it is scored), so `--n-best 1`
+rows and `nmt score` report the same number (for text that re-encodes to the same pieces).
+One generator serves a whole run, batch after batch: the same seed gives the same output for
+the same input batched the same way (batch_tokens, chunk_lines); a batch drawn in another
+order or company draws other numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nmt.errors import NmtError
+
+KINDS = ("topk", "topp", "random")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to draw a token: kind "topk" (keep `k`), "topp" (keep mass `p`) or "random"."""
+
+    kind: str = "random"
+    k: int = 0
+    p: float = 1.0
+    temperature: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"sampling kind must be one of {', '.join(KINDS)}, got {self.kind}")
+        if self.kind == "topk" and self.k < 1:
+            raise ValueError(f"topk needs K >= 1, got {self.k}")
+        if self.kind == "topp" and not 0 < self.p <= 1:
+            raise ValueError(f"topp needs P in (0, 1], got {self.p}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A generator on `device` seeded with `seed`: one per translation run."""
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.seed)
+        return generator
+
+    def distribution(self, log_probs: Tensor) -> Tensor:
+        """What a row's token is drawn from. log_probs [N, V] -> probabilities [N, V]."""
+        logits = log_probs / self.temperature
+        if self.kind == "topk":
+            logits = _keep_top_k(logits, self.k)
+        elif self.kind == "topp":
+            logits = _keep_top_p(logits, self.p)
+        # A row with nothing allowed (only at its forced last step) draws its first column;
+        # the length limit ends it, with the -inf log-prob it had.
+        dead = ~logits.isfinite().any(dim=-1)
+        logits[dead, 0] = 0.0
+        return torch.softmax(logits, dim=-1)
+
+    def pick(self, log_probs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The step policy: (model log-prob of the drawn token [N], drawn token [N])."""
+        probs = self.distribution(log_probs)
+        tokens = torch.multinomial(probs, 1, generator=generator)  # [N, 1]
+        return log_probs.gather(1, tokens)[:, 0], tokens[:, 0]
+
+
+def _keep_top_k(logits: Tensor, k: int) -> Tensor:
+    """-inf outside each row's k largest values (ties at the k-th all stay). [N, V]."""
+    k = min(k, logits.size(-1))
+    kth = logits.topk(k, dim=-1).values[:, -1:]  # [N, 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _keep_top_p(logits: Tensor, p: float) -> Tensor:
+    """-inf outside each row's nucleus: the most likely tokens, in order, until their
+    probability reaches p (the token that crosses p is kept). [N, V]."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+    drop_sorted = before >= p
+    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def parse_sampling(
+    text: str | None, *, temperature: float | None, seed: int | None
+) -> Sampling | None:
+    """The command line's `--sampling`, `--temperature`, `--seed` as a Sampling (None when
+    `--sampling` is not given); each bad value is one NmtError naming its option."""
+    if text is None:
+        for option, value in (("--temperature", temperature), ("--seed", seed)):
+            if value is not None:
+                raise NmtError(f"{option} applies only with --sampling (topk:K, topp:P, random)")
+        return None
+    kind, _, arg = text.partition(":")
+    expected = "expected topk:K (K >= 1), topp:P (0 < P <= 1) or random"
+    values: dict = {}
+    try:
+        if kind == "topk" and arg:
+            values["k"] = int(arg)
+        elif kind == "topp" and arg:
+            values["p"] = float(arg)
+        elif not (kind == "random" and not arg):
+            raise ValueError
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+            raise NmtError(f"--temperature {temperature}: expected a finite number > 0")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise NmtError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
+        return Sampling(kind=kind, temperature=temperature or 1.0, seed=seed or 0, **values)
+    except ValueError:
+        raise NmtError(f"--sampling {text}: {expected}") from None
