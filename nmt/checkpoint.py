@@ -287,11 +287,15 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- atomic files
 
 
-def replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
-    """`nmt.files.replace_atomically` (unique temporary, fsync, rename, symlink target kept),
-    with its failures reported as `CheckpointError`."""
+def replace_atomically(
+    path: Path, fill: Callable[[Path], None], *, through_links: bool = True
+) -> None:
+    """`nmt.files.replace_atomically` (unique temporary, fsync, rename, symlink target kept
+    unless `through_links=False`), with its failures reported as `CheckpointError`."""
     try:
-        files.replace_atomically(path, fill, describe=f"checkpoint {path}")
+        files.replace_atomically(
+            path, fill, describe=f"checkpoint {path}", through_links=through_links
+        )
     except OutputError as exc:
         raise CheckpointError(str(exc)) from exc
 

@@ -56,11 +56,15 @@ def write_target(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path, *, describe: str | None = None) -> Iterator[Path]:
+def staged_file(
+    path: Path, *, describe: str | None = None, through_links: bool = True
+) -> Iterator[Path]:
     """Yield a unique temporary path; when the block ends cleanly, force it to disk and
-    rename it over `path` (its symlink target). On any failure the temporary is removed;
-    OS errors become `OutputError("cannot write <describe or path>: <reason>")`."""
-    target = write_target(path)
+    rename it over `path` (its symlink target; with `through_links=False` the name itself,
+    for names that point at other files, such as a run's `last.pt`). On any failure the
+    temporary is removed; OS errors become `OutputError("cannot write <describe or path>:
+    <reason>")`."""
+    target = write_target(path) if through_links else Path(path)
     tmp = temporary_name(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,12 +80,19 @@ def staged_file(path: Path, *, describe: str | None = None) -> Iterator[Path]:
     fsync_directory(target.parent)
 
 
-def replace_atomically(path: Path, fill: Callable[[Path], None], *, describe: str | None = None):
+def replace_atomically(
+    path: Path,
+    fill: Callable[[Path], None],
+    *,
+    describe: str | None = None,
+    through_links: bool = True,
+):
     """Let `fill` create the temporary file (e.g. `torch.save` into it), then rename it over
-    `path`. Returns the file written (the symlink's target when `path` is a link)."""
-    with staged_file(path, describe=describe) as tmp:
+    `path`. Returns the file written (the symlink's target when `path` is a link and
+    `through_links`, see `staged_file`)."""
+    with staged_file(path, describe=describe, through_links=through_links) as tmp:
         fill(tmp)
-    return write_target(path)
+    return write_target(path) if through_links else Path(path)
 
 
 @contextlib.contextmanager

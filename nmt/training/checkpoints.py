@@ -131,7 +131,10 @@ class CheckpointManager:
         return remove_stale_temporaries(self.directory)
 
     def _point(self, name: Path, target: Path) -> None:
-        replace_atomically(name, lambda tmp: link_or_copy(target, tmp))
+        # `last.pt` / `best.pt` are names, not files of their own: a symbolic link there (a
+        # user's `ln -s step_20.pt best.pt`) is replaced, never written through, which would
+        # overwrite the step file it points at with another step's weights.
+        replace_atomically(name, lambda tmp: link_or_copy(target, tmp), through_links=False)
 
     def _prune(self) -> None:
         for old in self.step_checkpoints()[: -self.keep_last]:
