@@ -68,7 +68,7 @@ def user_errors(command=None, *, stdout_is_output: bool = False):
     def wrapper(*args, **kwargs):
         from nmt.files import fill_closed_standard_descriptors, keep_going_on_closed_pipes
 
-        fill_closed_standard_descriptors()
+        fill_closed_standard_descriptors(stdout_is_output=stdout_is_output)
         keep_going_on_closed_pipes(stdout=not stdout_is_output)
         try:
             return command(*args, **kwargs)

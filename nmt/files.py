@@ -333,13 +333,16 @@ def keep_going_on_closed_pipes(*, stdout: bool = True) -> None:
             setattr(sys, name, _SurvivesClosedPipe(stream))
 
 
-def fill_closed_standard_descriptors() -> None:
+def fill_closed_standard_descriptors(*, stdout_is_output: bool = False) -> None:
     """Point closed descriptors 0, 1, 2 (`nmt ... <&- >&- 2>&-`) at /dev/null.
 
     Otherwise the next file nmt opens would get that number, and whatever writes "stderr"
-    (a C++ warning) would write into it. `sys.stdin`/`sys.stdout` stay None, so a command
-    that needs them can refuse; a missing `sys.stderr` becomes /dev/null so messages meant
-    for it do not fall back to stdout (where `print(file=None)` sends them)."""
+    (a C++ warning) would write into it. `sys.stdin` stays None, and so does `sys.stdout` of
+    a command whose job is writing it (`stdout_is_output`), so that command can refuse; for
+    any other command stdout is a log like stderr, and a closed one becomes /dev/null (a
+    None `sys.stdout` was a traceback in rich's tables: `nmt prepare >&-`). A missing
+    `sys.stderr` becomes /dev/null so messages meant for it do not fall back to stdout
+    (where `print(file=None)` sends them)."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -350,3 +353,5 @@ def fill_closed_standard_descriptors() -> None:
                 os.close(devnull)
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
+    if sys.stdout is None and not stdout_is_output:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
