@@ -53,7 +53,12 @@ from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from nmt.decoding.search import Hypothesis, SearchSettings
 from nmt.decoding.translator import Translation, TranslationStats, one_line, search_settings
 from nmt.errors import NmtError
-from nmt.interop.source import ExportSource, require_extra, write_provenance
+from nmt.interop.source import (
+    ExportSource,
+    check_export_files,
+    require_extra,
+    write_provenance,
+)
 from nmt.model.embedding import sinusoidal_positions
 
 QUANTIZATIONS = (
@@ -254,6 +259,7 @@ class CTranslate2Translator:
         default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
         ctranslate2 = require_extra("ctranslate2", f"decoding the CTranslate2 directory {path}")
         path = Path(path)
+        check_export_files(path)
         config = _load_config(path)
         tokenizer = Tokenizer(*(path.joinpath(n).read_bytes() for n in SPM_NAMES))
         decode = decode or config.decode

@@ -120,6 +120,30 @@ def test_evaluate_with_a_ctranslate2_directory(exported, models, source_file, cl
     assert scores[0] == scores[1]
 
 
+@pytest.mark.parametrize("damage", ["flipped bit in model.bin", "missing vocabulary"])
+def test_a_damaged_ctranslate2_directory_is_refused_not_decoded(
+    exported, source_file, cli_inline, tmp_path, damage
+):
+    """Found broken: a flipped bit in model.bin translated (and evaluate scored) with the
+    damaged weights; the export had no checksums of its own."""
+    import shutil
+
+    copy = tmp_path / "ct2"
+    shutil.copytree(exported["ct2"], copy)
+    if damage == "missing vocabulary":
+        (copy / "shared_vocabulary.json").unlink()
+        expected = "shared_vocabulary.json is missing"
+    else:
+        data = bytearray((copy / "model.bin").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (copy / "model.bin").write_bytes(bytes(data))
+        expected = "model.bin does not match the sha256 that nmt export recorded"
+    out = tmp_path / "hyp.en"
+    result = cli_inline("translate", copy, "-i", source_file, "-o", out, "--device", "cpu")
+    assert_one_line_failure(result, expected, "export the checkpoint again")
+    assert not out.exists()
+
+
 def test_int8_export_translates_every_line(models, source_file, cli_inline, tmp_path):
     out = tmp_path / "int8"
     assert (
