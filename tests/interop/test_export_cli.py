@@ -260,3 +260,22 @@ def test_missing_extra_is_one_line(models, cli_inline, tmp_path, monkeypatch, to
         result.stderr
         == f'error: nmt export --to {to} needs the optional extra: pip install "nmt[{extra}]"\n'
     )
+
+
+def test_an_output_that_appears_while_exporting_is_refused_not_replaced(tmp_path):
+    """Two `nmt export ... OUT` at once: both passed the check that OUT does not exist, and
+    both exited 0 with one's output replaced by the other's (found by running two)."""
+    from nmt.errors import NmtError
+    from nmt.interop.export import _staged
+
+    out = tmp_path / "ct2"
+
+    def write(staging: Path) -> None:
+        out.mkdir()  # the other process's export lands first
+        (out / "model.bin").write_bytes(b"theirs")
+        (staging / "model.bin").write_bytes(b"ours")
+
+    with pytest.raises(NmtError, match="appeared while exporting"):
+        _staged(out, write, force=False)
+    assert (out / "model.bin").read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]  # no staging left
