@@ -476,6 +476,19 @@ def check_model_schema(path: Path, state: dict[str, Any]) -> ModelCheckpoint:
     return ModelCheckpoint(path=path, state=state, config=cfg, tokenizer=tokenizer)
 
 
+def checkpoint_step(state: dict[str, Any]) -> int | None:
+    """The update a checkpoint's weights come from: its training progress, or for a release
+    checkpoint (`nmt export --to nmt`, progress dropped) the step it recorded; None for an
+    averaged or foreign file."""
+    train_state = state.get("train_state")
+    release = state.get("release")
+    if isinstance(train_state, dict):
+        step = train_state.get("step")
+    else:
+        step = release.get("from_step") if isinstance(release, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def checkpoint_config(state: dict[str, Any], path: Path) -> ExperimentConfig:
     """The resolved config stored in a checkpoint, validated again: it is input too."""
     from nmt.errors import ConfigError

@@ -55,10 +55,10 @@ def write_provenance(source: ExportSource, out_dir: Path) -> None:
     an export has no checksums of its own, and a flipped bit in model.bin translates."""
     import json
 
+    from nmt.checkpoint import checkpoint_step
     from nmt.data.text import sha256_of
 
-    train_state = source.checkpoint.get("train_state")
-    step = train_state.get("step") if isinstance(train_state, dict) else None
+    step = checkpoint_step(source.checkpoint)
     files = {p.name: sha256_of(p) for p in sorted(Path(out_dir).iterdir()) if p.is_file()}
     record = {
         "path": str(source.path.resolve()),

@@ -207,6 +207,15 @@ def test_release_checkpoint_is_stripped_and_translates_the_same(exported, models
     assert len(_checkpoint_output(exported["release16"], source_file)) == LINES
 
 
+def test_results_of_a_release_checkpoint_name_the_step_it_comes_from(exported):
+    """Found broken: evaluate on a release checkpoint recorded step null (its training
+    progress is dropped; the step lives in its `release` entry)."""
+    from nmt.evaluation import identify_checkpoint
+
+    assert load_checkpoint(exported["release"])["release"]["from_step"] == 7
+    assert identify_checkpoint(exported["release"]).step == 7
+
+
 # --------------------------------------------------------------------------- refusals
 
 
