@@ -188,7 +188,7 @@ def _check_checksums(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # a damaged directory of the archive: BadZipFile and others
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
@@ -214,7 +214,7 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             ) from exc
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(exc)})") from exc
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # zip, pickle and EOF errors of many kinds: all mean a bad file
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
@@ -249,10 +249,6 @@ def _first_line(exc: Exception) -> str:
     """The first sentence of an exception's message (torch's run to a paragraph)."""
     text = str(exc).strip()
     return text.splitlines()[0].split(". ")[0] if text else "no detail"
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
 
 
 # --------------------------------------------------------------------------- upgrades
