@@ -540,7 +540,13 @@ def serve(
     ] = 2048,
     max_wait_ms: Annotated[
         float,
-        typer.Option(min=0, help="How long a request may wait for others to share its batch."),
+        # Bounded: the decoder thread's wait takes no more (inf was an OverflowError there,
+        # the thread died and every request hung), and a longer one outlasts any --timeout.
+        typer.Option(
+            min=0,
+            max=60_000,
+            help="How long a request may wait for others to share its batch.",
+        ),
     ] = 5.0,
     max_chars: Annotated[
         int, typer.Option(min=1, help="Characters per request (more: 413).")
