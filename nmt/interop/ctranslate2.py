@@ -261,7 +261,7 @@ class CTranslate2Translator:
         path = Path(path)
         check_export_files(path)
         config = _load_config(path)
-        tokenizer = Tokenizer(*(path.joinpath(n).read_bytes() for n in SPM_NAMES))
+        tokenizer = Tokenizer.from_files(*(path / n for n in SPM_NAMES))
         decode = decode or config.decode
         device = "cuda" if device == "auto" and ctranslate2.get_cuda_device_count() else device
         device = "cpu" if device == "auto" else device
