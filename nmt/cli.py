@@ -482,7 +482,11 @@ def average(
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
     from nmt.checkpoint import save_checkpoint
-    from nmt.training.checkpoints import CheckpointManager, average_checkpoints
+    from nmt.training.checkpoints import (
+        CheckpointManager,
+        average_checkpoints,
+        check_average_output,
+    )
 
     paths = list(checkpoints or [])
     if last is not None:
@@ -494,6 +498,7 @@ def average(
         paths = steps[-last:]
     if not paths:
         fail("give checkpoints to average, or --last N --run-dir DIR")
+    check_average_output(paths, output)
     save_checkpoint(output, average_checkpoints(paths))
     typer.echo(
         f"averaged {len(paths)} checkpoints into {output}: {', '.join(p.name for p in paths)}"

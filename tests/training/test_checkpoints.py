@@ -393,6 +393,22 @@ def test_average_accumulates_in_float64(trained_run: Path, tmp_path: Path):
     assert torch.equal(averaged, torch.full_like(averaged, (2.0**24 + 2) / 3))
 
 
+def test_a_checkpoint_given_twice_or_as_the_output_is_refused(trained_run: Path, tmp_path: Path):
+    """Found broken: `average step_3.pt last.pt` (a hard link to step_3.pt) counted it twice,
+    and `average a.pt b.pt -o a.pt` replaced a run's step file by averaged weights."""
+    from nmt.training.checkpoints import check_average_output
+
+    checkpoints = trained_run / "checkpoints"
+    step = max(checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    for twice in ([step, step], [step, checkpoints / "last.pt"]):
+        with pytest.raises(CheckpointError, match="they are the same file"):
+            average_checkpoints(twice)
+    other = _filled(step, tmp_path / "other.pt", 1.0)
+    with pytest.raises(CheckpointError, match="is one of the checkpoints being averaged"):
+        check_average_output([other, step], checkpoints / "last.pt")
+    check_average_output([other, step], tmp_path / "new.pt")  # a new file is fine
+
+
 def test_average_of_nothing_is_refused():
     with pytest.raises(CheckpointError, match="no checkpoints"):
         average_checkpoints([])
