@@ -195,8 +195,8 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     """
     if not paths:
         raise CheckpointError("no checkpoints to average")
+    first = read_model_checkpoint(paths[0])  # a file that is no checkpoint is named first
     _refuse_duplicates(paths)
-    first = read_model_checkpoint(paths[0])
     reference = first.state["model"]
     sums = {k: v.to(torch.float64, copy=True) for k, v in reference.items() if _is_float(v)}
     for path in paths[1:]:
