@@ -514,7 +514,11 @@ def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png).",
+        ),
     ] = None,
 ) -> None:
     """Plot training loss, validation perplexity and BLEU against updates and wall time."""
