@@ -193,7 +193,7 @@ def _check_checksums(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # a damaged directory of the archive: BadZipFile and others
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
@@ -219,7 +219,7 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             ) from exc
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(exc)})") from exc
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # zip, pickle and EOF errors of many kinds: all mean a bad file
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
@@ -256,10 +256,6 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0].split(". ")[0] if text else "no detail"
 
 
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 # --------------------------------------------------------------------------- upgrades
 
 
@@ -292,11 +288,15 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- atomic files
 
 
-def replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
-    """`nmt.files.replace_atomically` (unique temporary, fsync, rename, symlink target kept),
-    with its failures reported as `CheckpointError`."""
+def replace_atomically(
+    path: Path, fill: Callable[[Path], None], *, through_links: bool = True
+) -> None:
+    """`nmt.files.replace_atomically` (unique temporary, fsync, rename, symlink target kept
+    unless `through_links=False`), with its failures reported as `CheckpointError`."""
     try:
-        files.replace_atomically(path, fill, describe=f"checkpoint {path}")
+        files.replace_atomically(
+            path, fill, describe=f"checkpoint {path}", through_links=through_links
+        )
     except OutputError as exc:
         raise CheckpointError(str(exc)) from exc
 
@@ -475,6 +475,19 @@ def check_model_schema(path: Path, state: dict[str, Any]) -> ModelCheckpoint:
     _check_fingerprint(state, tokenizer, path)
     _check_model_tensors(state.get("model"), expected_tensors(cfg, tokenizer, path), path)
     return ModelCheckpoint(path=path, state=state, config=cfg, tokenizer=tokenizer)
+
+
+def checkpoint_step(state: dict[str, Any]) -> int | None:
+    """The update a checkpoint's weights come from: its training progress, or for a release
+    checkpoint (`nmt export --to nmt`, progress dropped) the step it recorded; None for an
+    averaged or foreign file."""
+    train_state = state.get("train_state")
+    release = state.get("release")
+    if isinstance(train_state, dict):
+        step = train_state.get("step")
+    else:
+        step = release.get("from_step") if isinstance(release, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def checkpoint_config(state: dict[str, Any], path: Path) -> ExperimentConfig:

@@ -68,7 +68,7 @@ def user_errors(command=None, *, stdout_is_output: bool = False):
     def wrapper(*args, **kwargs):
         from nmt.files import fill_closed_standard_descriptors, keep_going_on_closed_pipes
 
-        fill_closed_standard_descriptors()
+        fill_closed_standard_descriptors(stdout_is_output=stdout_is_output)
         keep_going_on_closed_pipes(stdout=not stdout_is_output)
         try:
             return command(*args, **kwargs)
@@ -557,7 +557,11 @@ def average(
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
     from nmt.checkpoint import save_checkpoint
-    from nmt.training.checkpoints import CheckpointManager, average_checkpoints
+    from nmt.training.checkpoints import (
+        CheckpointManager,
+        average_checkpoints,
+        check_average_output,
+    )
 
     paths = list(checkpoints or [])
     if last is not None:
@@ -569,6 +573,7 @@ def average(
         paths = steps[-last:]
     if not paths:
         fail("give checkpoints to average, or --last N --run-dir DIR")
+    check_average_output(paths, output)
     save_checkpoint(output, average_checkpoints(paths))
     typer.echo(
         f"averaged {len(paths)} checkpoints into {output}: {', '.join(p.name for p in paths)}"
@@ -584,7 +589,11 @@ def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png).",
+        ),
     ] = None,
 ) -> None:
     """Plot training loss, validation perplexity and BLEU against updates and wall time."""
@@ -615,7 +624,13 @@ def serve(
     ] = 2048,
     max_wait_ms: Annotated[
         float,
-        typer.Option(min=0, help="How long a request may wait for others to share its batch."),
+        # Bounded: the decoder thread's wait takes no more (inf was an OverflowError there,
+        # the thread died and every request hung), and a longer one outlasts any --timeout.
+        typer.Option(
+            min=0,
+            max=60_000,
+            help="How long a request may wait for others to share its batch.",
+        ),
     ] = 5.0,
     max_chars: Annotated[
         int, typer.Option(min=1, help="Characters per request (more: 413).")

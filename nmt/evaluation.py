@@ -100,13 +100,15 @@ def load_for_evaluation(checkpoint: Path, **options):
 def identify_checkpoint(checkpoint: Path) -> CheckpointIdentity:
     import torch
 
+    from nmt.checkpoint import checkpoint_step
+
     path = Path(checkpoint).resolve()
     if path.is_dir():  # a CTranslate2 export directory
         return _identify_export(path)
     sha = sha256_of(path)
     try:  # mapped, not read: only the small training-state entries are touched
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        step = state.get("train_state", {}).get("step")
+        step = checkpoint_step(state)
         averaged = state.get("averaged_from")
     except Exception:  # an old or foreign layout: the hash still identifies it
         step, averaged = None, None

@@ -56,11 +56,15 @@ def write_target(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path, *, describe: str | None = None) -> Iterator[Path]:
+def staged_file(
+    path: Path, *, describe: str | None = None, through_links: bool = True
+) -> Iterator[Path]:
     """Yield a unique temporary path; when the block ends cleanly, force it to disk and
-    rename it over `path` (its symlink target). On any failure the temporary is removed;
-    OS errors become `OutputError("cannot write <describe or path>: <reason>")`."""
-    target = write_target(path)
+    rename it over `path` (its symlink target; with `through_links=False` the name itself,
+    for names that point at other files, such as a run's `last.pt`). On any failure the
+    temporary is removed; OS errors become `OutputError("cannot write <describe or path>:
+    <reason>")`."""
+    target = write_target(path) if through_links else Path(path)
     tmp = temporary_name(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,12 +80,19 @@ def staged_file(path: Path, *, describe: str | None = None) -> Iterator[Path]:
     fsync_directory(target.parent)
 
 
-def replace_atomically(path: Path, fill: Callable[[Path], None], *, describe: str | None = None):
+def replace_atomically(
+    path: Path,
+    fill: Callable[[Path], None],
+    *,
+    describe: str | None = None,
+    through_links: bool = True,
+):
     """Let `fill` create the temporary file (e.g. `torch.save` into it), then rename it over
-    `path`. Returns the file written (the symlink's target when `path` is a link)."""
-    with staged_file(path, describe=describe) as tmp:
+    `path`. Returns the file written (the symlink's target when `path` is a link and
+    `through_links`, see `staged_file`)."""
+    with staged_file(path, describe=describe, through_links=through_links) as tmp:
         fill(tmp)
-    return write_target(path)
+    return write_target(path) if through_links else Path(path)
 
 
 @contextlib.contextmanager
@@ -322,13 +333,16 @@ def keep_going_on_closed_pipes(*, stdout: bool = True) -> None:
             setattr(sys, name, _SurvivesClosedPipe(stream))
 
 
-def fill_closed_standard_descriptors() -> None:
+def fill_closed_standard_descriptors(*, stdout_is_output: bool = False) -> None:
     """Point closed descriptors 0, 1, 2 (`nmt ... <&- >&- 2>&-`) at /dev/null.
 
     Otherwise the next file nmt opens would get that number, and whatever writes "stderr"
-    (a C++ warning) would write into it. `sys.stdin`/`sys.stdout` stay None, so a command
-    that needs them can refuse; a missing `sys.stderr` becomes /dev/null so messages meant
-    for it do not fall back to stdout (where `print(file=None)` sends them)."""
+    (a C++ warning) would write into it. `sys.stdin` stays None, and so does `sys.stdout` of
+    a command whose job is writing it (`stdout_is_output`), so that command can refuse; for
+    any other command stdout is a log like stderr, and a closed one becomes /dev/null (a
+    None `sys.stdout` was a traceback in rich's tables: `nmt prepare >&-`). A missing
+    `sys.stderr` becomes /dev/null so messages meant for it do not fall back to stdout
+    (where `print(file=None)` sends them)."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -339,3 +353,5 @@ def fill_closed_standard_descriptors() -> None:
                 os.close(devnull)
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
+    if sys.stdout is None and not stdout_is_output:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process

@@ -1,4 +1,5 @@
-"""`nmt plot`: training curves from metrics.jsonl as one PNG (matplotlib, no display)."""
+"""`nmt plot`: training curves from metrics.jsonl as one PNG, PDF or SVG (matplotlib, no
+display)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from nmt.errors import DataError
 from nmt.files import atomic_write
 from nmt.training.metrics import read_metrics
 
+# The output's suffix chooses the format; anything else is refused (a PNG written as
+# curves.pdf was the old behaviour, and opens as a broken PDF).
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
 
 def plot_run(run_dir: Path, output: Path) -> Path:
     """Loss, validation perplexity and BLEU against updates (top) and wall time (bottom)."""
@@ -16,6 +21,11 @@ def plot_run(run_dir: Path, output: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    image_format = FORMATS.get(Path(output).suffix.lower())
+    if image_format is None:
+        raise DataError(
+            f"--output {output}: the name must end in {', '.join(FORMATS)} (the image format)"
+        )
     metrics_path = Path(run_dir) / "metrics.jsonl"
     if not metrics_path.exists():
         raise DataError(f"no metrics.jsonl in {run_dir}: is it a run directory of nmt train?")
@@ -48,7 +58,7 @@ def plot_run(run_dir: Path, output: Path) -> Path:
     fig.tight_layout()
     try:
         with atomic_write(output, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
+            fig.savefig(f, dpi=100, format=image_format)
     finally:
         plt.close(fig)
     return Path(output)

@@ -79,9 +79,15 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 class TokenArray:
-    """Read-only view of a binarized split side: `len()`, `[i] -> np.ndarray`, `lengths`."""
+    """Read-only view of a binarized split side: `len()`, `[i] -> np.ndarray`, `lengths`.
 
-    def __init__(self, stem: Path):
+    The files are checked before use (shapes, dtypes, offsets from 0 to len(ids), never
+    decreasing, and with `vocab_size` every id below it): damaged or hand-edited arrays would
+    otherwise surface later as a traceback from batching or the embedding, or as wrong
+    sentences.
+    """
+
+    def __init__(self, stem: Path, *, vocab_size: int | None = None):
         stem = Path(stem)
         ids_path, offsets_path = Path(f"{stem}.ids.npy"), Path(f"{stem}.offsets.npy")
         for p in (ids_path, offsets_path):
@@ -92,8 +98,12 @@ class TokenArray:
             self.offsets = np.load(offsets_path)
         except (ValueError, OSError) as exc:
             raise DataError(f"corrupt prepared data file {stem}.*.npy: {exc}") from None
-        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[-1] != len(self.ids):
-            raise DataError(f"corrupt prepared data: offsets do not match ids in {stem}.*.npy")
+        problem = _array_problem(self.ids, self.offsets, vocab_size)
+        if problem:
+            raise DataError(
+                f"corrupt prepared data in {stem}.*.npy: {problem}; "
+                "run `nmt prepare --force` to rebuild it"
+            )
         self.lengths = np.diff(self.offsets)
 
     def __len__(self) -> int:
@@ -105,3 +115,20 @@ class TokenArray:
     @property
     def num_tokens(self) -> int:
         return int(self.offsets[-1])
+
+
+def _array_problem(ids: np.ndarray, offsets: np.ndarray, vocab_size: int | None) -> str | None:
+    """What is wrong with a loaded (ids, offsets) pair, or None."""
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        return f"ids are {ids.dtype} of shape {ids.shape}; expected a 1-D integer array"
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) < 1:
+        return f"offsets are {offsets.dtype} of shape {offsets.shape}; expected 1-D integers"
+    if offsets[0] != 0 or offsets[-1] != len(ids):
+        return f"offsets run from {offsets[0]} to {offsets[-1]}; expected 0 to {len(ids)}"
+    if len(offsets) > 1 and (np.diff(offsets) < 0).any():
+        return "offsets decrease"
+    if len(ids) and ids.dtype.kind == "i" and int(ids.min()) < 0:
+        return f"an id is negative ({int(ids.min())})"
+    if vocab_size is not None and len(ids) and int(ids.max()) >= vocab_size:
+        return f"an id is {int(ids.max())}, beyond the vocabulary ({vocab_size} pieces)"
+    return None

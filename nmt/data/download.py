@@ -107,7 +107,7 @@ def download(
     spec.check(splits, languages)
     target = corpus_dir(data_dir, name)
     wanted = {f"{split}.{lang}": (split, lang) for split in splits for lang in languages}
-    manifest = _read_manifest(target)
+    manifest = _read_manifest(target, note=False)  # the read under the lock says why
     if _all_intact(target, manifest, wanted):
         return DownloadResult(target, {k: manifest[k] for k in wanted}, skipped=True)
     fetch = _mirror_fetcher(spec, mirror_root) if mirror_root else _online_fetcher(spec)
@@ -397,22 +397,22 @@ def _describe_file(path: Path, source: str) -> dict:
     return {"lines": count_lines(path), "sha256": sha256_of(path), "source": source}
 
 
-def _read_manifest(target: Path) -> dict:
+def _read_manifest(target: Path, *, note: bool = True) -> dict:
     """The manifest's entries that are well formed. A manifest that is not JSON, or not
     shaped as `_write_manifest` writes it, only means re-fetching: its bad entries are left
-    out (so those files are fetched again), with a note on stderr."""
+    out (so those files are fetched again), with a note on stderr (unless `note` is False)."""
     path = target / MANIFEST
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
-        return _manifest_ignored(path, f"unreadable ({type(exc).__name__})")
+        return _manifest_ignored(path, f"unreadable ({type(exc).__name__})", note=note)
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict):
-        return _manifest_ignored(path, "not an object with a 'files' object")
+        return _manifest_ignored(path, "not an object with a 'files' object", note=note)
     good = {name: entry for name, entry in files.items() if _well_formed(entry)}
-    if len(good) < len(files):
+    if note and len(good) < len(files):
         print(
             f"note: {path} has {len(files) - len(good)} malformed entries; "
             "fetching those files again",
@@ -430,8 +430,9 @@ def _well_formed(entry) -> bool:
     )
 
 
-def _manifest_ignored(path: Path, why: str) -> dict:
-    print(f"note: {path} is {why}; fetching its files again", file=sys.stderr)
+def _manifest_ignored(path: Path, why: str, *, note: bool) -> dict:
+    if note:
+        print(f"note: {path} is {why}; fetching its files again", file=sys.stderr)
     return {}
 
 

@@ -363,7 +363,12 @@ def _percentiles(lengths: np.ndarray) -> dict:
 
 
 def load_prepared(cfg: ExperimentConfig, split: str) -> tuple[TokenArray, TokenArray]:
-    """The (source, target) id arrays of a prepared split."""
+    """The (source, target) id arrays of a prepared split, checked against the prepared
+    SentencePiece vocabularies."""
     out = prepared_dir(cfg)
     d = cfg.data
-    return TokenArray(out / f"{split}.{d.src_lang}"), TokenArray(out / f"{split}.{d.tgt_lang}")
+    tok = Tokenizer.load(out)
+    return (
+        TokenArray(out / f"{split}.{d.src_lang}", vocab_size=tok.src_vocab_size),
+        TokenArray(out / f"{split}.{d.tgt_lang}", vocab_size=tok.tgt_vocab_size),
+    )

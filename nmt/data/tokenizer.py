@@ -138,11 +138,24 @@ class Tokenizer:
         directory = Path(directory)
         joint = directory / "spm.model"
         if joint.exists():
-            return cls(joint.read_bytes())
+            return cls.from_files(joint)
         src, tgt = directory / "spm.src.model", directory / "spm.tgt.model"
         if src.exists() and tgt.exists():
-            return cls(src.read_bytes(), tgt.read_bytes())
+            return cls.from_files(src, tgt)
         raise DataError(f"no SentencePiece model in {directory} (run `nmt prepare` first)")
+
+    @classmethod
+    def from_files(cls, src_path: Path, tgt_path: Path | None = None) -> Tokenizer:
+        """The models in these files; a damaged one is a DataError naming its file."""
+        blobs = []
+        for path in (src_path, tgt_path) if tgt_path is not None else (src_path,):
+            blob = Path(path).read_bytes()
+            try:
+                _load_processor(blob)
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
+            blobs.append(blob)
+        return cls(*blobs)
 
 
 def _load_processor(blob: bytes) -> spm.SentencePieceProcessor:

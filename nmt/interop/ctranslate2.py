@@ -59,7 +59,12 @@ from nmt.decoding.translator import (
     search_settings,
 )
 from nmt.errors import NmtError
-from nmt.interop.source import ExportSource, require_extra, write_provenance
+from nmt.interop.source import (
+    ExportSource,
+    check_export_files,
+    require_extra,
+    write_provenance,
+)
 from nmt.model.embedding import sinusoidal_positions
 
 QUANTIZATIONS = (
@@ -261,8 +266,9 @@ class CTranslate2Translator:
         default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
         ctranslate2 = require_extra("ctranslate2", f"decoding the CTranslate2 directory {path}")
         path = Path(path)
+        check_export_files(path)
         config = _load_config(path)
-        tokenizer = Tokenizer(*(path.joinpath(n).read_bytes() for n in SPM_NAMES))
+        tokenizer = Tokenizer.from_files(*(path / n for n in SPM_NAMES))
         decode = decode or config.decode
         device = "cuda" if device == "auto" and ctranslate2.get_cuda_device_count() else device
         device = "cpu" if device == "auto" else device

@@ -9,7 +9,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from nmt.errors import NmtError
+from nmt.errors import NmtError, OutputError
+from nmt.files import os_reason
 
 TARGETS = ("ctranslate2", "huggingface", "nmt")
 
@@ -27,7 +28,11 @@ def export_command(
     _check_out(out, force=force)
     checkpoint = Path(checkpoint)
     if to == "ctranslate2" and checkpoint.is_dir():
-        _staged(out, lambda staging: _from_transformers(checkpoint, staging, quantization))
+        _staged(
+            out,
+            lambda staging: _from_transformers(checkpoint, staging, quantization),
+            force=force,
+        )
         return f"exported {checkpoint} (transformers) to CTranslate2 in {out}"
     source = load_source(checkpoint)
     if to == "nmt":
@@ -40,14 +45,18 @@ def export_command(
     if to == "ctranslate2":
         from nmt.interop.ctranslate2 import export_ctranslate2
 
-        _staged(out, lambda staging: export_ctranslate2(source, staging, quantization=quantization))
+        _staged(
+            out,
+            lambda staging: export_ctranslate2(source, staging, quantization=quantization),
+            force=force,
+        )
         return f"exported {checkpoint} to CTranslate2 in {out}" + (
             f" ({quantization})" if quantization else ""
         )
     from nmt.interop.huggingface import check_representable, export_huggingface
 
     check_representable(source)
-    _staged(out, lambda staging: export_huggingface(source, staging))
+    _staged(out, lambda staging: export_huggingface(source, staging), force=force)
     return f"exported {checkpoint} to transformers in {out}"
 
 
@@ -71,22 +80,38 @@ def _check_out(out: Path, *, force: bool) -> None:
         raise NmtError(f"cannot write {out}: the directory {out.parent} does not exist")
 
 
-def _staged(out: Path, write) -> None:
-    """`write(staging_dir)`, then replace `out` by it; the staging dir goes on any failure."""
+def _staged(out: Path, write, *, force: bool) -> None:
+    """`write(staging_dir)`, then replace `out` by it; the staging dir goes on any failure.
+
+    Without `force`, an `out` that appeared while writing (another `nmt export` to the same
+    OUT) is refused, not replaced: `_check_out` ran before the slow write, and both
+    processes would otherwise report success with one's output silently gone."""
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
     try:
         write(staging)
-        if out.exists():
-            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(out, old)
-            os.replace(staging, out)
-            _remove(old)
-        else:
-            os.replace(staging, out)
+        if out.exists() and not force:
+            raise NmtError(
+                f"{out} appeared while exporting (another process wrote it); "
+                "remove it or pass --force to replace it"
+            )
+        try:
+            _commit(staging, out)
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {os_reason(exc, out)}") from exc
     except BaseException:
         _remove(staging)
         raise
+
+
+def _commit(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+        os.replace(out, old)
+        os.replace(staging, out)
+        _remove(old)
+    else:
+        os.rename(staging, out)  # fails, rather than merging, if a directory appeared
 
 
 def _remove(path: Path) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from nmt.checkpoint import checkpoint_step
 from nmt.config import config_to_dict
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import NmtError
@@ -245,7 +246,7 @@ def model_card(source: ExportSource) -> str:
         "",
         f"A Transformer trained with nmt {nmt.__version__} and exported with "
         f"`nmt export --to huggingface` from `{source.path.name}` "
-        f"(update {_step(source)}), as a `{arch}`.",
+        f"(update {checkpoint_step(source.checkpoint)}), as a `{arch}`.",
         "",
         "## Training data",
         "",
@@ -279,11 +280,6 @@ def model_card(source: ExportSource) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _step(source: ExportSource):
-    state = source.checkpoint.get("train_state")
-    return state.get("step") if isinstance(state, dict) else None
 
 
 def _run_dir(source: ExportSource) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nmt.checkpoint import checkpoint_step
 from nmt.interop.source import ExportSource
 
 KEPT = ("config", "spm", "vocab", "fingerprint", "model")
@@ -23,13 +24,8 @@ def release_state(source: ExportSource, *, fp16: bool) -> dict:
         name: tensor.half() if fp16 and tensor.is_floating_point() else tensor
         for name, tensor in source.checkpoint["model"].items()
     }
-    state["release"] = {"from_step": _step(source.checkpoint), "fp16": fp16}
+    state["release"] = {"from_step": checkpoint_step(source.checkpoint), "fp16": fp16}
     return state
-
-
-def _step(checkpoint: dict) -> int | None:
-    train_state = checkpoint.get("train_state")
-    return train_state.get("step") if isinstance(train_state, dict) else None
 
 
 def export_release(source: ExportSource, out: Path, *, fp16: bool) -> None:

@@ -50,15 +50,51 @@ PROVENANCE_NAME = "nmt_source.json"  # in every export directory: what it was ex
 
 def write_provenance(source: ExportSource, out_dir: Path) -> None:
     """Record the checkpoint an export was made from (resolved path, step, sha256), so that
-    results computed with the export name the model that made them."""
+    results computed with the export name the model that made them, and the sha256 of every
+    file the export holds so far (call it once they are written), which decoding checks:
+    an export has no checksums of its own, and a flipped bit in model.bin translates."""
+    import json
+
+    from nmt.checkpoint import checkpoint_step
+    from nmt.data.text import sha256_of
+
+    step = checkpoint_step(source.checkpoint)
+    files = {p.name: sha256_of(p) for p in sorted(Path(out_dir).iterdir()) if p.is_file()}
+    record = {
+        "path": str(source.path.resolve()),
+        "step": step,
+        "sha256": sha256_of(source.path),
+        "files": files,
+    }
+    (Path(out_dir) / PROVENANCE_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def check_export_files(directory: Path) -> None:
+    """Refuse an export whose files differ from the sha256s `write_provenance` recorded (a
+    damaged or replaced model.bin, a missing vocabulary). An export without the record (made
+    before it existed, or by a converter) cannot be checked and is used as it is."""
     import json
 
     from nmt.data.text import sha256_of
 
-    train_state = source.checkpoint.get("train_state")
-    step = train_state.get("step") if isinstance(train_state, dict) else None
-    record = {"path": str(source.path.resolve()), "step": step, "sha256": sha256_of(source.path)}
-    (Path(out_dir) / PROVENANCE_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    record_path = Path(directory) / PROVENANCE_NAME
+    if not record_path.is_file():
+        return
+    try:
+        files = json.loads(record_path.read_text(encoding="utf-8")).get("files", {})
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        files = None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise NmtError(f"{record_path}: malformed; export the checkpoint again")
+    for name, expected in sorted(files.items()):
+        path = Path(directory) / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise NmtError(f"{directory}: {name} is missing; export the checkpoint again")
+        if sha256_of(path) != expected:
+            raise NmtError(
+                f"{path} does not match the sha256 that nmt export recorded in {record_path}: "
+                "the file is damaged or was replaced; export the checkpoint again"
+            )
 
 
 def require_extra(extra: str, command: str) -> ModuleType:

@@ -455,6 +455,10 @@ def _json_object(text: str) -> dict[str, Any]:
         raise ApiError(
             400, f"Invalid JSON format: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ApiError(400, f"Invalid JSON format: {exc}") from None
+    except RecursionError:  # [[[[...]]]] deeper than Python's stack
+        raise ApiError(400, "Invalid JSON format: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Invalid JSON format: expected an object")
     return data

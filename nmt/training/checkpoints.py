@@ -131,7 +131,10 @@ class CheckpointManager:
         return remove_stale_temporaries(self.directory)
 
     def _point(self, name: Path, target: Path) -> None:
-        replace_atomically(name, lambda tmp: link_or_copy(target, tmp))
+        # `last.pt` / `best.pt` are names, not files of their own: a symbolic link there (a
+        # user's `ln -s step_20.pt best.pt`) is replaced, never written through, which would
+        # overwrite the step file it points at with another step's weights.
+        replace_atomically(name, lambda tmp: link_or_copy(target, tmp), through_links=False)
 
     def _prune(self) -> None:
         for old in self.step_checkpoints()[: -self.keep_last]:
@@ -142,6 +145,41 @@ class CheckpointManager:
 
 
 # --------------------------------------------------------------------------- averaging
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None  # read_model_checkpoint names a missing file
+    return (st.st_dev, st.st_ino)
+
+
+def _refuse_duplicates(paths: list[Path]) -> None:
+    """One file given twice (or `last.pt` / `best.pt`, hard links to a step file, beside that
+    step file) would silently count twice in the mean."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        key = _file_key(path)
+        if key is not None and key in seen:
+            raise CheckpointError(
+                f"cannot average {path} with {seen[key]}: they are the same file "
+                "(last.pt and best.pt are links to step files); give each checkpoint once"
+            )
+        if key is not None:
+            seen[key] = path
+
+
+def check_average_output(paths: list[Path], output: Path) -> None:
+    """Refuse an output that is one of the inputs: a run's step file replaced by averaged
+    weights (no optimizer state) is a checkpoint lost, not a new file."""
+    key = _file_key(output)
+    for path in paths:
+        if key is not None and _file_key(path) == key:
+            raise CheckpointError(
+                f"--output {output} is one of the checkpoints being averaged ({path}); "
+                "write the average to another file"
+            )
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
@@ -157,7 +195,8 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     """
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    first = read_model_checkpoint(paths[0])
+    first = read_model_checkpoint(paths[0])  # a file that is no checkpoint is named first
+    _refuse_duplicates(paths)
     reference = first.state["model"]
     sums = {k: v.to(torch.float64, copy=True) for k, v in reference.items() if _is_float(v)}
     for path in paths[1:]:

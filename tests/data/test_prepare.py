@@ -87,6 +87,18 @@ def test_separate_vocabularies_and_bpe(downloaded):
     assert (prepared_dir(cfg) / "spm.src.model").exists()
 
 
+def test_a_damaged_sentencepiece_model_is_named(downloaded):
+    """Found broken: `invalid SentencePiece model: INTERNAL: ...` named no file (train,
+    translate of a CTranslate2 directory)."""
+    cfg = tiny_config(**{"data.joint_vocab": "false", "model.share_embeddings": "false"})
+    prepare(cfg)
+    tgt = prepared_dir(cfg) / "spm.tgt.model"
+    tgt.write_bytes(tgt.read_bytes()[:100])
+    with pytest.raises(DataError, match="invalid SentencePiece model") as caught:
+        load_prepared(cfg, "train")
+    assert str(caught.value).startswith(f"{tgt}: ")
+
+
 def test_training_pairs_over_the_token_limit_are_dropped_eval_truncated(downloaded):
     cfg = tiny_config(**{"data.max_tokens_per_sentence": 12})
     stats = prepare(cfg).stats["splits"]

@@ -51,9 +51,11 @@ def test_average_last_two_of_a_run_dir(tiny_run, nmt_inline, tmp_path):
     assert_translates(tmp_path / "last2.pt")
 
 
-def test_a_checkpoint_averaged_with_itself_is_unchanged(tiny_run):
+def test_a_checkpoint_averaged_with_itself_is_unchanged(tiny_run, tmp_path):
     path = tiny_run.checkpoint
-    averaged = average_checkpoints([path, path])["model"]
+    copy = tmp_path / "copy.pt"  # a copy: one file given twice is refused
+    copy.write_bytes(path.read_bytes())
+    averaged = average_checkpoints([path, copy])["model"]
     original = load_checkpoint(path)["model"]
     assert averaged.keys() == original.keys()
     for name, value in original.items():
@@ -91,3 +93,16 @@ def test_plot_of_a_dir_without_metrics_is_a_clear_error(nmt_inline, assert_clean
     result = nmt_inline("plot", "not_a_run", cwd=tmp_path)
     assert_clean_failure(result, "no metrics.jsonl in not_a_run")
     assert list((tmp_path / "not_a_run").iterdir()) == []
+
+
+def test_plot_writes_the_format_its_name_asks_for_and_refuses_others(
+    tiny_run, nmt_inline, assert_clean_failure, tmp_path
+):
+    """Found broken: `-o curves.pdf` (or `.svg`, `.xyz`) wrote PNG bytes under that name."""
+    for name, magic in (("c.pdf", b"%PDF"), ("c.svg", b"<?xml")):
+        result = nmt_inline("plot", tiny_run.run_dir, "-o", name, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    result = nmt_inline("plot", tiny_run.run_dir, "-o", "c.xyz", cwd=tmp_path)
+    assert_clean_failure(result, "--output c.xyz", ".png, .pdf, .svg")
+    assert not (tmp_path / "c.xyz").exists()

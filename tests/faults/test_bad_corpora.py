@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _cli import assert_clean_failure, run_process
 
@@ -424,10 +425,54 @@ def test_a_malformed_manifest_means_fetching_again(nmt, in_tmp, case):
     result = nmt(*download_val(mirror))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "note: " in result.stderr and "fetching" in result.stderr
+    assert result.stderr.count("note: ") == 1 and "fetching" in result.stderr  # once, not twice
     assert "2 files written" in result.stdout
     manifest = json.loads((in_tmp / "data" / "multi30k" / "manifest.json").read_text())
     assert sorted(manifest["files"]) == ["val.de", "val.en"]
     assert manifest["files"]["val.en"]["lines"] == 2
     again = nmt(*download_val(mirror))  # now intact: nothing to do
     assert again.returncode == 0 and "already present" in again.stdout
+
+
+# --------------------------------------------------------------------------- damaged arrays
+
+# (how the prepared arrays of one side are damaged, what the error says). Found broken:
+# each passed loading and surfaced later in training as a traceback (a ValueError from
+# batching, a TypeError from boolean indexing, an IndexError from the embedding).
+DAMAGED_ARRAYS = {
+    "id beyond the vocabulary": (
+        lambda ids, offsets: (np.where(np.arange(len(ids)) == 5, 60000, ids), offsets),
+        "an id is 60000, beyond the vocabulary (1000 pieces)",
+    ),
+    "offsets decrease": (
+        lambda ids, offsets: (ids, np.where(np.arange(len(offsets)) == 3, offsets[5], offsets)),
+        "offsets decrease",
+    ),
+    "offsets shifted": (lambda ids, offsets: (ids, offsets + 1), "offsets run from 1 to"),
+    "ids 2-D": (lambda ids, offsets: (ids[:, None], offsets), "expected a 1-D integer array"),
+    "ids float": (
+        lambda ids, offsets: (ids.astype(np.float64), offsets),
+        "ids are float64 of shape",
+    ),
+    "ids negative": (
+        lambda ids, offsets: (ids.astype(np.int32) - 2000, offsets),
+        "an id is negative",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_ARRAYS))
+def test_damaged_prepared_arrays_are_refused_on_load(tmp_path: Path, case):
+    from nmt.data.binarize import TokenArray, write_token_array
+    from nmt.errors import DataError
+
+    stem = tmp_path / "val.de"
+    write_token_array(stem, ([i % 997 + 3] * (i % 7 + 1) for i in range(40)), vocab_size=1000)
+    assert len(TokenArray(stem, vocab_size=1000)) == 40  # the undamaged arrays load
+    damage, message = DAMAGED_ARRAYS[case]
+    ids, offsets = damage(np.load(f"{stem}.ids.npy"), np.load(f"{stem}.offsets.npy"))
+    np.save(f"{stem}.ids.npy", ids)
+    np.save(f"{stem}.offsets.npy", offsets)
+    with pytest.raises(DataError, match="corrupt prepared data") as caught:
+        TokenArray(stem, vocab_size=1000)
+    assert message in str(caught.value) and "nmt prepare --force" in str(caught.value)

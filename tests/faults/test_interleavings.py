@@ -155,6 +155,23 @@ def test_closed_stdin_or_stdout_is_one_error_line(contested, redirect, message, 
     assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
 
 
+def test_a_closed_stdout_is_a_closed_log_for_commands_that_do_not_write_it(tiny_corpus, tmp_path):
+    """`nmt prepare ... >&-`: its summary table is a log, like stderr (found broken: rich's
+    table on a None sys.stdout, AttributeError traceback, exit 1)."""
+    run = tmp_path / "run"
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m nmt.cli "$@" >&-', sys.executable, "prepare"]
+        + [str(a) for a in tiny_corpus.cli_args(run)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert (run / "data" / "spm.model").is_file()
+
+
 # --------------------------------------------------------------------------- pipes
 
 

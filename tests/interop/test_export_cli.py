@@ -121,6 +121,30 @@ def test_evaluate_with_a_ctranslate2_directory(exported, models, source_file, cl
     assert scores[0] == scores[1]
 
 
+@pytest.mark.parametrize("damage", ["flipped bit in model.bin", "missing vocabulary"])
+def test_a_damaged_ctranslate2_directory_is_refused_not_decoded(
+    exported, source_file, cli_inline, tmp_path, damage
+):
+    """Found broken: a flipped bit in model.bin translated (and evaluate scored) with the
+    damaged weights; the export had no checksums of its own."""
+    import shutil
+
+    copy = tmp_path / "ct2"
+    shutil.copytree(exported["ct2"], copy)
+    if damage == "missing vocabulary":
+        (copy / "shared_vocabulary.json").unlink()
+        expected = "shared_vocabulary.json is missing"
+    else:
+        data = bytearray((copy / "model.bin").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (copy / "model.bin").write_bytes(bytes(data))
+        expected = "model.bin does not match the sha256 that nmt export recorded"
+    out = tmp_path / "hyp.en"
+    result = cli_inline("translate", copy, "-i", source_file, "-o", out, "--device", "cpu")
+    assert_one_line_failure(result, expected, "export the checkpoint again")
+    assert not out.exists()
+
+
 def test_int8_export_translates_every_line(models, source_file, cli_inline, tmp_path):
     out = tmp_path / "int8"
     assert (
@@ -182,6 +206,15 @@ def test_release_checkpoint_is_stripped_and_translates_the_same(exported, models
     expected = _checkpoint_output(models["pre"], source_file)
     assert _checkpoint_output(exported["release"], source_file) == expected
     assert len(_checkpoint_output(exported["release16"], source_file)) == LINES
+
+
+def test_results_of_a_release_checkpoint_name_the_step_it_comes_from(exported):
+    """Found broken: evaluate on a release checkpoint recorded step null (its training
+    progress is dropped; the step lives in its `release` entry)."""
+    from nmt.evaluation import identify_checkpoint
+
+    assert load_checkpoint(exported["release"])["release"]["from_step"] == 7
+    assert identify_checkpoint(exported["release"]).step == 7
 
 
 # --------------------------------------------------------------------------- refusals
@@ -261,3 +294,22 @@ def test_nmt_serve_decodes_a_ctranslate2_directory_as_the_checkpoint(
 def test_n_best_from_a_ctranslate2_directory_is_refused(exported, source_file, cli_inline):
     result = cli_inline("translate", exported["ct2"], "-i", source_file, "--n-best", "2")
     assert_clean_failure(result, "n-best 2 with a CTranslate2 directory")
+
+
+def test_an_output_that_appears_while_exporting_is_refused_not_replaced(tmp_path):
+    """Two `nmt export ... OUT` at once: both passed the check that OUT does not exist, and
+    both exited 0 with one's output replaced by the other's (found by running two)."""
+    from nmt.errors import NmtError
+    from nmt.interop.export import _staged
+
+    out = tmp_path / "ct2"
+
+    def write(staging: Path) -> None:
+        out.mkdir()  # the other process's export lands first
+        (out / "model.bin").write_bytes(b"theirs")
+        (staging / "model.bin").write_bytes(b"ours")
+
+    with pytest.raises(NmtError, match="appeared while exporting"):
+        _staged(out, write, force=False)
+    assert (out / "model.bin").read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]  # no staging left

@@ -34,3 +34,12 @@ def test_a_port_in_use_is_refused_before_the_model_loads(cli_inline, tmp_path: P
 def test_an_empty_api_key_is_refused(cli_inline, tmp_path: Path):
     result = cli_inline("serve", tmp_path / "x.pt", "--api-key", "", "--port", "0")
     assert_clean_failure(result, "--api-key")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300"])
+def test_an_unbounded_batch_wait_is_refused(cli_inline, tmp_path: Path, value):
+    """Found broken: `--max-wait-ms inf` was accepted, the decoder thread died at its first
+    wait (OverflowError: timestamp out of range) and every request then hung."""
+    result = cli_inline("serve", tmp_path / "x.pt", "--max-wait-ms", value, "--port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "--max-wait-ms" in result.stderr and "Traceback" not in result.stderr

@@ -245,6 +245,9 @@ def _metric(server: Server, name: str) -> float:
     [
         (b'{"q": "Hallo", "source": "de"', {}, 400, "Invalid JSON format"),
         (b"[1, 2]", {}, 400, "expected an object"),
+        # Found broken: these two were a traceback in the server log and a bare 500.
+        (b'{"q": "a", "alternatives": ' + b"9" * 5000 + b"}", {}, 400, "Invalid JSON format"),
+        (b'{"q": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", {}, 400, "nested too deeply"),
         (b'{"q": "Hall\xff", "source": "de", "target": "en"}', {}, 400, "not UTF-8"),
         (b'{"q": 3, "source": "de", "target": "en"}', {}, 422, "q: expected a string"),
         (b'{"q": ["a", 1], "source": "de", "target": "en"}', {}, 422, "q: expected a string"),

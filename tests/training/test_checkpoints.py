@@ -290,6 +290,20 @@ def test_last_and_best_are_copies_when_links_fail(tmp_path: Path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt", "step_2.pt"]
 
 
+def test_symlinked_last_and_best_are_replaced_not_written_through(tmp_path: Path):
+    # A user's `ln -s step_1.pt best.pt`: writing through the link would overwrite step_1.pt
+    # with a later step's weights, silently.
+    manager = CheckpointManager(tmp_path, keep_last=5)
+    _save_steps(manager, [1, 2])
+    for name, target in (("best.pt", "step_1.pt"), ("last.pt", "step_2.pt")):
+        (tmp_path / name).unlink(missing_ok=True)
+        (tmp_path / name).symlink_to(target)
+    _save_steps(manager, [3], best=[3])
+    assert [_step_of(tmp_path / f"step_{n}.pt") for n in (1, 2, 3)] == [1, 2, 3]
+    assert _step_of(manager.last_path) == 3 and _step_of(manager.best_path) == 3
+    assert not manager.last_path.is_symlink() and not manager.best_path.is_symlink()
+
+
 def test_latest_loadable_none_without_checkpoints(tmp_path: Path):
     assert CheckpointManager(tmp_path / "missing", keep_last=1).latest_loadable() is None
     assert CheckpointManager(tmp_path, keep_last=1).latest_loadable() is None
@@ -377,6 +391,22 @@ def test_average_accumulates_in_float64(trained_run: Path, tmp_path: Path):
     averaged = average_checkpoints(paths)["model"]["encoder_norm.weight"]
     assert averaged.dtype == torch.float32
     assert torch.equal(averaged, torch.full_like(averaged, (2.0**24 + 2) / 3))
+
+
+def test_a_checkpoint_given_twice_or_as_the_output_is_refused(trained_run: Path, tmp_path: Path):
+    """Found broken: `average step_3.pt last.pt` (a hard link to step_3.pt) counted it twice,
+    and `average a.pt b.pt -o a.pt` replaced a run's step file by averaged weights."""
+    from nmt.training.checkpoints import check_average_output
+
+    checkpoints = trained_run / "checkpoints"
+    step = max(checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    for twice in ([step, step], [step, checkpoints / "last.pt"]):
+        with pytest.raises(CheckpointError, match="they are the same file"):
+            average_checkpoints(twice)
+    other = _filled(step, tmp_path / "other.pt", 1.0)
+    with pytest.raises(CheckpointError, match="is one of the checkpoints being averaged"):
+        check_average_output([other, step], checkpoints / "last.pt")
+    check_average_output([other, step], tmp_path / "new.pt")  # a new file is fine
 
 
 def test_average_of_nothing_is_refused():
