@@ -25,6 +25,7 @@ from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import PAD_ID
+from nmt.decoding.translator import ListSequences
 from nmt.errors import DataError, NmtError
 
 
@@ -51,19 +52,6 @@ class Score:
         return "\t".join(cells)
 
 
-class _Ids:
-    """Lists of ids as the TokenArray interface `collate` reads."""
-
-    def __init__(self, sentences: Sequence[Sequence[int]]):
-        self.sentences = sentences
-
-    def __len__(self) -> int:
-        return len(self.sentences)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.sentences[i], dtype=np.int64)
-
-
 def score_lines(translator, sources: Sequence[str], targets: Sequence[str]) -> list[Score]:
     """The score of each target line as a translation of its source line, in input order.
 
@@ -88,7 +76,7 @@ def score_ids(
     scores: list[Score | None] = [None] * len(sources)
     if not sources:
         return []
-    src, tgt = _Ids(sources), _Ids(targets)
+    src, tgt = ListSequences(sources), ListSequences(targets)
     widths = np.fromiter((max(len(s), len(t)) for s, t in zip(sources, targets)), dtype=np.int64)
     model = translator.model
     model.eval()

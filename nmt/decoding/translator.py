@@ -117,7 +117,7 @@ def one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text)
 
 
-class _ListSequences:
+class ListSequences:
     """Adapter giving lists of ids the TokenArray interface `collate` reads."""
 
     def __init__(self, sentences: Sequence[Sequence[int]]):
@@ -308,7 +308,7 @@ class Translator:
         if not sources:
             return
         self.model.eval()
-        array = _ListSequences(sources)
+        array = ListSequences(sources)
         lengths = np.fromiter((len(s) + 1 for s in sources), dtype=np.int64, count=len(sources))
         for indices in make_inference_batches(lengths, max_tokens=self.batch_tokens):
             batch = collate(array, None, indices)

@@ -16,7 +16,7 @@ from nmt.data.batching import collate
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.decoding.translator import Translator, _ListSequences, inference_model
+from nmt.decoding.translator import ListSequences, Translator, inference_model
 from nmt.errors import NmtError
 from nmt.runtime import choose_precision
 
@@ -32,7 +32,7 @@ def sources(tiny_run) -> list[str]:
 
 def _src_ids(tokenizer, sources: list[str]) -> torch.Tensor:
     ids = tokenizer.encode_src([normalize(s) for s in sources])
-    return collate(_ListSequences(ids), None, list(range(len(ids)))).src_ids
+    return collate(ListSequences(ids), None, list(range(len(ids)))).src_ids
 
 
 def test_device_auto_is_the_cpu_on_a_machine_without_a_gpu():

@@ -13,7 +13,7 @@ from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.search import SearchSettings, beam_search, greedy_search
-from nmt.decoding.translator import Translator, _ListSequences
+from nmt.decoding.translator import ListSequences, Translator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +45,7 @@ def test_one_sentence_per_batch_gives_the_batched_translations(tiny_run, transla
 def test_beam_search_with_one_beam_is_greedy_search(tiny_run, translator, sources):
     """On the trained model and a real padded batch, not only on a scripted decoder."""
     ids = translator.tokenizer.encode_src([normalize(s) for s in sources])
-    src = collate(_ListSequences(ids), None, list(range(len(ids)))).src_ids
+    src = collate(ListSequences(ids), None, list(range(len(ids)))).src_ids
     settings = SearchSettings(beam_size=1, length_penalty=1.0)
     ids_kw = dict(bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
     greedy = greedy_search(translator.model, src, settings, **ids_kw)
