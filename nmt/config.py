@@ -54,10 +54,24 @@ def file_name_problem(value: str, what: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class CorpusWeight:
+    """One training corpus of `data.corpora` and its weight, an upsampling factor: each epoch
+    holds every pair of the corpus `weight` times (a fraction: that share of its pairs, drawn
+    afresh each epoch), so corpus k's share of an epoch is w_k n_k / sum_j w_j n_j."""
+
+    name: str = ""
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which corpus, which languages, how to clean and tokenize it."""
 
+    # Without `corpora`: the one corpus of every split. With `corpora`: the listed corpus whose
+    # valid_split and test_splits are used (it must be named explicitly).
     corpus: str = "multi30k"
+    # Several training corpora, weighted (null = train on data.corpus alone).
+    corpora: tuple[CorpusWeight, ...] | None = None
     src_lang: Name = "de"
     tgt_lang: Name = "en"
     train_split: Name = "train"
@@ -371,9 +385,15 @@ def config_from_dict(
     cfg = _build(ExperimentConfig, tree, "", problems)
     if not problems:
         problems.extend(cross_field_problems(cfg))
+        problems.extend(corpora_problems(cfg.data, named_corpus="corpus" in _section(tree, "data")))
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _section(tree: dict[str, Any], name: str) -> dict[str, Any]:
+    section = tree.get(name)
+    return section if isinstance(section, dict) else {}
 
 
 def replace_decode(decode: DecodeConfig, values: dict[str, Any]) -> DecodeConfig:
@@ -466,6 +486,10 @@ def _build(cls: type, values: Any, prefix: str, problems: list[str]) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, values[name], f"{prefix}{name}.", problems)
             continue
+        item_type = _section_list_item(hint)
+        if item_type is not None:
+            kwargs[name] = _build_list(item_type, values[name], f"{prefix}{name}", problems)
+            continue
         ok, converted, allowed = _convert(values[name], hint)
         if ok:
             kwargs[name] = converted
@@ -478,6 +502,26 @@ def _build(cls: type, values: Any, prefix: str, problems: list[str]) -> Any:
         return cls()
     problems.extend(range_problems(instance, prefix))
     return instance
+
+
+def _section_list_item(hint: Any) -> type | None:
+    """The item class of a list of sub-sections (`tuple[CorpusWeight, ...] | None`), else None."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    lists = [o for o in options if get_origin(o) is tuple]
+    if len(lists) == 1 and dataclasses.is_dataclass(get_args(lists[0])[0]):
+        return get_args(lists[0])[0]
+    return None
+
+
+def _build_list(cls: type, values: Any, key: str, problems: list[str]) -> tuple | None:
+    """A YAML list of mappings -> a tuple of `cls`; items' problems are named `key[i].field`."""
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        problems.append(f"{key}: got {_describe(values)}, expected a list of mappings ({names})")
+        return None
+    return tuple(_build(cls, item, f"{key}[{i}].", problems) for i, item in enumerate(values))
 
 
 def _unknown_key_message(prefix: str, key: str, valid: list[str]) -> str:
@@ -606,6 +650,8 @@ _RANGES: dict[str, Range] = {
     "data.character_coverage": Range(0, 1, lo_open=True),
     "data.spm_input_sentence_size": Range(1, 10**9),
     "data.max_tokens_per_sentence": Range(1, _SIZE),
+    # An epoch holds weight x the corpus: a factor beyond 1000 is a typo, not a plan.
+    "data.corpora.weight": Range(0, 1000, lo_open=True),
     "model.d_model": Range(1, 1 << 16),
     "model.heads": Range(1, 1024),
     "model.encoder_layers": Range(1, 1024),
@@ -669,7 +715,7 @@ def range_problems(section: Any, prefix: str) -> list[str]:
         for i, item in enumerate(items):
             if isinstance(item, bool) or not isinstance(item, (int, float)):
                 continue
-            allowed = _RANGES.get(key, _INT64)
+            allowed = _RANGES.get(re.sub(r"\[\d+\]", "", key), _INT64)  # list items share one
             if isinstance(item, int) and not _INT64.contains(item):
                 allowed = _within_int64(allowed)  # torch and numpy hold int64 at most
             if not allowed.contains(item):
@@ -713,6 +759,42 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             f"train.max_tokens ({t.max_tokens}) must hold one sentence of "
             f"data.max_tokens_per_sentence + 2 ({d.max_tokens_per_sentence + 2}) tokens"
+        )
+    return problems
+
+
+def corpora_problems(d: DataConfig, *, named_corpus: bool) -> list[str]:
+    """`data.corpora` rules: a non-empty list, each corpus named once, and `data.corpus` set
+    (`named_corpus`: written in the config) to one of them, the corpus of the validation and
+    test splits. A resolved config (config.yaml, a checkpoint's) always writes data.corpus."""
+    if d.corpora is None:
+        return []
+    if not d.corpora:
+        return [
+            "data.corpora: an empty list; list the training corpora ({name, weight} each), or "
+            "leave data.corpora out (null) to train on data.corpus alone"
+        ]
+    problems, first = [], {}
+    for i, c in enumerate(d.corpora):
+        if not c.name:
+            problems.append(f"data.corpora[{i}].name: missing; name a corpus of data.data_dir")
+        elif c.name in first:
+            problems.append(
+                f"data.corpora[{i}].name: {c.name!r} is listed twice (also data.corpora"
+                f"[{first[c.name]}]); list each corpus once and give it the weight wanted"
+            )
+        first.setdefault(c.name, i)
+    listed = ", ".join(c.name for c in d.corpora)
+    if not named_corpus:
+        problems.append(
+            f"data.corpus: not set; with data.corpora, name the listed corpus whose "
+            f"data.valid_split and data.test_splits validate and test the model (one of: {listed})"
+        )
+    elif d.corpus not in first:
+        problems.append(
+            f"data.corpus: {d.corpus!r} is not in data.corpora ({listed}); with data.corpora, "
+            "data.corpus names the listed corpus whose data.valid_split and data.test_splits "
+            "validate and test the model (to train on it too, list it in data.corpora)"
         )
     return problems
 

@@ -32,24 +32,27 @@ def log(message: str) -> None:
 
 
 def ensure_downloaded(cfg: ExperimentConfig) -> None:
-    """Fetch the corpus splits the config names unless they are already on disk."""
+    """Fetch the corpus splits the config names (of every corpus of data.corpora too) unless
+    they are already on disk."""
+    from nmt.data.prepare import splits_by_corpus
+
     d = cfg.data
-    splits = list(dict.fromkeys([d.train_split, d.valid_split, *d.test_splits]))
-    base = corpus_dir(d.data_dir, d.corpus)
-    missing = [
-        s
-        for s in splits
-        if not all((base / f"{s}.{lang}").exists() for lang in (d.src_lang, d.tgt_lang))
-    ]
-    if missing:
-        log(f"downloading {d.corpus} ({', '.join(missing)})")
-        download(
-            d.corpus,
-            languages=[d.src_lang, d.tgt_lang],
-            splits=missing,
-            data_dir=d.data_dir,
-            mirror=d.mirror,
-        )
+    for corpus, splits in splits_by_corpus(d).items():
+        base = corpus_dir(d.data_dir, corpus)
+        missing = [
+            s
+            for s in splits
+            if not all((base / f"{s}.{lang}").exists() for lang in (d.src_lang, d.tgt_lang))
+        ]
+        if missing:
+            log(f"downloading {corpus} ({', '.join(missing)})")
+            download(
+                corpus,
+                languages=[d.src_lang, d.tgt_lang],
+                splits=missing,
+                data_dir=d.data_dir,
+                mirror=d.mirror,
+            )
 
 
 @dataclass(frozen=True)

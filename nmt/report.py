@@ -29,7 +29,12 @@ def print_prepare_summary(result: PrepareResult) -> None:
     table = Table(title=f"prepared data in {result.directory}")
     for column in ("split", "pairs kept/read", "dropped", "tokens src/tgt", "src len p50/p90/max"):
         table.add_column(column, justify="left" if column in ("split", "dropped") else "right")
-    for split, s in stats["splits"].items():
+    rows = list(stats["splits"].items())
+    # data.corpora: each training corpus's own counts, below the training split's sums
+    rows[1:1] = [
+        (f"  {name} (weight {s['weight']:g})", s) for name, s in stats.get("corpora", {}).items()
+    ]
+    for split, s in rows:
         dropped = dict(s.get("dropped", {}))
         if s.get("dropped_too_many_tokens"):
             dropped["too_many_tokens"] = s["dropped_too_many_tokens"]

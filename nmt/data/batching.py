@@ -11,6 +11,10 @@ Data flow:
     make_batches(lengths, max_tokens=...)     once per run: fixed groups of sentence indices
     batches_for_epoch(batches, seed, epoch)   that epoch's shuffled order, this rank's shard
     collate(src, tgt, indices)                one group -> padded LongTensors (a Batch)
+
+With several corpora (data.corpora), the pairs an epoch holds depend on the epoch, so its
+groups are made afresh each epoch: `weighted_batches(lengths, mix, seed, epoch)` replaces
+`make_batches`, then `batches_for_epoch` shuffles and shards them as above.
 """
 
 from __future__ import annotations
@@ -281,3 +285,64 @@ def batches_for_epoch(
     order = np.random.default_rng((seed, epoch)).permutation(len(batches))
     kept = order[: len(order) - len(order) % world_size]
     return [batches[i] for i in kept[rank::world_size]]
+
+
+# --------------------------------------------------------------------------- several corpora
+
+_MIX_STREAM = 0x6D6978  # keeps the epoch's pair draw apart from batches_for_epoch's stream
+
+
+@dataclass(frozen=True)
+class CorpusMix:
+    """Training pairs that lie corpus after corpus (corpus k holds sizes[k] pairs) and each
+    corpus's weight, an upsampling factor (data.corpora)."""
+
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    def pairs_per_epoch(self) -> list[int]:
+        """M_k = floor(w_k) n_k + round(frac(w_k) n_k): what `epoch_pairs` takes of corpus k."""
+        return [int(w // 1) * n + round((w % 1) * n) for n, w in zip(self.sizes, self.weights)]
+
+
+def epoch_pairs(mix: CorpusMix, *, seed: int, epoch: int) -> np.ndarray:
+    """The pair indices [M] of one epoch of a mix, in random order.
+
+    Corpus k (weight w, n pairs) gives floor(w) copies of each of its pairs plus
+    round(frac(w) n) of its pairs drawn without replacement, a new draw each epoch. So its
+    share of every epoch is w n / sum_j w_j n_j up to rounding (fairseq's upsampling ratios,
+    Marian's corpus weights): weight 4 trains on a pair four times as often as weight 1, and
+    0.5 on half of the corpus each epoch. A pure function of (mix, seed, epoch).
+    """
+    rng = np.random.default_rng((seed, epoch, _MIX_STREAM))
+    parts, start = [], 0
+    for n, w, m in zip(mix.sizes, mix.weights, mix.pairs_per_epoch()):
+        whole = int(w // 1)
+        parts.append(np.tile(np.arange(start, start + n, dtype=np.int64), whole))
+        if m > whole * n:
+            parts.append(start + rng.choice(n, size=m - whole * n, replace=False))
+        start += n
+    return rng.permutation(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def weighted_batches(
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
+    mix: CorpusMix,
+    *,
+    max_tokens: int,
+    seed: int,
+    epoch: int,
+    bucket_by: BucketBy = "max",
+) -> list[np.ndarray]:
+    """`make_batches` over the pairs of one epoch of `mix`; each batch holds pair indices.
+
+    The pairs come shuffled to the (stable) length sort, so the copies of an upsampled pair
+    spread over the batches of their width instead of filling one batch side by side.
+    """
+    pairs = epoch_pairs(mix, seed=seed, epoch=epoch)
+    src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
+    local = make_batches(
+        src_lengths[pairs], tgt_lengths[pairs], max_tokens=max_tokens, bucket_by=bucket_by
+    )
+    return [pairs[batch] for batch in local]

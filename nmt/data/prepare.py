@@ -4,6 +4,11 @@ Output, in `<run_dir>/data/`: `spm.model` (or `spm.src.model` + `spm.tgt.model`)
 split `<split>.<lang>` (cleaned text) and `<split>.<lang>.ids.npy` / `.offsets.npy`, and
 `prepare.json` (statistics plus a fingerprint of the inputs and settings). Re-running with
 unchanged inputs and settings does nothing.
+
+With `data.corpora` the training split is the union of the listed corpora's training splits,
+each cleaned and token-limited on its own, concatenated corpus after corpus; `<train
+split>.corpora.json` records which run of pairs came from which corpus (and its weight), for
+the trainer's weighted sampling. Validation and test splits come from `data.corpus`.
 """
 
 from __future__ import annotations
@@ -18,18 +23,23 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nmt import __version__
-from nmt.config import DataConfig, ExperimentConfig
+from nmt.config import CorpusWeight, DataConfig, ExperimentConfig
 from nmt.data.binarize import TokenArray, TokenArrayWriter
 from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
-from nmt.data.download import corpus_dir
+from nmt.data.corpora import REGISTRY
+from nmt.data.download import corpus_dir, corpus_dirname
 from nmt.data.text import iter_lines, sha256_of
 from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
 from nmt.errors import DataError, OutputError
 from nmt.files import atomic_write, os_reason, remove_stale_temporaries, temporary_name
+
+if TYPE_CHECKING:
+    from nmt.data.batching import CorpusMix
 
 STATS_FILE = "prepare.json"
 _ENCODE_CHUNK = 10_000  # lines per SentencePiece call: bounded memory, threads stay busy
@@ -126,6 +136,8 @@ def _fingerprint_of(out: Path, d: DataConfig) -> str | None:
         for lang in (d.src_lang, d.tgt_lang)
         for part in ("ids", "offsets")
     ]
+    if d.corpora is not None:  # which pairs come from which corpus (single corpus: unchanged)
+        names.append(corpora_file(out, d).name)
     digest = hashlib.sha256()
     try:
         for name in names:
@@ -139,7 +151,10 @@ def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str)
     """Clean, train SentencePiece and binarize into the (empty) directory `out`."""
     d = cfg.data
     stats: dict = {"fingerprint": fingerprint, "nmt_version": __version__, "splits": {}}
-    stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
+    if d.corpora:
+        stats["corpora"], stats["splits"][d.train_split] = _clean_corpora(d, raw, out)
+    else:
+        stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
     tokenizer = _train_tokenizer(d, out, seed=cfg.train.seed)
     tokenizer.save(out)
     stats["vocab"] = {
@@ -150,7 +165,11 @@ def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str)
     for split in _eval_splits(d):
         stats["splits"][split] = _clean_eval(d, split, raw[split], out)
     for split in _all_splits(d):
-        stats["splits"][split].update(_binarize_split(d, split, tokenizer, out))
+        if d.corpora and split == d.train_split:
+            binarized = _binarize_corpora(d, tokenizer, out, stats["corpora"])
+        else:
+            binarized = _binarize_split(d, split, tokenizer, out)
+        stats["splits"][split].update(binarized)
     with atomic_write(out / STATS_FILE) as f:
         json.dump(stats, f, indent=2)
     return stats
@@ -187,10 +206,19 @@ def _eval_splits(d: DataConfig) -> list[str]:
 
 
 def _raw_files(cfg: ExperimentConfig) -> dict[str, tuple[Path, Path]]:
+    """split -> its (source, target) files; with data.corpora the training files of each
+    corpus are under `_corpus_key` instead of the training split's name."""
     d = cfg.data
+    if d.corpora:
+        return _raw_eval_files(d) | _raw_corpora_files(d)
+    return _raw_eval_files(d, [d.train_split])
+
+
+def _raw_eval_files(d: DataConfig, extra: list[str] = ()) -> dict[str, tuple[Path, Path]]:
+    """The files of `extra` and the evaluation splits, all in data.corpus."""
     base = corpus_dir(d.data_dir, d.corpus)
     files = {}
-    for split in _all_splits(d):
+    for split in dict.fromkeys([*extra, *_eval_splits(d)]):
         pair = (base / f"{split}.{d.src_lang}", base / f"{split}.{d.tgt_lang}")
         for path in pair:
             if not path.exists():
@@ -204,7 +232,10 @@ def _raw_files(cfg: ExperimentConfig) -> dict[str, tuple[Path, Path]]:
 
 def _fingerprint(d: DataConfig, raw: dict[str, tuple[Path, Path]]) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps(dataclasses.asdict(d), sort_keys=True).encode())
+    settings = dataclasses.asdict(d)
+    if settings["corpora"] is None:  # as before data.corpora existed: prepared runs stay valid
+        del settings["corpora"]
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(__version__.encode())
     for split in sorted(raw):
         for path in raw[split]:
@@ -372,3 +403,172 @@ def load_prepared(cfg: ExperimentConfig, split: str) -> tuple[TokenArray, TokenA
         TokenArray(out / f"{split}.{d.src_lang}", vocab_size=tok.src_vocab_size),
         TokenArray(out / f"{split}.{d.tgt_lang}", vocab_size=tok.tgt_vocab_size),
     )
+
+
+# --------------------------------------------------------------------------- several corpora
+#
+# With data.corpora, each listed corpus's training split is cleaned and binarized on its own
+# in `corpora/<k>/` of the staging directory (with the single-corpus functions above, so each
+# gets its own duplicates and counts), then concatenated, corpus after corpus, into the
+# training split's files. SentencePiece trains on that union, each pair once: weights decide
+# how often a pair is trained on, not which pieces exist (fairseq and Marian also build the
+# vocabulary from the plain concatenation).
+
+_PARTS = "corpora"
+
+
+def corpora_file(out: Path, d: DataConfig) -> Path:
+    """`<train_split>.corpora.json`: the name, weight and number of pairs of each corpus, in
+    the order their pairs follow one another in the training arrays."""
+    return out / f"{d.train_split}.corpora.json"
+
+
+def splits_by_corpus(d: DataConfig) -> dict[str, list[str]]:
+    """The splits the config reads from each corpus: the training split of every training
+    corpus, and the validation and test splits of data.corpus."""
+    evaluation = list(dict.fromkeys([d.valid_split, *d.test_splits]))
+    if not d.corpora:
+        return {d.corpus: list(dict.fromkeys([d.train_split, *evaluation]))}
+    wanted = {c.name: [d.train_split] for c in d.corpora}
+    wanted[d.corpus] = list(dict.fromkeys([*wanted.get(d.corpus, []), *evaluation]))
+    return wanted
+
+
+def _corpus_key(d: DataConfig, corpus: CorpusWeight) -> str:
+    """The `raw` entry of a corpus's training files (the fingerprint hashes its name)."""
+    return f"{d.train_split}@{corpus.name}"
+
+
+def _raw_corpora_files(d: DataConfig) -> dict[str, tuple[Path, Path]]:
+    """Each listed corpus's training (source, target) files; a corpus without them, or a
+    corpus directory listed twice under two names, is refused naming its data.corpora entry."""
+    files, seen = {}, {}
+    for i, corpus in enumerate(d.corpora):
+        key = f"data.corpora[{i}] ({corpus.name})"
+        directory = corpus_dirname(corpus.name)
+        if directory in seen:
+            raise DataError(f"{key}: the same corpus directory as {seen[directory]}; list it once")
+        seen[directory] = key
+        files[_corpus_key(d, corpus)] = _corpus_train_files(d, corpus.name, key)
+    return files
+
+
+def _corpus_train_files(d: DataConfig, name: str, key: str) -> tuple[Path, Path]:
+    languages = (d.src_lang, d.tgt_lang)
+    if name in REGISTRY:  # a known corpus says which splits and languages it has
+        try:
+            REGISTRY[name].check([d.train_split], list(languages))
+        except DataError as exc:
+            raise DataError(f"{key}: {exc}") from None
+    base = corpus_dir(d.data_dir, name)
+    pair = (base / f"{d.train_split}.{d.src_lang}", base / f"{d.train_split}.{d.tgt_lang}")
+    missing = [path for path in pair if not path.exists()]
+    if missing:
+        have = sorted(p.name for p in base.glob(f"{d.train_split}.*") if p.suffix != ".json")
+        found = f"it has {', '.join(have)}" if have else f"{base} has no {d.train_split} split"
+        raise DataError(
+            f"{key}: no {missing[0]} for data.{'src' if missing[0] == pair[0] else 'tgt'}_lang "
+            f"{missing[0].suffix[1:]!r} ({found}); register the files with `nmt download "
+            f"{name} --src F --tgt F --src-lang {d.src_lang} --tgt-lang {d.tgt_lang}`, or "
+            f"run `nmt download {name} --langs {d.src_lang},{d.tgt_lang}`"
+        )
+    return pair
+
+
+def _clean_corpora(d: DataConfig, raw: dict, out: Path) -> tuple[dict, dict]:
+    """Clean each training corpus on its own into corpora/<k>/, then write their union, corpus
+    after corpus, as the training split's text. Returns (stats per corpus name, the sums)."""
+    per_corpus = {}
+    for k, corpus in enumerate(d.corpora):
+        part = out / _PARTS / str(k)
+        part.mkdir(parents=True)
+        cleaned = _clean_train(d, raw[_corpus_key(d, corpus)], part)
+        per_corpus[corpus.name] = {"weight": corpus.weight} | cleaned
+    for lang in (d.src_lang, d.tgt_lang):
+        parts = [out / _PARTS / str(k) / f"{d.train_split}.{lang}" for k in range(len(d.corpora))]
+        with atomic_write(out / f"{d.train_split}.{lang}", "wb") as union:
+            for path in parts:
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, union)
+    return per_corpus, _summed_counts(per_corpus.values())
+
+
+def _summed_counts(stats) -> dict:
+    total = {"read": 0, "kept": 0, "dropped": {}}
+    for s in stats:
+        total["read"] += s["read"]
+        total["kept"] += s["kept"]
+        for reason, n in s["dropped"].items():
+            total["dropped"][reason] = total["dropped"].get(reason, 0) + n
+    return total
+
+
+def _binarize_corpora(d: DataConfig, tok: Tokenizer, out: Path, per_corpus: dict) -> dict:
+    """Binarize each corpus's cleaned text (the token limit drops pairs of each, counted per
+    corpus), concatenate the arrays into the training split's, record the pairs per corpus
+    in `corpora_file`, and remove corpora/. Returns the training split's binarize stats."""
+    stems = []
+    for k, stats in enumerate(per_corpus.values()):
+        part = out / _PARTS / str(k)
+        stats.update(_binarize_split(d, d.train_split, tok, part))
+        stems.append(part / d.train_split)
+    for lang in (d.src_lang, d.tgt_lang):
+        _concatenate_arrays(
+            [Path(f"{stem}.{lang}") for stem in stems], out / f"{d.train_split}.{lang}"
+        )
+    runs = [
+        {"name": name, "weight": s["weight"], "pairs": s["pairs"]} for name, s in per_corpus.items()
+    ]
+    with atomic_write(corpora_file(out, d)) as f:
+        json.dump({"corpora": runs}, f, indent=2)
+    shutil.rmtree(out / _PARTS)
+    src, tgt = (
+        TokenArray(out / f"{d.train_split}.{d.src_lang}"),
+        TokenArray(out / f"{d.train_split}.{d.tgt_lang}"),
+    )
+    return {
+        "dropped_too_many_tokens": sum(s["dropped_too_many_tokens"] for s in per_corpus.values()),
+        "pairs": len(src),
+        "tokens": {"src": src.num_tokens, "tgt": tgt.num_tokens},
+        "length_percentiles": {"src": _percentiles(src.lengths), "tgt": _percentiles(tgt.lengths)},
+    }
+
+
+def _concatenate_arrays(parts: list[Path], stem: Path) -> None:
+    """Write the token arrays `parts` one after another as `stem` (ids and shifted offsets)."""
+    arrays = [TokenArray(part) for part in parts]
+    starts = np.cumsum([0] + [a.num_tokens for a in arrays[:-1]])
+    offsets = np.concatenate([[0]] + [a.offsets[1:] + start for a, start in zip(arrays, starts)])
+    for suffix, array in (
+        ("ids", np.concatenate([a.ids for a in arrays])),
+        ("offsets", offsets.astype(np.int64)),
+    ):
+        with atomic_write(Path(f"{stem}.{suffix}.npy"), "wb") as f:
+            np.save(f, array)
+
+
+def load_corpus_mix(cfg: ExperimentConfig, num_pairs: int) -> CorpusMix | None:
+    """The training split's corpora and weights for weighted sampling (None without
+    data.corpora), checked against the config: prepared data of another corpus list would
+    weight the wrong pairs."""
+    from nmt.data.batching import CorpusMix
+
+    d = cfg.data
+    path = corpora_file(prepared_dir(cfg), d)
+    if d.corpora is None:
+        if path.exists():
+            raise DataError(f"{path.parent} was prepared from data.corpora; run `nmt prepare`")
+        return None
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["corpora"]
+        recorded = [(r["name"], r["weight"]) for r in runs]
+        sizes = tuple(int(r["pairs"]) for r in runs)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{path} is missing or malformed; run `nmt prepare --force`") from None
+    wanted = [(c.name, c.weight) for c in d.corpora]
+    if recorded != wanted or sum(sizes) != num_pairs or min(sizes) < 0:
+        raise DataError(
+            f"{path.parent} holds the corpora {recorded} ({sum(sizes)} pairs), not data.corpora "
+            f"{wanted}; run `nmt prepare` with this config"
+        )
+    return CorpusMix(sizes=sizes, weights=tuple(c.weight for c in d.corpora))

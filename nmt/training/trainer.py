@@ -28,8 +28,8 @@ from nmt.checkpoint import (
     tokenizer_fingerprint,
 )
 from nmt.config import ExperimentConfig, config_to_dict, write_resolved_config
-from nmt.data.batching import batches_for_epoch, collate, make_batches
-from nmt.data.prepare import data_fingerprint, load_prepared, prepared_dir
+from nmt.data.batching import batches_for_epoch, collate, make_batches, weighted_batches
+from nmt.data.prepare import data_fingerprint, load_corpus_mix, load_prepared, prepared_dir
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import CheckpointError, NmtError, TrainingError
 from nmt.model.transformer import Transformer
@@ -109,9 +109,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
         self.train_src, self.train_tgt = load_prepared(cfg, cfg.data.train_split)
-        self.batches = make_batches(
-            self.train_src.lengths, self.train_tgt.lengths, max_tokens=cfg.train.max_tokens
-        )
+        # data.corpora: the pairs, hence the batches, of an epoch depend on the epoch.
+        self.mix = load_corpus_mix(cfg, len(self.train_src))
+        self.batches = self._make_batches(epoch=0)
         self.checkpoints = CheckpointManager(
             self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
         )
@@ -264,9 +264,22 @@ class Trainer:
             self._epoch_cache = (epoch, self._shard_for_epoch(epoch))
         return self._epoch_cache[1]
 
+    def _make_batches(self, *, epoch: int) -> list[np.ndarray]:
+        """All batches of `epoch` before shuffling; one list for every epoch of one corpus."""
+        lengths = (self.train_src.lengths, self.train_tgt.lengths)
+        if self.mix is None:
+            return make_batches(*lengths, max_tokens=self.cfg.train.max_tokens)
+        return weighted_batches(
+            *lengths,
+            self.mix,
+            max_tokens=self.cfg.train.max_tokens,
+            seed=self.cfg.train.seed,
+            epoch=epoch,
+        )
+
     def _shard_for_epoch(self, epoch: int) -> list[np.ndarray]:
         return batches_for_epoch(
-            self.batches,
+            self.batches if self.mix is None or epoch == 0 else self._make_batches(epoch=epoch),
             seed=self.cfg.train.seed,
             epoch=epoch,
             rank=self.rt.rank,
@@ -376,9 +389,14 @@ class Trainer:
             where += f" x{self.rt.world_size} processes"
         self.log(
             f"training {self.cfg.name}: {n / 1e6:.2f}M parameters on {where}; "
-            f"{len(self.train_src)} pairs in {len(self.batches)} batches of <= "
+            f"{len(self.train_src)} pairs{self._mix_note()} in {len(self.batches)} batches of <= "
             f"{self.cfg.train.max_tokens} tokens; from update {self.state.step}"
         )
+
+    def _mix_note(self) -> str:
+        if self.mix is None:
+            return ""
+        return f" ({sum(self.mix.pairs_per_epoch())} an epoch by the data.corpora weights)"
 
     # ------------------------------------------------------------------ validation
 
