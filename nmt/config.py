@@ -784,7 +784,7 @@ def corpora_problems(d: DataConfig, *, named_corpus: bool) -> list[str]:
                 f"[{first[c.name]}]); list each corpus once and give it the weight wanted"
             )
         first.setdefault(c.name, i)
-    listed = ", ".join(c.name for c in d.corpora)
+    listed = ", ".join(first)
     if not named_corpus:
         problems.append(
             f"data.corpus: not set; with data.corpora, name the listed corpus whose "

@@ -333,16 +333,15 @@ def weighted_batches(
     max_tokens: int,
     seed: int,
     epoch: int,
-    bucket_by: BucketBy = "max",
 ) -> list[np.ndarray]:
     """`make_batches` over the pairs of one epoch of `mix`; each batch holds pair indices.
 
-    The pairs come shuffled to the (stable) length sort, so the copies of an upsampled pair
-    spread over the batches of their width instead of filling one batch side by side.
+    The pairs come shuffled and are sorted (stably) by their width alone, the wider side's
+    length: every copy of an upsampled pair has the same width, and a tie-break on the source
+    and target lengths would put them side by side into one batch; this way they spread over
+    the batches of their width. The token budget is the same (it bounds B x width).
     """
     pairs = epoch_pairs(mix, seed=seed, epoch=epoch)
-    src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
-    local = make_batches(
-        src_lengths[pairs], tgt_lengths[pairs], max_tokens=max_tokens, bucket_by=bucket_by
-    )
+    wider = np.maximum(np.asarray(src_lengths), np.asarray(tgt_lengths))[pairs]
+    local = make_batches(wider, wider, max_tokens=max_tokens)
     return [pairs[batch] for batch in local]

@@ -442,15 +442,17 @@ def _corpus_key(d: DataConfig, corpus: CorpusWeight) -> str:
 def _raw_corpora_files(d: DataConfig) -> dict[str, tuple[Path, Path]]:
     """Each listed corpus's training (source, target) files; a corpus without them, or a
     corpus directory listed twice under two names, is refused naming its data.corpora entry."""
-    files, seen = {}, {}
-    for i, corpus in enumerate(d.corpora):
-        key = f"data.corpora[{i}] ({corpus.name})"
+    keys = [f"data.corpora[{i}] ({corpus.name})" for i, corpus in enumerate(d.corpora)]
+    seen: dict[str, str] = {}
+    for key, corpus in zip(keys, d.corpora):
         directory = corpus_dirname(corpus.name)
         if directory in seen:
             raise DataError(f"{key}: the same corpus directory as {seen[directory]}; list it once")
         seen[directory] = key
-        files[_corpus_key(d, corpus)] = _corpus_train_files(d, corpus.name, key)
-    return files
+    return {
+        _corpus_key(d, corpus): _corpus_train_files(d, corpus.name, key)
+        for key, corpus in zip(keys, d.corpora)
+    }
 
 
 def _corpus_train_files(d: DataConfig, name: str, key: str) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
-"""Batching: exact tensors from collate, exact groups from make_batches, epoch shuffling."""
+"""Batching: exact tensors from collate, exact groups from make_batches, epoch shuffling,
+weighted epochs of several corpora."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from hypothesis import strategies as st
 
 from nmt.data.batching import (
     Batch,
+    CorpusMix,
     batches_for_epoch,
     collate,
+    epoch_pairs,
     make_batches,
     make_inference_batches,
     padding_fraction,
+    weighted_batches,
 )
 from nmt.data.binarize import TokenArray, write_token_array
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -297,3 +301,75 @@ def test_sharding_with_fewer_batches_than_ranks_is_empty_everywhere():
 def test_batches_for_epoch_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         batches_for_epoch(BATCHES, **{"seed": 0, "epoch": 0, **kwargs})
+
+
+# --------------------------------------------------------------------------- several corpora
+
+# Three corpora lying one after another: 1000 pairs at weight 1, 300 at weight 4 (each pair
+# four times an epoch), 50 at weight 0.5 (half of them, drawn afresh each epoch).
+MIX = CorpusMix(sizes=(1000, 300, 50), weights=(1.0, 4.0, 0.5))
+BOUNDS = np.cumsum((0, *MIX.sizes))
+
+
+def corpus_of(pairs: np.ndarray) -> np.ndarray:
+    return np.searchsorted(BOUNDS, pairs, side="right") - 1
+
+
+def test_an_epoch_holds_each_corpus_by_its_weight():
+    """Shares w_k n_k / sum_j w_j n_j: exact counts 1000, 1200, 25 (hand-computed), so the
+    share of each corpus is within 1 / 2225 of the weights' (the tolerance of rounding)."""
+    pairs = epoch_pairs(MIX, seed=3, epoch=0)
+    counts = np.bincount(corpus_of(pairs), minlength=3)
+    assert counts.tolist() == MIX.pairs_per_epoch() == [1000, 1200, 25]
+    expected = np.array([1000 * 1.0, 300 * 4.0, 50 * 0.5]) / 2225
+    assert np.abs(counts / counts.sum() - expected).max() <= 1 / 2225
+    copies = np.bincount(pairs, minlength=BOUNDS[-1])
+    assert (copies[:1000] == 1).all() and (copies[1000:1300] == 4).all()
+    assert sorted(np.flatnonzero(copies[1300:])) == sorted(set(np.flatnonzero(copies[1300:])))
+    assert copies[1300:].max() == 1  # a fractional draw is without replacement
+
+
+def test_fractional_weights_draw_other_pairs_each_epoch_and_the_order_is_seeded():
+    draws = [
+        set(p[p >= 1300].tolist()) for p in (epoch_pairs(MIX, seed=3, epoch=e) for e in range(200))
+    ]
+    assert len({frozenset(d) for d in draws}) > 150  # a new half most epochs
+    seen = np.bincount([i - 1300 for d in draws for i in d], minlength=50) / 200
+    assert np.abs(seen - 0.5).max() < 0.15  # each pair in about half of the epochs
+    again = epoch_pairs(MIX, seed=3, epoch=7)
+    np.testing.assert_array_equal(again, epoch_pairs(MIX, seed=3, epoch=7))
+    assert not np.array_equal(again, epoch_pairs(MIX, seed=4, epoch=7))
+    assert not np.array_equal(again, epoch_pairs(MIX, seed=3, epoch=8))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    weights=st.lists(st.floats(0.01, 6.0), min_size=4, max_size=4),
+    epoch=st.integers(0, 1000),
+)
+def test_every_epoch_draws_floor_w_copies_plus_the_rounded_rest(sizes, weights, epoch):
+    mix = CorpusMix(sizes=tuple(sizes), weights=tuple(weights[: len(sizes)]))
+    pairs = epoch_pairs(mix, seed=1, epoch=epoch)
+    bounds = np.cumsum((0, *sizes))
+    counts = np.bincount(np.searchsorted(bounds, pairs, side="right") - 1, minlength=len(sizes))
+    assert counts[: len(sizes)].tolist() == [
+        int(w // 1) * n + round((w % 1) * n) for n, w in zip(mix.sizes, mix.weights)
+    ]
+
+
+def test_weighted_batches_hold_the_epochs_pairs_within_the_budget_copies_spread():
+    rng = np.random.default_rng(0)
+    src = rng.integers(1, 30, size=BOUNDS[-1])
+    tgt = rng.integers(1, 30, size=BOUNDS[-1])
+    batches = weighted_batches(src, tgt, MIX, max_tokens=256, seed=3, epoch=2)
+    drawn = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(drawn), np.sort(epoch_pairs(MIX, seed=3, epoch=2)))
+    for batch in batches:
+        assert len(batch) * (np.maximum(src[batch], tgt[batch]).max() + 1) <= 256
+    # The four copies of a weight-4 pair are not packed side by side into one batch.
+    batch_of = {}
+    for b, batch in enumerate(batches):
+        for i in batch[(batch >= 1000) & (batch < 1300)].tolist():
+            batch_of.setdefault(i, set()).add(b)
+    assert sum(len(b) == 1 for b in batch_of.values()) < 0.1 * len(batch_of)
