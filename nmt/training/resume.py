@@ -60,6 +60,8 @@ TAKES_EFFECT_ON_RESUME = frozenset(
     | {f"decode.{f.name}" for f in dataclasses.fields(SECTIONS["decode"])}
 )
 
+# data.corpora is fixed too: its weights decide which pairs each epoch holds, so the data
+# order (and the prepared training split, with its corpus list) depends on them.
 FIXED_FOR_A_RUN = frozenset(
     {
         f"{section}.{f.name}"
