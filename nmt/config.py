@@ -418,7 +418,10 @@ def _mark_override_problems(problems: list[str], overrides: dict[str, Any]) -> l
     marked = []
     for problem in problems:
         key = problem.split(":", 1)[0]
-        from_override = any(dotted == key or dotted.startswith(key + ".") for dotted in overrides)
+        from_override = any(
+            dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "[")
+            for dotted in overrides
+        )  # `data.corpora[1].weight` comes from an override `data.corpora=[...]`
         marked.append(f"{problem} (command-line override)" if from_override else problem)
     return marked
 

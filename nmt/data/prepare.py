@@ -209,12 +209,13 @@ def _raw_files(cfg: ExperimentConfig) -> dict[str, tuple[Path, Path]]:
     """split -> its (source, target) files; with data.corpora the training files of each
     corpus are under `_corpus_key` instead of the training split's name."""
     d = cfg.data
-    if d.corpora:
-        return _raw_eval_files(d) | _raw_corpora_files(d)
-    return _raw_eval_files(d, [d.train_split])
+    if d.corpora:  # the training corpora first: their errors name their data.corpora entry
+        training = _raw_corpora_files(d)
+        return _raw_eval_files(d) | training
+    return _raw_eval_files(d, (d.train_split,))
 
 
-def _raw_eval_files(d: DataConfig, extra: list[str] = ()) -> dict[str, tuple[Path, Path]]:
+def _raw_eval_files(d: DataConfig, extra: tuple[str, ...] = ()) -> dict[str, tuple[Path, Path]]:
     """The files of `extra` and the evaluation splits, all in data.corpus."""
     base = corpus_dir(d.data_dir, d.corpus)
     files = {}
@@ -245,6 +246,8 @@ def _fingerprint(d: DataConfig, raw: dict[str, tuple[Path, Path]]) -> str:
 
 def _outputs_exist(out: Path, d: DataConfig) -> bool:
     needed = [f"{s}.{lang}.ids.npy" for s in _all_splits(d) for lang in (d.src_lang, d.tgt_lang)]
+    if d.corpora:
+        needed.append(corpora_file(out, d).name)
     return all((out / name).exists() for name in needed)
 
 
