@@ -46,6 +46,7 @@ import torch
 
 from nmt.checkpoint import checkpoint_step
 from nmt.config import config_to_dict
+from nmt.data.prepare import splits_by_corpus
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import NmtError
 from nmt.interop.layout import to_transformers
@@ -237,7 +238,7 @@ def model_card(source: ExportSource) -> str:
         "- nmt",
         f"- {arch}",
         "datasets:",
-        f"- {cfg.data.corpus}",
+        *[f"- {name}" for name in splits_by_corpus(cfg.data)],  # with data.corpora: each
         "library_name: transformers",
         "pipeline_tag: translation",
         "---",
@@ -250,7 +251,7 @@ def model_card(source: ExportSource) -> str:
         "",
         "## Training data",
         "",
-        f"Corpus `{cfg.data.corpus}`, {src} -> {tgt}." + (" Files:" if manifest else ""),
+        _corpora_sentence(cfg.data, src, tgt) + (" Files:" if manifest else ""),
         "",
         *[f"- `{name}`: sha256 `{digest}`" for name, digest in manifest],
         "",
@@ -280,6 +281,13 @@ def model_card(source: ExportSource) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _corpora_sentence(data, src: str, tgt: str) -> str:
+    if not data.corpora:
+        return f"Corpus `{data.corpus}`, {src} -> {tgt}."
+    weighted = ", ".join(f"`{c.name}` (weight {c.weight:g})" for c in data.corpora)
+    return f"Corpora {weighted}, {src} -> {tgt}; validated and tested on `{data.corpus}`."
 
 
 def _run_dir(source: ExportSource) -> Path:

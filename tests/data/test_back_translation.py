@@ -16,6 +16,8 @@ import pytest
 from _cli import run_process
 
 from nmt.checkpoint import load_checkpoint
+from nmt.interop.huggingface import model_card
+from nmt.interop.source import load_source
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -75,3 +77,6 @@ def test_back_translation_recipe(tmp_path: Path, corpus_slice: Path):
         {"name": "multi30k", "weight": 1.0},
         {"name": "bt", "weight": 0.5},
     ]
+    card = model_card(load_source(run / "checkpoints" / "last.pt"))  # `nmt export`'s README
+    assert "datasets:\n- multi30k\n- bt\n" in card
+    assert "Corpora `multi30k` (weight 1), `bt` (weight 0.5), de -> en" in card
