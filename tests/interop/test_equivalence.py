@@ -26,7 +26,7 @@ Each variant is built and exported once per module (`built`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,7 @@ class Built:
     source: object  # ExportSource
     src_ids: list[list[int]]
     nmt: dict[int, list]  # beam -> best Hypothesis per sentence
+    nbest: list[list]  # beam 5's 5 best Hypotheses per sentence
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v.name)
@@ -86,7 +87,7 @@ def built(request, tmp_path_factory, spm_models, test_sentences) -> Built:
         ]
         assert not reached, f"beam {beam}: the searches of lines {reached} reached the limit"
         nmt[beam] = [hyps[0] for hyps in nbest]
-    return Built(variant, checkpoint, ct2_dir, hf_dir, source, src_ids, nmt)
+    return Built(variant, checkpoint, ct2_dir, hf_dir, source, src_ids, nmt, nbest)
 
 
 def _reached_limit(nbest: list, max_len: int, beam: int) -> bool:
@@ -193,6 +194,23 @@ def test_ctranslate2_outputs_equal(built: Built, beam: int, test_sentences):
     translator = CTranslate2Translator.from_directory(built.ct2_dir, beam_size=beam, threads=1)
     other = [h[0].tokens for h in translator.translate(test_sentences).hypotheses]
     _compare(built, beam, other, "ctranslate2")
+
+
+def test_ctranslate2_n_best_is_nmts_before_the_limit(built: Built, test_sentences):
+    """The evidence behind refusing n-best from a CTranslate2 directory only at the limit's
+    account (nmt.interop.ctranslate2._check_one_best): where no search reaches it, the 5-best
+    lists are nmt's, hypotheses and scores. The refusal is lifted here, in the test only."""
+    translator = CTranslate2Translator.from_directory(built.ct2_dir, beam_size=5, threads=1)
+    translator.settings = replace(translator.settings, n_best=5)
+    theirs = translator.translate(test_sentences).hypotheses
+    differ = []
+    for i, (a, b) in enumerate(zip(built.nbest, theirs)):
+        if [h.tokens for h in a] != [h.tokens for h in b]:
+            differ.append(i)
+            print(f"{built.variant.name} line {i}: nmt {a} ctranslate2 {b}")
+        else:
+            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=TOLERANCE)
+    assert len(differ) <= (1 - MIN_SAME) * len(theirs), f"{len(differ)} n-best lists differ"
 
 
 def test_ctranslate2_greedy_at_the_limit_is_nmts(built: Built, test_sentences):
