@@ -232,6 +232,23 @@ def test_ctranslate2_greedy_at_the_limit_is_nmts(built: Built, test_sentences):
         assert a[0].score == pytest.approx(b[0].score, abs=TOLERANCE)
 
 
+def test_ctranslate2_beam_at_the_limit_scores_what_nmt_scores(built: Built, test_sentences):
+    """Beam search at a limit most searches reach can end with other hypotheses than nmt's
+    (nmt.interop.ctranslate2), but each is scored as nmt scores it: the log-probs of its
+    tokens and EOS, EOS forced or not, over its length with EOS (cut rows rescored, the
+    first step's masked mass taken off)."""
+    translator = CTranslate2Translator.from_directory(
+        built.ct2_dir, beam_size=5, threads=1, **SHORT_LIMIT
+    )
+    best = [h[0] for h in translator.translate(test_sentences).hypotheses]
+    limits = [translator.settings.max_len(len(s) + 1) for s in built.src_ids]
+    at_limit = sum(len(h.tokens) == n - 1 for h, n in zip(best, limits))
+    assert at_limit >= len(limits) // 3, f"only {at_limit} searches reached the limit"
+    mine = _nmt_log_probs(built.source.model, built.src_ids, [h.tokens for h in best])
+    worst = max(abs(_score(m) - h.score) for m, h in zip(mine, best))
+    assert worst < TOLERANCE
+
+
 @pytest.mark.parametrize("beam", BEAMS)
 def test_transformers_outputs_equal(built: Built, beam: int):
     """generate() with the exported generation_config, all sentences in one call. Its
