@@ -19,9 +19,11 @@ where nmt's limit is a * src_len + b per sentence). So the comparison is made wh
 never applies: the models of `_models` end every search on its own, well before the limit,
 and `built` checks that none of nmt's searches reached it (a search that stops early is the
 same search in all three systems, so any difference left is the model's or the search's).
-What CTranslate2Translator does at the limit is tested separately, where it is exact: greedy
-search, whose last step has no choice to make (test_ctranslate2_greedy_at_the_limit_is_nmts).
-Each variant is built and exported once per module (`built`).
+What CTranslate2Translator does at the limit (it applies nmt's rule) is tested separately,
+with a limit most searches reach: greedy outputs must be nmt's (the last step has no choice
+to make), beam outputs scored as nmt scores them (a beam search there can end elsewhere:
+nmt.interop.ctranslate2). Its 5-best lists are compared too, the evidence for refusing
+n-best only because of the limit. Each variant is built and exported once per module.
 """
 
 from __future__ import annotations
