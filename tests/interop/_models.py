@@ -136,7 +136,8 @@ def _end_sentences_sooner(model, variant: Variant) -> None:
       CHANNEL, and no decoder sub-layer writes there (zero rows of the attention outputs and
       of fc2), so the decoder's residual stream carries PE's sine and cosine there (pre-norm:
       exactly; post-norm: rescaled by each LayerNorm). EOS alone reads it, +25 * (sin - cos)
-      through the last LayerNorm: its logit rises by about 10 nats over 28 positions.
+      through the last LayerNorm: its logit rises by about 1 nat per position (post-norm:
+      0.6) up to position 28.
     * Constant shifts along the all-ones direction: a LayerNorm's normalised output (gain 1,
       as initialised) has zero mean, so it is orthogonal to it, and the shifts are exact, the
       same at every step: EOS +4 nats, PAD and BOS -20 (never generated, so CTranslate2's
