@@ -28,10 +28,14 @@ Conventions that differ from nmt's and how the export sets them:
   * Generation: beam search scores log_prob / length**alpha over the generated tokens, EOS
     included, as nmt; early_stopping=True is nmt's (fairseq's) rule: stop once num_beams
     hypotheses have finished. PAD and BOS are suppressed (suppress_tokens, applied after the
-    log-softmax as nmt masks), min_new_tokens = decode.min_len, no forced EOS, no n-gram
-    blocking. nmt's per-sentence limit a * src_len + b has no generate() equivalent:
-    max_length caps at model.max_positions; pass max_new_tokens to bound it. At a limit,
-    generate() cuts a hypothesis where nmt forces EOS.
+    log-softmax as nmt masks), min_new_tokens = decode.min_len, no n-gram blocking.
+    nmt's per-sentence limit a * src_len + b has no generate() equivalent: max_length caps
+    at model.max_positions; pass max_new_tokens to bound it. At a limit, generate() cuts
+    its best extensions where nmt ends each live hypothesis with EOS, counting EOS's
+    log-prob; forced_eos_token_id stays unset, since it would give that EOS probability 1.
+    So generate() returns nmt's translation for every sentence whose search ends before
+    the limit (tests/interop/test_equivalence.py: every variant, greedy and beam 5), and
+    may not for one that reaches it.
   * Text: nmt NFC-normalises input lines before SentencePiece; MarianTokenizer does not (and
     applies Moses punctuation normalisation when sacremoses is installed).
 """

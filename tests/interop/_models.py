@@ -2,13 +2,13 @@
 model trained on Multi30k, and the real Multi30k sentences to translate.
 
 Random weights are what an equality test needs (every tensor matters, nothing is learned to
-hide a mistake), with one nudge: a random model almost never emits EOS, so every search
-would run to its length limit, where CTranslate2 and transformers cut a hypothesis and nmt
-forces EOS (see nmt.interop.ctranslate2). `_end_sentences_sooner` adds a fixed direction to
-the last LayerNorm's bias and to EOS's output row, so that EOS becomes likely after a few
-tokens, differently per sentence: most searches then end on their own. Those that do not
-(greedy search of some variants repeats one token) stop at a short limit, 0.5 * src_len + 5,
-which keeps them cheap; greedy outputs are equal there too, nothing is chosen at the cut.
+hide a mistake), with one nudge: a random model almost never emits EOS (or, pushed towards it
+by a constant, emits it at once), so its searches would run to their length limit, where
+CTranslate2 and transformers cut a hypothesis and nmt forces EOS (see nmt.interop.ctranslate2).
+`_end_sentences_sooner` makes EOS more likely the longer a hypothesis gets, so that every
+search ends on its own after 9 to 21 tokens (its sentence, model and search decide where),
+well before the limit of DECODE (source length + 20): the equivalence tests compare whole
+searches, never a cut one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ from nmt.model.transformer import build_model
 
 SENTENCES = 200
 VOCAB = 600
+# A limit no search of these models reaches (test_equivalence checks it).
+DECODE = DecodeConfig(max_input_tokens=200, max_len_a=1.0, max_len_b=20)
+# The position channel of `_end_sentences_sooner`: PE's sine and cosine of frequency
+# 10000^(-10/32) ~ 1/18 (d_model 32), whose difference rises from -1 at position 0 to +1 at 28.
+CHANNEL = [10, 11]
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def make_checkpoint(
     cfg = ExperimentConfig(
         name=f"random-{variant.name}",
         model=model_cfg,
-        decode=DecodeConfig(max_input_tokens=200, max_len_a=0.5, max_len_b=5),
+        decode=DECODE,
     )
     cfg = _with_data(cfg, joint=variant.joint)
     src, tgt = (
@@ -125,15 +130,31 @@ def _with_data(cfg: ExperimentConfig, *, joint: bool) -> ExperimentConfig:
 
 @torch.no_grad()
 def _end_sentences_sooner(model, variant: Variant) -> None:
-    """See the module docstring. The direction is the all-ones one: a LayerNorm's normalised
-    output (gain 1, as initialised) has zero mean, so it is orthogonal to it, and the logit
-    shifts below are exact, the same at every step of every sentence: EOS +5.6 nats, PAD and
-    BOS -20 (never generated, so CTranslate2's masking before its softmax changes nothing)."""
+    """See the module docstring. Two changes to the random weights:
+
+    * A position channel. The target embeddings (and, tied, the output rows) are zero on
+      CHANNEL, and no decoder sub-layer writes there (zero rows of the attention outputs and
+      of fc2), so the decoder's residual stream carries PE's sine and cosine there (pre-norm:
+      exactly; post-norm: rescaled by each LayerNorm). EOS alone reads it, +25 * (sin - cos)
+      through the last LayerNorm: its logit rises by about 1 nat per position (post-norm:
+      0.6) up to position 28.
+    * Constant shifts along the all-ones direction: a LayerNorm's normalised output (gain 1,
+      as initialised) has zero mean, so it is orthogonal to it, and the shifts are exact, the
+      same at every step: EOS +4 nats, PAD and BOS -20 (never generated, so CTranslate2's
+      masking before its softmax changes nothing).
+    """
+    model.tgt_embed.tokens.weight[:, CHANNEL] = 0
+    model.output.weight[:, CHANNEL] = 0
+    for layer in model.decoder_layers:
+        for linear in (layer.self_attn.out, layer.cross_attn.out, layer.ffn.fc2):
+            linear.weight[CHANNEL] = 0
+            linear.bias[CHANNEL] = 0
     direction = torch.full((model.cfg.d_model,), model.cfg.d_model**-0.5)
     last = (
         model.decoder_norm if variant.norm == "pre" else model.decoder_layers[-1].ffn_residual.norm
     )
     last.bias += 4.0 * direction
-    model.output.weight[EOS_ID] += 1.4 * direction
+    model.output.weight[EOS_ID] += 1.0 * direction
     model.output.weight[PAD_ID] -= 5.0 * direction
     model.output.weight[BOS_ID] -= 5.0 * direction
+    model.output.weight[EOS_ID, CHANNEL] += torch.tensor([25.0, -25.0])
