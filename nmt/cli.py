@@ -586,20 +586,32 @@ def average(
 @app.command()
 @user_errors
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories with a metrics.jsonl; several are overlaid (legend: names).",
+            metavar="RUN_DIR",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png).",
+            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png for one run, "
+            "curves.png for several).",
         ),
     ] = None,
 ) -> None:
-    """Plot training loss, validation perplexity and BLEU against updates and wall time."""
-    from nmt.plotting import plot_run
+    """Plot training loss, validation perplexity and BLEU against updates and wall time.
 
-    path = plot_run(run_dir, output or run_dir / "curves.png")
+    Several runs share the axes, one colour each; a dotted line marks where a run resumed.
+    """
+    from nmt.plotting import plot_runs
+
+    default = run_dirs[0] / "curves.png" if len(run_dirs) == 1 else Path("curves.png")
+    path = plot_runs(run_dirs, output or default)
     typer.echo(f"wrote {path}")
 
 
