@@ -332,6 +332,13 @@ TemperatureOption = Annotated[
 SeedOption = Annotated[
     int | None, typer.Option(help="With --sampling: the random seed (default 0).")
 ]
+PrefixFileOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Target prefixes, one line per input line (may be empty): each translation "
+        "starts with its prefix and search continues from there."
+    ),
+]
 
 
 @app.command()
@@ -366,13 +373,7 @@ def translate(
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
-    prefix_file: Annotated[
-        str | None,
-        typer.Option(
-            help="Target prefixes, one line per input line (may be empty): each translation "
-            "starts with its prefix and search continues from there."
-        ),
-    ] = None,
+    prefix_file: PrefixFileOption = None,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.sampling import parse_sampling
@@ -441,8 +442,14 @@ def score(
 @app.command()
 @user_errors
 def evaluate(
-    checkpoint: Annotated[
-        Path | None, typer.Argument(help="Checkpoint to translate with (not needed with --hyp).")
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Checkpoint to translate with (not with --hyp); several decode as an "
+            "ensemble, as in translate.",
+            metavar="CHECKPOINT",
+            show_default=False,
+        ),
     ] = None,
     corpus: Annotated[
         str | None, typer.Option(help="Corpus of --split (default: the checkpoint's).")
@@ -477,13 +484,15 @@ def evaluate(
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
+    prefix_file: PrefixFileOption = None,
 ) -> None:
-    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
+    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint (or an ensemble of
+    several) or of existing output."""
     from nmt.decoding.sampling import parse_sampling
     from nmt.evaluation import evaluate_command
 
     evaluate_command(
-        checkpoint=checkpoint,
+        checkpoints=checkpoints,
         corpus=corpus,
         split=split,
         src=src,
@@ -500,6 +509,7 @@ def evaluate(
         data_dir=data_dir,
         output_dir=output_dir,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
+        prefix_file=prefix_file,
     )
 
 

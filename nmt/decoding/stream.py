@@ -181,11 +181,11 @@ def read_prefixes(prefix_file: str | None, input: str) -> list[str] | None:
     if input != "-":
         lines = count_lines(Path(input))
         if lines != len(prefixes):
-            raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, lines))
+            raise DataError(prefix_count_message(prefix_file, len(prefixes), input, lines))
     return prefixes
 
 
-def _prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:
+def prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:
     source = "stdin" if input == "-" else input
     return (
         f"--prefix-file {prefix_file} has {prefixes} lines but the input ({source}) has "
@@ -193,14 +193,20 @@ def _prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: in
     )
 
 
+def check_prefix_support(translator, checkpoint: Path) -> None:
+    """Target prefixes are a feature of nmt's own search: a CTranslate2 directory has none."""
+    from nmt.decoding.translator import Translator
+
+    if not isinstance(translator, Translator):
+        raise DataError(f"--prefix-file needs a checkpoint; {checkpoint} is a directory")
+
+
 def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
     """The prefixes of the input lines start .. start + len(chunk) - 1 (None: no file)."""
     if prefixes is None:
         return None
     if start + len(chunk) > len(prefixes):
-        raise DataError(
-            _prefix_count_message(prefix_file, len(prefixes), input, start + len(chunk))
-        )
+        raise DataError(prefix_count_message(prefix_file, len(prefixes), input, start + len(chunk)))
     return prefixes[start : start + len(chunk)]
 
 
@@ -232,10 +238,8 @@ def translate_stream(
     try:
         with guard:
             translator = Translator.from_checkpoints(checkpoints, device=device, **search)
-            if prefixes is not None and not isinstance(translator, Translator):
-                raise DataError(
-                    f"--prefix-file needs a checkpoint; {checkpoints[0]} is a directory"
-                )
+            if prefixes is not None:
+                check_prefix_support(translator, checkpoints[0])
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None
@@ -252,7 +256,7 @@ def translate_stream(
                     total.add(result.stats)
                     _progress(total, time.perf_counter() - started)
                 if prefixes is not None and index != len(prefixes):  # stdin ended early
-                    raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, index))
+                    raise DataError(prefix_count_message(prefix_file, len(prefixes), input, index))
                 guard.hold_to_the_end()
     except _Stop as stop:
         message = _stopped_message(stop.signum, index, output)
