@@ -374,6 +374,14 @@ def translate(
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
     prefix_file: PrefixFileOption = None,
+    print_alignment: Annotated[
+        bool,
+        typer.Option(
+            help="End each line (or n-best row) with <TAB> and the hard alignment of the "
+            "last decoder layer's cross-attention, fairseq's 0-0 1-2 ... (source-target "
+            "piece indices); one checkpoint only."
+        ),
+    ] = False,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.sampling import parse_sampling
@@ -393,6 +401,7 @@ def translate(
         precision=precision,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
         prefix_file=prefix_file,
+        print_alignment=print_alignment,
     )
 
 

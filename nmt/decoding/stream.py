@@ -218,8 +218,10 @@ def translate_stream(
     device: str,
     chunk_lines: int,
     prefix_file: str | None = None,
+    print_alignment: bool = False,
     **search,
 ) -> None:
+    from nmt.decoding.alignment import align_translation, check_alignment_support
     from nmt.decoding.translator import TranslationStats, Translator
 
     if output != "-" and Path(output).is_dir():  # found before translating, not at the end
@@ -240,6 +242,8 @@ def translate_stream(
             translator = Translator.from_checkpoints(checkpoints, device=device, **search)
             if prefixes is not None:
                 check_prefix_support(translator, checkpoints[0])
+            if print_alignment:
+                check_alignment_support(translator, checkpoints)
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None
@@ -251,8 +255,11 @@ def translate_stream(
                         result = translator.translate(chunk)
                     else:
                         result = translator.translate(chunk, prefixes=chunk_prefixes)
+                    aligned = (
+                        align_translation(translator, chunk, result) if print_alignment else None
+                    )
                     with guard.held():
-                        index = _write_chunk(out, result, index, n_best)
+                        index = _write_chunk(out, result, index, n_best, aligned)
                     total.add(result.stats)
                     _progress(total, time.perf_counter() - started)
                 if prefixes is not None and index != len(prefixes):  # stdin ended early
@@ -265,11 +272,15 @@ def translate_stream(
     _finish(total, time.perf_counter() - started, where)
 
 
-def _write_chunk(out, result, index: int, n_best: int | None) -> int:
-    """Write one chunk's outputs as whole lines (n-best rows when `n_best` is given) and
+def _write_chunk(out, result, index: int, n_best: int | None, alignments=None) -> int:
+    """Write one chunk's outputs as whole lines (n-best rows when `n_best` is given; each
+    row ending in <TAB>alignment with `alignments`, one list per line as `result.texts`) and
     flush; returns the index of the next input line."""
-    for hyps, texts in zip(result.hypotheses, result.texts):
+    for line, (hyps, texts) in enumerate(zip(result.hypotheses, result.texts)):
         rows = [texts[0]] if n_best is None else format_nbest(index, hyps, texts, n_best)
+        if alignments is not None:
+            aligned = alignments[line] * (len(rows) if not hyps else 1)  # an empty line's rows
+            rows = [f"{row}\t{alignment}" for row, alignment in zip(rows, aligned)]
         out.write("\n".join(rows) + "\n")
         index += 1
     out.flush()
