@@ -332,6 +332,13 @@ TemperatureOption = Annotated[
 SeedOption = Annotated[
     int | None, typer.Option(help="With --sampling: the random seed (default 0).")
 ]
+PrefixFileOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Target prefixes, one line per input line (may be empty): each translation "
+        "starts with its prefix and search continues from there."
+    ),
+]
 
 
 @app.command()
@@ -366,13 +373,15 @@ def translate(
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
-    prefix_file: Annotated[
-        str | None,
+    prefix_file: PrefixFileOption = None,
+    print_alignment: Annotated[
+        bool,
         typer.Option(
-            help="Target prefixes, one line per input line (may be empty): each translation "
-            "starts with its prefix and search continues from there."
+            help="End each line (or n-best row) with <TAB> and the hard alignment of the "
+            "last decoder layer's cross-attention, fairseq's 0-0 1-2 ... (source-target "
+            "piece indices); one checkpoint only."
         ),
-    ] = None,
+    ] = False,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
     from nmt.decoding.sampling import parse_sampling
@@ -392,6 +401,7 @@ def translate(
         precision=precision,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
         prefix_file=prefix_file,
+        print_alignment=print_alignment,
     )
 
 
@@ -441,8 +451,14 @@ def score(
 @app.command()
 @user_errors
 def evaluate(
-    checkpoint: Annotated[
-        Path | None, typer.Argument(help="Checkpoint to translate with (not needed with --hyp).")
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Checkpoint to translate with (not with --hyp); several decode as an "
+            "ensemble, as in translate.",
+            metavar="CHECKPOINT",
+            show_default=False,
+        ),
     ] = None,
     corpus: Annotated[
         str | None, typer.Option(help="Corpus of --split (default: the checkpoint's).")
@@ -477,13 +493,15 @@ def evaluate(
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
+    prefix_file: PrefixFileOption = None,
 ) -> None:
-    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint or of existing output."""
+    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint (or an ensemble of
+    several) or of existing output."""
     from nmt.decoding.sampling import parse_sampling
     from nmt.evaluation import evaluate_command
 
     evaluate_command(
-        checkpoint=checkpoint,
+        checkpoints=checkpoints,
         corpus=corpus,
         split=split,
         src=src,
@@ -500,6 +518,7 @@ def evaluate(
         data_dir=data_dir,
         output_dir=output_dir,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
+        prefix_file=prefix_file,
     )
 
 
@@ -586,20 +605,32 @@ def average(
 @app.command()
 @user_errors
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories with a metrics.jsonl; several are overlaid (legend: names).",
+            metavar="RUN_DIR",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png).",
+            help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png for one run, "
+            "curves.png for several).",
         ),
     ] = None,
 ) -> None:
-    """Plot training loss, validation perplexity and BLEU against updates and wall time."""
-    from nmt.plotting import plot_run
+    """Plot training loss, validation perplexity and BLEU against updates and wall time.
 
-    path = plot_run(run_dir, output or run_dir / "curves.png")
+    Several runs share the axes, one colour each; a dotted line marks where a run resumed.
+    """
+    from nmt.plotting import plot_runs
+
+    default = run_dirs[0] / "curves.png" if len(run_dirs) == 1 else Path("curves.png")
+    path = plot_runs(run_dirs, output or default)
     typer.echo(f"wrote {path}")
 
 

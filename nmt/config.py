@@ -158,6 +158,7 @@ class TrainConfig:
     patience: int = 0  # validations without improvement before stopping (0 = never)
     max_nonfinite_in_row: int = 10
     average_last: int = 0  # `nmt run` averages the last N checkpoints (0 = use best)
+    tensorboard: bool = False  # also write metrics.jsonl's numbers as TensorBoard scalars
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,17 +85,25 @@ def load_for_evaluation(checkpoint: Path, **options):
     """`Translator.from_checkpoint(checkpoint, **options)` and the identity of the bytes it
     loaded. A checkpoint replaced while being read (training rewrites best.pt) is refused
     rather than described by the hash of another file."""
+    translator, identities = load_models_for_evaluation([checkpoint], **options)
+    return translator, identities[0]
+
+
+def load_models_for_evaluation(checkpoints: Sequence[Path], **options):
+    """`Translator.from_checkpoints(checkpoints, **options)` (one model or an ensemble) and
+    the identity of every checkpoint, each checked as `load_for_evaluation` checks one."""
     from nmt.decoding.translator import Translator
 
-    before = _file_state(checkpoint)
-    translator = Translator.from_checkpoint(checkpoint, **options)
-    identity = identify_checkpoint(checkpoint)
-    if _file_state(checkpoint) != before:
-        raise DataError(
-            f"{checkpoint} was replaced while it was read (is training writing it?); "
-            "evaluate again, or give a step_N.pt"
-        )
-    return translator, identity
+    before = [_file_state(path) for path in checkpoints]
+    translator = Translator.from_checkpoints(checkpoints, **options)
+    identities = [identify_checkpoint(path) for path in checkpoints]
+    for path, state in zip(checkpoints, before):
+        if _file_state(path) != state:
+            raise DataError(
+                f"{path} was replaced while it was read (is training writing it?); "
+                "evaluate again, or give a step_N.pt"
+            )
+    return translator, identities
 
 
 def identify_checkpoint(checkpoint: Path) -> CheckpointIdentity:
@@ -123,18 +132,38 @@ def _file_state(path: Path) -> tuple | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def result_tag(identity: CheckpointIdentity, translator) -> str:
+def result_tag(
+    identity: CheckpointIdentity | Sequence[CheckpointIdentity],
+    translator,
+    *,
+    prefixes: str | None = None,
+) -> str:
     """`step<N>-<8 hex>` for hypothesis file names: the hex digits hash the checkpoint's
-    content and the decoding settings, so no later evaluation (another checkpoint behind the
-    same name, another beam) overwrites a file an earlier result points at."""
+    content (every member's, for an ensemble; N is the first member's step), the decoding
+    settings and the sha256 of the target prefixes, if any, so no later evaluation (another
+    checkpoint behind the same name, another beam, other prefixes) overwrites a file an
+    earlier result points at."""
+    members = [identity] if isinstance(identity, CheckpointIdentity) else list(identity)
+    shas = [m.sha256 for m in members]
     settings = {
-        "checkpoint": identity.sha256,
+        "checkpoint": shas[0] if len(shas) == 1 else shas,
         "search": repr(translator.settings),
         "numerics": translator.numerics,
         "device": translator.device.type,
-    }
+    } | ({"prefixes": prefixes} if prefixes is not None else {})
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    return f"step{identity.step}-{digest}" if identity.step is not None else digest
+    step = members[0].step
+    return f"step{step}-{digest}" if step is not None else digest
+
+
+def provenance(identities: Sequence[CheckpointIdentity], translator) -> dict:
+    """What a translated result records of its models: `checkpoint`, the first (whose
+    decoding settings an ensemble uses); for an ensemble also `ensemble`, every member in
+    order (path, step, sha256); then the decoding settings."""
+    members = {"checkpoint": identities[0].as_dict()}
+    if len(identities) > 1:
+        members["ensemble"] = [identity.as_dict() for identity in identities]
+    return members | decoding_description(translator)
 
 
 def decoding_description(translator) -> dict:
@@ -173,6 +202,9 @@ def _read_results(path: Path) -> list[dict]:
 def _result_key(record: dict) -> tuple:
     checkpoint = record.get("checkpoint")
     sha = checkpoint.get("sha256") if isinstance(checkpoint, dict) else checkpoint
+    ensemble = record.get("ensemble")
+    if isinstance(ensemble, list):  # every member's content, not only the first's
+        sha = tuple(m.get("sha256") if isinstance(m, dict) else m for m in ensemble)
     return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name)
 
 
@@ -181,7 +213,7 @@ def _result_key(record: dict) -> tuple:
 
 def evaluate_command(
     *,
-    checkpoint: Path | None,
+    checkpoints: Sequence[Path] | None,
     corpus: str | None,
     split: str | None,
     src: Path | None,
@@ -198,11 +230,25 @@ def evaluate_command(
     length_penalty: float | None = None,
     batch_tokens: int | None = None,
     sampling=None,
+    prefix_file: str | None = None,
 ) -> None:
-    """`nmt evaluate`: score existing output, a source file, or a corpus split; `sampling`
-    (an `nmt.decoding.sampling.Sampling`) draws the translations instead of searching."""
-    _check_one_stdin(hyp=hyp, ref=ref, src=src)
+    """`nmt evaluate`: score existing output, a source file, or a corpus split, translated
+    by one checkpoint or an ensemble of several; `sampling` (an
+    `nmt.decoding.sampling.Sampling`) draws the translations instead of searching;
+    `prefix_file` gives each translation its start (one line per source line)."""
+    checkpoints = list(checkpoints or [])
+    _check_one_stdin(hyp=hyp, ref=ref, src=src, prefix_file=prefix_file)
     if hyp is not None:
+        _check_nothing_to_translate_with(
+            checkpoints,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            batch_tokens=batch_tokens,
+            quantize=quantize,
+            precision=precision,
+            sampling=sampling,
+            prefix_file=prefix_file,
+        )
         if ref is None:
             raise DataError("--hyp needs --ref")
         scores = score_files(hyp, ref, lowercase=lowercase)
@@ -214,10 +260,10 @@ def evaluate_command(
             lowercase=lowercase,
         )
     else:
-        if checkpoint is None:
+        if not checkpoints:
             raise DataError("give a CHECKPOINT to translate with, or --hyp FILE --ref FILE")
         report, scores = _translate_and_score(
-            checkpoint,
+            checkpoints,
             corpus=corpus,
             split=split,
             src=src,
@@ -230,6 +276,7 @@ def evaluate_command(
             precision=precision,
             search=dict(beam_size=beam_size, length_penalty=length_penalty, sampling=sampling),
             batch_tokens=batch_tokens,
+            prefix_file=prefix_file,
         )
     if json_output:
         print(json.dumps(report))
@@ -237,6 +284,21 @@ def evaluate_command(
         for s in scores.values():
             print(s.text)
             print(f"  signature: {s.signature}")
+
+
+def _check_nothing_to_translate_with(checkpoints: list[Path], **options) -> None:
+    """`--hyp` scores a file as it is: a checkpoint or a decoding option given with it
+    could not take effect, so it is refused, named."""
+    if checkpoints:
+        raise DataError(
+            f"--hyp scores existing output: leave out the checkpoint {checkpoints[0]} "
+            "(or leave out --hyp to translate with it)"
+        )
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if given:
+        raise DataError(
+            f"--hyp scores existing output: {', '.join(given)} applies only when translating"
+        )
 
 
 def _file_identity(path: Path) -> dict:
@@ -247,15 +309,19 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(Path(path).resolve()), "sha256": sha256_of(path)}
 
 
-def _check_one_stdin(**files: Path | None) -> None:
+def _check_one_stdin(**files: Path | str | None) -> None:
     """At most one input can be stdin ("-"): the others would find it already read."""
-    named = [f"--{key}" for key, path in files.items() if path is not None and str(path) == STDIN]
+    named = [
+        f"--{key.replace('_', '-')}"
+        for key, path in files.items()
+        if path is not None and str(path) == STDIN
+    ]
     if len(named) > 1:
         raise DataError(f"{' and '.join(named)} are both - (stdin): only one input can be stdin")
 
 
 def _translate_and_score(
-    checkpoint: Path,
+    checkpoints: list[Path],
     *,
     corpus,
     split,
@@ -269,15 +335,18 @@ def _translate_and_score(
     precision,
     search: dict,
     batch_tokens: int | None,
+    prefix_file: str | None = None,
 ) -> tuple[dict, dict[str, Score]]:
     """Translate, write the hypotheses under a name no other evaluation uses, score, and
-    record the result (with its checkpoint's identity) in results.json; returns the report."""
+    record the result (with the identity of every checkpoint) in results.json; returns the
+    report."""
     from nmt.data.download import check_names, corpus_dir
     from nmt.data.text import write_lines_atomic
+    from nmt.decoding.stream import check_prefix_support
     from nmt.files import atomic_write
 
-    translator, identity = load_for_evaluation(
-        checkpoint, device=device, quantize=quantize, precision=precision, **search
+    translator, identities = load_models_for_evaluation(
+        checkpoints, device=device, quantize=quantize, precision=precision, **search
     )
     if batch_tokens:
         translator.batch_tokens = batch_tokens
@@ -299,15 +368,22 @@ def _translate_and_score(
         raise DataError(
             f"line counts differ: {src} has {len(sources)} lines but {ref} has {len(refs)}"
         )
-    translation = translator.translate(sources)
+    prefixes = _read_prefixes(prefix_file, src, len(sources))
+    if prefixes is None:
+        translation = translator.translate(sources)
+    else:
+        check_prefix_support(translator, checkpoints[0])
+        translation = translator.translate(sources, prefixes=prefixes)
     hyps = translation.best
-    out_dir = Path(output_dir or default_output_dir(checkpoint))
-    hyp_path = out_dir / f"{name}.{result_tag(identity, translator)}.hyp.{cfg.data.tgt_lang}"
+    out_dir = Path(output_dir or default_output_dir(checkpoints[0]))
+    prefix_files = {} if prefix_file is None else {"prefixes": _file_identity(prefix_file)}
+    tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes))
+    hyp_path = out_dir / f"{name}.{tag}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     cased, lowered = score_lines(hyps, refs), score_lines(hyps, refs, lowercase=True)
     scores = lowered if lowercase else cased
-    provenance = {"checkpoint": identity.as_dict(), **decoding_description(translator)}
-    report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase) | provenance
+    described = provenance(identities, translator) | prefix_files
+    report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase) | described
     with atomic_write(hyp_path.with_name(hyp_path.name + ".scores.json")) as f:
         json.dump(report, f, indent=2)
     speed = translation.stats.sentences / max(translation.stats.seconds, 1e-9)
@@ -319,10 +395,29 @@ def _translate_and_score(
         "lowercased": scores_as_json(lowered),
         "hypotheses": str(hyp_path),
         "sentences_per_s": speed,
-        **provenance,
+        **described,
     }
     record_results(out_dir, [record])
     return report, scores
+
+
+def _read_prefixes(prefix_file: str | None, src: Path, lines: int) -> list[str] | None:
+    """The `--prefix-file` lines, one per source line (else one error naming both)."""
+    if prefix_file is None:
+        return None
+    from nmt.decoding.stream import prefix_count_message
+
+    prefixes = read_lines(prefix_file)
+    if len(prefixes) != lines:
+        raise DataError(prefix_count_message(prefix_file, len(prefixes), str(src), lines))
+    return prefixes
+
+
+def _prefix_digest(prefixes: list[str] | None) -> str | None:
+    """The prefixes' content in the result's tag (stdin has no file to hash afterwards)."""
+    if prefixes is None:
+        return None
+    return hashlib.sha256("\n".join(prefixes).encode()).hexdigest()
 
 
 def _identify_export(directory: Path) -> CheckpointIdentity:

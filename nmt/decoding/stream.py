@@ -181,11 +181,11 @@ def read_prefixes(prefix_file: str | None, input: str) -> list[str] | None:
     if input != "-":
         lines = count_lines(Path(input))
         if lines != len(prefixes):
-            raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, lines))
+            raise DataError(prefix_count_message(prefix_file, len(prefixes), input, lines))
     return prefixes
 
 
-def _prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:
+def prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:
     source = "stdin" if input == "-" else input
     return (
         f"--prefix-file {prefix_file} has {prefixes} lines but the input ({source}) has "
@@ -193,14 +193,20 @@ def _prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: in
     )
 
 
+def check_prefix_support(translator, checkpoint: Path) -> None:
+    """Target prefixes are a feature of nmt's own search: a CTranslate2 directory has none."""
+    from nmt.decoding.translator import Translator
+
+    if not isinstance(translator, Translator):
+        raise DataError(f"--prefix-file needs a checkpoint; {checkpoint} is a directory")
+
+
 def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
     """The prefixes of the input lines start .. start + len(chunk) - 1 (None: no file)."""
     if prefixes is None:
         return None
     if start + len(chunk) > len(prefixes):
-        raise DataError(
-            _prefix_count_message(prefix_file, len(prefixes), input, start + len(chunk))
-        )
+        raise DataError(prefix_count_message(prefix_file, len(prefixes), input, start + len(chunk)))
     return prefixes[start : start + len(chunk)]
 
 
@@ -212,8 +218,10 @@ def translate_stream(
     device: str,
     chunk_lines: int,
     prefix_file: str | None = None,
+    print_alignment: bool = False,
     **search,
 ) -> None:
+    from nmt.decoding.alignment import align_translation, check_alignment_support
     from nmt.decoding.translator import TranslationStats, Translator
 
     if output != "-" and Path(output).is_dir():  # found before translating, not at the end
@@ -232,10 +240,10 @@ def translate_stream(
     try:
         with guard:
             translator = Translator.from_checkpoints(checkpoints, device=device, **search)
-            if prefixes is not None and not isinstance(translator, Translator):
-                raise DataError(
-                    f"--prefix-file needs a checkpoint; {checkpoints[0]} is a directory"
-                )
+            if prefixes is not None:
+                check_prefix_support(translator, checkpoints[0])
+            if print_alignment:
+                check_alignment_support(translator, checkpoints)
             if batch_tokens:
                 translator.batch_tokens = batch_tokens
             n_best = translator.settings.n_best if nbest_rows else None
@@ -247,12 +255,15 @@ def translate_stream(
                         result = translator.translate(chunk)
                     else:
                         result = translator.translate(chunk, prefixes=chunk_prefixes)
+                    aligned = (
+                        align_translation(translator, chunk, result) if print_alignment else None
+                    )
                     with guard.held():
-                        index = _write_chunk(out, result, index, n_best)
+                        index = _write_chunk(out, result, index, n_best, aligned)
                     total.add(result.stats)
                     _progress(total, time.perf_counter() - started)
                 if prefixes is not None and index != len(prefixes):  # stdin ended early
-                    raise DataError(_prefix_count_message(prefix_file, len(prefixes), input, index))
+                    raise DataError(prefix_count_message(prefix_file, len(prefixes), input, index))
                 guard.hold_to_the_end()
     except _Stop as stop:
         message = _stopped_message(stop.signum, index, output)
@@ -261,11 +272,15 @@ def translate_stream(
     _finish(total, time.perf_counter() - started, where)
 
 
-def _write_chunk(out, result, index: int, n_best: int | None) -> int:
-    """Write one chunk's outputs as whole lines (n-best rows when `n_best` is given) and
+def _write_chunk(out, result, index: int, n_best: int | None, alignments=None) -> int:
+    """Write one chunk's outputs as whole lines (n-best rows when `n_best` is given; each
+    row ending in <TAB>alignment with `alignments`, one list per line as `result.texts`) and
     flush; returns the index of the next input line."""
-    for hyps, texts in zip(result.hypotheses, result.texts):
+    for line, (hyps, texts) in enumerate(zip(result.hypotheses, result.texts)):
         rows = [texts[0]] if n_best is None else format_nbest(index, hyps, texts, n_best)
+        if alignments is not None:
+            aligned = alignments[line] * (len(rows) if not hyps else 1)  # an empty line's rows
+            rows = [f"{row}\t{alignment}" for row, alignment in zip(rows, aligned)]
         out.write("\n".join(rows) + "\n")
         index += 1
     out.flush()

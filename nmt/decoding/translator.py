@@ -257,6 +257,12 @@ class Translator:
         result.stats.seconds = time.perf_counter() - started
         return result
 
+    def encode_sources(self, lines: Sequence[str]) -> list[list[int]]:
+        """The source ids `translate` decodes for `lines`: normalised, encoded, truncated to
+        max_input_tokens."""
+        ids = self.tokenizer.encode_src([normalize(line) for line in lines])
+        return self._truncate(ids)[0]
+
     def translate_ids(
         self,
         sources: Sequence[Sequence[int]],

@@ -7,19 +7,15 @@ nmt/checkpoint.py (schema-checked, as decoding reads it).
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from nmt.config import ExperimentConfig
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import NmtError
+from nmt.extras import EXTRAS, require_extra  # noqa: F401 (their old home; exports import them)
 from nmt.model.transformer import Transformer
-
-# extra name in pyproject.toml -> the module it provides
-EXTRAS = {"ctranslate2": "ctranslate2", "huggingface": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -95,11 +91,3 @@ def check_export_files(directory: Path) -> None:
                 f"{path} does not match the sha256 that nmt export recorded in {record_path}: "
                 "the file is damaged or was replaced; export the checkpoint again"
             )
-
-
-def require_extra(extra: str, command: str) -> ModuleType:
-    """Import the module of an optional extra, or refuse in one line naming the install."""
-    try:
-        return importlib.import_module(EXTRAS[extra])
-    except ImportError:
-        raise NmtError(f'{command} needs the optional extra: pip install "nmt[{extra}]"') from None

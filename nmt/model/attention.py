@@ -189,3 +189,15 @@ class CrossAttention(_Attention):
         memory_kv = cache.cross(layer)
         y = self._attend_step(q, memory_kv[0], memory_kv[1], mask=cache.cross_mask)  # [b, k, D]
         return y.view(rows, 1, width)
+
+    def weights(self, x: Tensor, memory_kv: Tensor, *, mask: Tensor) -> Tensor:
+        """The attention probabilities `forward` applies (inputs as for it; `mask` boolean or
+        additive), float32 [B, H, T, S]: softmax(q k^T / sqrt(Dh) + mask). For alignments
+        (`nmt.decoding.alignment`)."""
+        q = _split_heads(self.q(x), self.heads)
+        scores = torch.matmul(q, memory_kv[0].transpose(-1, -2)).float() * q.size(-1) ** -0.5
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+        return torch.softmax(scores, dim=-1)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from nmt.errors import DataError, OutputError, TrainingError
+from nmt.extras import require_extra
 from nmt.files import atomic_write
 
 
@@ -56,23 +57,37 @@ class Window:
 
 
 class MetricsLog:
-    """Appends one JSON record per line: {"kind": "train"|"valid", "time": ..., ...}."""
+    """Appends one JSON record per line: {"kind": "train"|"valid"|"resume", "time": ..., ...}.
 
-    def __init__(self, path: Path, *, enabled: bool = True):
+    With `tensorboard` (a directory), the numbers of every train and valid record are also
+    TensorBoard scalars (`TensorBoardLog`). Use it as a context manager: leaving closes the
+    TensorBoard writer.
+    """
+
+    def __init__(self, path: Path, *, enabled: bool = True, tensorboard: Path | None = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.tensorboard_dir = Path(tensorboard) if tensorboard is not None else None
+        self._tensorboard: TensorBoardLog | None = None
+        self._continues_after = 0  # the step truncate_after kept the log up to
+        if enabled and tensorboard is not None:
+            require_extra("tensorboard", "train.tensorboard: true")  # refused before training
 
     def write(self, kind: str, record: dict) -> None:
         if not self.enabled:
             return
-        line = json.dumps({"kind": kind, "time": round(time.time(), 3)} | record)
+        record = {"kind": kind, "time": round(time.time(), 3)} | record
         with _stop_on_os_error(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+                f.write(json.dumps(record) + "\n")
+        if self.tensorboard_dir is not None and kind in SCALAR_KINDS:
+            self._scalars().write(record)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+        """Drop records past `step` (written after the checkpoint a resumed run starts from);
+        TensorBoard hides its events past `step` too (`TensorBoardLog`'s purge step)."""
+        self._continues_after = step
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
@@ -81,6 +96,62 @@ class MetricsLog:
                 f.write("".join(json.dumps(r) + "\n" for r in kept))
         except OutputError as exc:
             raise TrainingError(str(exc)) from exc
+
+    def _scalars(self) -> TensorBoardLog:
+        if self._tensorboard is None:
+            self._tensorboard = TensorBoardLog(
+                self.tensorboard_dir, purge_step=self._continues_after + 1
+            )
+        return self._tensorboard
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+# The record kinds whose numbers are TensorBoard scalars; a "resume" record marks an event.
+SCALAR_KINDS = ("train", "valid")
+# Record fields that are no measurement: the x axis, and the wall clock TensorBoard has.
+_NOT_SCALARS = ("kind", "step", "time")
+
+
+class TensorBoardLog:
+    """metrics.jsonl's numbers as TensorBoard scalars, tag `<kind>/<key>` (train/loss,
+    valid/bleu, ...) at global step `step`, through `torch.utils.tensorboard`.
+
+    A resumed run writes a new event file in the same directory, starting with
+    `purge_step` = the resumed update + 1: TensorBoard's readers drop the events an earlier
+    session wrote at or past it (updates the run redoes after a crash), as `truncate_after`
+    drops those records from metrics.jsonl, so no step is shown twice.
+    """
+
+    def __init__(self, log_dir: Path, *, purge_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        with _stop_on_os_error(log_dir):
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def write(self, record: dict) -> None:
+        kind, step = record["kind"], record["step"]
+        with _stop_on_os_error(Path(self.writer.log_dir)):
+            for key, value in record.items():
+                if key in _NOT_SCALARS or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(
+                        f"{kind}/{key}", value, global_step=step, walltime=record["time"]
+                    )
+            self.writer.flush()  # once per record: a crash loses no logged scalar
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 @contextlib.contextmanager

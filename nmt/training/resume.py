@@ -56,6 +56,7 @@ TAKES_EFFECT_ON_RESUME = frozenset(
         "train.patience",
         "train.max_nonfinite_in_row",
         "train.average_last",
+        "train.tensorboard",
     }
     | {f"decode.{f.name}" for f in dataclasses.fields(SECTIONS["decode"])}
 )

@@ -115,7 +115,11 @@ class Trainer:
         self.checkpoints = CheckpointManager(
             self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
         )
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=runtime.is_main)
+        self.metrics = MetricsLog(
+            self.run_dir / "metrics.jsonl",
+            enabled=runtime.is_main,
+            tensorboard=self.run_dir / "tensorboard" if cfg.train.tensorboard else None,
+        )
         self.state = TrainState()
         self._signal: int | None = None  # agreed by every process: stop after this update
         self._signal_received: int | None = None  # set by this process's handler
@@ -176,7 +180,7 @@ class Trainer:
             max_seconds=(self.cfg.train.max_minutes or 0) * 60,
             elapsed=self.state.elapsed,
         )
-        with self._signals_caught(), bar:
+        with self._signals_caught(), bar, self.metrics:
             self._bar = bar
             while not self._stop_reason():
                 started = time.perf_counter()
@@ -483,6 +487,9 @@ class Trainer:
         path, _ = found
         self.metrics.truncate_after(self.state.step)
         self.log(f"resuming from {path} at update {self.state.step}")
+        # Where a run was resumed (`nmt plot` marks it): the step and the file it continued.
+        resumed = {"step": self.state.step, "elapsed_s": round(self.state.elapsed, 2)}
+        self.metrics.write("resume", resumed | {"checkpoint": str(path)})
 
     def _restore(self, path: Path, ckpt: dict) -> None:
         """Continue from `ckpt`, or refuse: `CheckpointError` for a file that is malformed

@@ -66,7 +66,14 @@ def _write_mirror(corpus_slice: Path, root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, corpus_slice: Path) -> TinyRun:
-    """download (from a small mirror) -> prepare -> train 100 updates, in a temporary cwd."""
+    """download (from a small mirror) -> prepare -> train 100 updates, in a temporary cwd.
+
+    Once per session, also for the directories that use this fixture through `fixtures_of`
+    (tests/serve): pytest gives each of them a copy of the fixture with its own cache, so the
+    run is kept at a fixed place under the session's temporary directory, marked complete
+    when trained, and a copy that finds it there uses it."""
+    import shutil
+
     import torch
 
     from nmt.config import load_config
@@ -75,13 +82,18 @@ def tiny_run(tmp_path_factory, corpus_slice: Path) -> TinyRun:
     from nmt.runtime import setup_runtime
     from nmt.training.trainer import Trainer
 
-    root = tmp_path_factory.mktemp("tiny_run")
+    root = tmp_path_factory.getbasetemp() / "tiny_run"
+    complete = root.with_name("tiny_run.complete")  # beside it: the run holds what a user has
+    cfg = load_config(REPO / "configs" / "tiny.yaml", OVERRIDES)
+    if complete.exists():
+        return TinyRun(root=root, run_dir=root / cfg.run_path)
+    shutil.rmtree(root, ignore_errors=True)  # what a failed attempt left
+    root.mkdir()
     mirror = _write_mirror(corpus_slice, tmp_path_factory.mktemp("mirror"))
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("NMT_DATA_MIRROR", str(mirror))
-        cfg = load_config(REPO / "configs" / "tiny.yaml", OVERRIDES)
         ensure_downloaded(cfg)
         prepare(cfg)
         runtime = setup_runtime(device="cpu", precision="fp32", threads=cfg.train.threads)
@@ -89,7 +101,34 @@ def tiny_run(tmp_path_factory, corpus_slice: Path) -> TinyRun:
             Trainer(cfg, runtime, log=lambda message: None).fit()
         finally:
             torch.set_num_threads(threads)  # setup_runtime changed it for the whole process
+    complete.touch()
     return TinyRun(root=root, run_dir=root / cfg.run_path)
+
+
+@pytest.fixture(scope="session")
+def other_tokenizer_checkpoint(tiny_run, tmp_path_factory):
+    """The tiny checkpoint with another SentencePiece model of the same size (BPE): what an
+    ensemble with it must refuse."""
+    from nmt.checkpoint import (
+        bytes_to_tensor,
+        load_checkpoint,
+        save_checkpoint,
+        tensor_to_bytes,
+        tokenizer_fingerprint,
+    )
+    from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
+
+    state = load_checkpoint(tiny_run.checkpoint)
+    size = Tokenizer(tensor_to_bytes(state["spm"]["src"])).src_vocab_size
+    text = []
+    for lang in ("de", "en"):
+        text += tiny_run.raw("train", lang).read_text(encoding="utf-8").splitlines()
+    blob = train_sentencepiece(text, SpmSettings(vocab_size=size, model_type="bpe"))
+    state["spm"] = {"src": bytes_to_tensor(blob), "tgt": bytes_to_tensor(blob)}
+    state["fingerprint"] = {**state["fingerprint"], "tokenizer": tokenizer_fingerprint(blob, blob)}
+    path = tmp_path_factory.mktemp("other") / "other.pt"
+    save_checkpoint(path, state)
+    return path
 
 
 Nmt = Callable[..., subprocess.CompletedProcess]

@@ -83,31 +83,6 @@ def test_real_ensemble_of_copies_translates_like_the_model(tiny_run):
     assert len(mixed.translate(lines).best) == len(lines)
 
 
-@pytest.fixture(scope="module")
-def other_tokenizer_checkpoint(tiny_run, tmp_path_factory):
-    """The tiny checkpoint with another SentencePiece model of the same size (BPE)."""
-    from nmt.checkpoint import (
-        bytes_to_tensor,
-        load_checkpoint,
-        save_checkpoint,
-        tensor_to_bytes,
-        tokenizer_fingerprint,
-    )
-    from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
-
-    state = load_checkpoint(tiny_run.checkpoint)
-    size = Tokenizer(tensor_to_bytes(state["spm"]["src"])).src_vocab_size
-    text = []
-    for lang in ("de", "en"):
-        text += tiny_run.raw("train", lang).read_text(encoding="utf-8").splitlines()
-    blob = train_sentencepiece(text, SpmSettings(vocab_size=size, model_type="bpe"))
-    state["spm"] = {"src": bytes_to_tensor(blob), "tgt": bytes_to_tensor(blob)}
-    state["fingerprint"] = {**state["fingerprint"], "tokenizer": tokenizer_fingerprint(blob, blob)}
-    path = tmp_path_factory.mktemp("other") / "other.pt"
-    save_checkpoint(path, state)
-    return path
-
-
 def test_members_with_other_tokenizers_are_refused(
     tiny_run, other_tokenizer_checkpoint, nmt_inline, tmp_path
 ):

@@ -199,9 +199,11 @@ def assert_same_training_state(a: dict, b: dict, where: str) -> None:
 
 
 def logged(run_dir: Path) -> list[tuple]:
-    """metrics.jsonl without its wall-clock fields; every line must be a whole record."""
+    """metrics.jsonl without its wall-clock fields and resume marks (a resumed run has
+    them, an uninterrupted one not); every line must be a whole record."""
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [tuple(json.loads(line).get(k) for k in LOGGED_KEYS) for line in lines]
+    records = [json.loads(line) for line in lines]
+    return [tuple(r.get(k) for k in LOGGED_KEYS) for r in records if r["kind"] != "resume"]
 
 
 # --------------------------------------------------------------------------- damage

@@ -300,6 +300,7 @@ KEYS_OF_TRAIN = [
     *("valid_every", "save_every", "keep_last", "valid_bleu", "valid_bleu_beam"),
     *("valid_bleu_max_sentences", "best_metric", "patience", "max_nonfinite_in_row"),
     "average_last",
+    "tensorboard",
 ]
 
 

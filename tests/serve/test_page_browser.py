@@ -68,5 +68,7 @@ def test_the_page_translates_what_a_person_types(server, browser):
     status = browser.find_element(By.ID, "status")
     WebDriverWait(browser, 60).until(lambda _: status.text.startswith(("Translated", "Error")))
     assert status.text.startswith("Translated in ") and status.text.endswith(" ms"), status.text
-    assert browser.find_element(By.ID, "translation").text == expected.strip()
+    # Both stripped: a hypothesis cut at max_len may end in the piece "▁", a trailing space
+    # that the page keeps (white-space: pre-wrap) and WebDriver may or may not report.
+    assert browser.find_element(By.ID, "translation").text.strip() == expected.strip()
     assert "POST /translate 200 lines=1" in server.log()

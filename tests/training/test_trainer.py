@@ -87,8 +87,9 @@ def assert_same_training_state(a: dict, b: dict, *, progress=PROGRESS) -> None:
 
 
 def logged(run_dir: Path, *, up_to: int) -> list[tuple]:
-    """What a run logged (minus wall-clock fields), through update `up_to`."""
-    return [tuple(r.get(k) for k in LOGGED) for r in metrics(run_dir) if r["step"] <= up_to]
+    """What a run logged (minus wall-clock fields and resume marks), through update `up_to`."""
+    records = [r for r in metrics(run_dir) if r["step"] <= up_to and r["kind"] != "resume"]
+    return [tuple(r.get(k) for k in LOGGED) for r in records]
 
 
 def scheduled(records: list[tuple]) -> list[tuple]:
@@ -199,6 +200,8 @@ def test_resumed_training_equals_uninterrupted_training(tiny_corpus, reference, 
     logs: list[str] = []
     result = fit(tiny_corpus.config(run, *RESUME, f"train.max_updates={2 * k}"), logs)
     assert f"resuming from {run / 'checkpoints' / 'last.pt'} at update {k}" in logs
+    resumes = [(r["step"], r["checkpoint"]) for r in metrics(run, "resume")]
+    assert resumes == [(k, str(run / "checkpoints" / "last.pt"))]  # what `nmt plot` marks
     assert result.state.step == 2 * k
     assert result.state.epoch > stopped["epoch"]
     # Each leg ends with a validation unless valid_every (4 in RESUME) has just made one; the
