@@ -67,6 +67,7 @@ def dev_bleu(model: Transformer, cfg: ExperimentConfig, tokenizer: Tokenizer, rt
         batch_tokens=cfg.decode.batch_tokens,
         max_input_tokens=cfg.decode.max_input_tokens,
         amp_dtype=rt.amp_dtype,
+        target_language=cfg.data.tgt_lang,
     )
     hyps = translator.translate_ids([src[i].tolist() for i in range(min(n, len(src)))]).best
     tokenize = configured_bleu_tokenizer(cfg)
