@@ -55,7 +55,7 @@ def default_character_coverage(*languages: str) -> float:
 def length_units(text: str) -> int:
     """The length of `text` for comparing a sentence with its translation: characters, with
     each Han ideograph, kana or Hangul letter counting WIDE_LETTER_UNITS. "28岁厨师" is
-    2 + 4 * 3 = 14 units."""
+    2 + 3 * 3 = 11 units."""
     if text.isascii():  # the common case, without a regex scan
         return len(text)
     return len(text) + (WIDE_LETTER_UNITS - 1) * len(_WIDE_LETTER.findall(text))
