@@ -143,6 +143,18 @@ def test_japanese_without_mecab_names_the_package_to_install(tmp_path, cli_inlin
     assert cli_inline("evaluate", "--hyp", hyp, "--ref", ref, "--tokenize", "char").returncode == 0
 
 
+@pytest.mark.skipif(importlib.util.find_spec("MeCab") is not None, reason="MeCab is installed")
+def test_training_into_japanese_without_mecab_is_refused_before_it_starts(tmp_path, cli_inline):
+    """Validation BLEU would fail at the first validation, the test splits after training."""
+    run_dir = tmp_path / "run"
+    args = ("data.src_lang=en", "data.tgt_lang=ja", f"run_dir={run_dir}", "train.device=cpu")
+    result = cli_inline("train", REPO / "configs" / "tiny.yaml", *args)
+    assert_clean_failure(result, "ja-mecab", 'pip install "sacrebleu[ja]"')
+    assert not run_dir.exists()
+    ok = cli_inline("train", REPO / "configs" / "tiny.yaml", *args, "eval.bleu_tokenize=char")
+    assert "no SentencePiece model" in ok.stderr  # it went on, to find no prepared data
+
+
 def test_score_lines_uses_the_tokenizer_given():
     hyps, refs = ["我们 据他。"], ["我们据他。"]  # the zh tokenizer splits every Han character
     assert score_lines(hyps, refs, tokenize="zh")["bleu"].score == pytest.approx(100)
@@ -164,6 +176,17 @@ def test_character_coverage_defaults_by_language():
     assert spm_coverage(auto, "en") == 1.0
     explicit = DataConfig(src_lang="zh", tgt_lang="en", character_coverage=0.98)
     assert spm_coverage(explicit, "zh") == spm_coverage(explicit, "en") == 0.98
+
+
+def test_configs_saved_before_the_defaults_by_language_still_load():
+    """Checkpoints written before hold character_coverage 1.0 and no eval section."""
+    from nmt.config import config_from_dict, config_to_dict
+
+    old = config_to_dict(load_config(None))
+    old["data"]["character_coverage"] = 1.0
+    del old["eval"]
+    cfg = config_from_dict(old)
+    assert cfg.data.character_coverage == 1.0 and cfg.eval.bleu_tokenize == "auto"
 
 
 # --------------------------------------------------------------------------- length ratio
