@@ -219,7 +219,12 @@ def train(
     Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
     """
     from nmt.files import command_line, run_lock_if
-    from nmt.pipeline import check_decode_precision, evaluate_test_splits, final_checkpoint
+    from nmt.pipeline import (
+        check_decode_precision,
+        check_scoring,
+        evaluate_test_splits,
+        final_checkpoint,
+    )
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
@@ -227,6 +232,7 @@ def train(
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
+        check_scoring(cfg, evaluate_at_end=evaluate_at_end)
         if evaluate_at_end:  # refused now, not after training
             check_decode_precision(cfg, runtime.device)
         # One lock per run, taken by the process that writes it (rank 0 of a DDP run).
@@ -252,6 +258,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from nmt.files import command_line, run_lock
     from nmt.pipeline import (
         check_decode_precision,
+        check_scoring,
         ensure_downloaded,
         evaluate_test_splits,
         final_checkpoint,
@@ -261,6 +268,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from nmt.training.trainer import Trainer
 
     cfg = load(config, overrides)
+    check_scoring(cfg, evaluate_at_end=True)  # refused now, not after training
     with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
         ensure_downloaded(cfg)
         print_prepare_summary(run_prepare(cfg))
@@ -494,6 +502,16 @@ def evaluate(
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
     prefix_file: PrefixFileOption = None,
+    tokenize: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenize",
+            help="BLEU's sacreBLEU tokenizer: auto (sacreBLEU's default for the target "
+            "language: zh, ja-mecab, ko-mecab, else 13a), 13a, intl, zh, ja-mecab, ko-mecab, "
+            "char or none (default: the checkpoint's eval.bleu_tokenize; with --hyp, auto by "
+            "the --ref file's .<lang> suffix).",
+        ),
+    ] = None,
 ) -> None:
     """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint (or an ensemble of
     several) or of existing output."""
@@ -519,6 +537,7 @@ def evaluate(
         output_dir=output_dir,
         sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
         prefix_file=prefix_file,
+        tokenize=tokenize,
     )
 
 

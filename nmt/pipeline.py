@@ -16,6 +16,8 @@ from nmt.data.text import read_lines, write_lines_atomic
 from nmt.errors import DataError
 from nmt.evaluation import (
     Score,
+    check_bleu_tokenizer,
+    configured_bleu_tokenizer,
     decoding_description,
     load_for_evaluation,
     record_results,
@@ -90,9 +92,18 @@ def evaluate_split(
     hyp_path = out_dir / f"{split}.{tag}.hyp.{d.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     speed = translation.stats.sentences / max(translation.stats.seconds, 1e-9)
+    tok = configured_bleu_tokenizer(cfg)
+    cased = score_lines(hyps, refs, tokenize=tok)
     return SplitResult(
-        split, score_lines(hyps, refs), score_lines(hyps, refs, lowercase=True), hyp_path, speed
+        split, cased, score_lines(hyps, refs, lowercase=True, tokenize=tok), hyp_path, speed
     )
+
+
+def check_scoring(cfg: ExperimentConfig, *, evaluate_at_end: bool) -> None:
+    """Refuse a BLEU tokenizer that cannot be built (ja-mecab without its packages) before
+    training, rather than at its first validation or after it."""
+    if evaluate_at_end or cfg.train.valid_bleu:
+        check_bleu_tokenizer(configured_bleu_tokenizer(cfg))
 
 
 def check_decode_precision(cfg: ExperimentConfig, device: torch.device) -> None:

@@ -29,7 +29,7 @@ def test_reference_config_mirrors_the_defaults():
 
 def test_reference_config_names_every_key():
     text = (REPO / "configs" / "reference.yaml").read_text()
-    for section in ("data", "model", "train", "decode"):
+    for section in ("data", "model", "train", "decode", "eval"):
         for f in dataclasses.fields(getattr(ExperimentConfig(), section)):
             assert f"  {f.name}:" in text, f"{section}.{f.name} missing from reference.yaml"
 

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from nmt.data.languages import length_units
+
 # Control characters (category Cc) other than whitespace are deleted; whitespace runs
 # (TAB, NBSP, U+2028, ...) become one space. Multi30k's train.de line 7366 holds a TAB.
 _WHITESPACE_RUN = re.compile(r"\s+")
@@ -52,19 +54,29 @@ class CleanStats:
         return {"read": self.read, "kept": self.kept, "dropped": dict(self.dropped)}
 
 
-# Pairs whose sides are both this short are exempt from the ratio test: "Ja ." vs "Yes ."
+# Pairs whose sides are both this short (in length units) are exempt from the ratio test:
+# "Ja ." vs "Yes ."
 _RATIO_MIN_CHARS = 10
 
 
 def drop_reason(src: str, tgt: str, settings: FilterSettings) -> str | None:
-    """Why a (normalised) training pair should be dropped, or None to keep it."""
+    """Why a (normalised) training pair should be dropped, or None to keep it.
+
+    The length ratio compares length units (`nmt.data.languages.length_units`), not raw
+    characters: a Han ideograph, kana or Hangul letter counts 3, every other character 1.
+    One Chinese character carries what 3-4 English letters do, so by raw characters an
+    ordinary zh-en pair has a ratio of about 3.4 (newstest2017's median) and a 3.0 limit
+    dropped 1417 of its 2001 pairs; in length units it drops 0. For alphabetic scripts
+    units are characters, so their pairs are judged as before. `max_chars` still counts
+    characters: it bounds a line's size, not its meaning.
+    """
     if not src or not tgt:
         return "empty"
     if len(src) > settings.max_chars or len(tgt) > settings.max_chars:
         return "too_long"
-    if settings.max_length_ratio > 0 and max(len(src), len(tgt)) > _RATIO_MIN_CHARS:
-        ratio = max(len(src), len(tgt)) / max(1, min(len(src), len(tgt)))
-        if ratio > settings.max_length_ratio:
+    if settings.max_length_ratio > 0:
+        longer, shorter = sorted((length_units(src), length_units(tgt)), reverse=True)
+        if longer > _RATIO_MIN_CHARS and longer / max(1, shorter) > settings.max_length_ratio:
             return "length_ratio"
     return None
 

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from nmt.data.binarize import TokenArray, TokenArrayWriter
 from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
 from nmt.data.corpora import REGISTRY
 from nmt.data.download import corpus_dir, corpus_dirname
+from nmt.data.languages import default_character_coverage
 from nmt.data.text import iter_lines, sha256_of
 from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
 from nmt.errors import DataError, OutputError
@@ -322,7 +323,6 @@ def _train_tokenizer(d: DataConfig, out: Path, *, seed: int) -> Tokenizer:
     settings = SpmSettings(
         vocab_size=d.vocab_size,
         model_type=d.spm_model_type,
-        character_coverage=d.character_coverage,
         byte_fallback=d.byte_fallback,
         input_sentence_size=d.spm_input_sentence_size,
         seed=seed,
@@ -331,11 +331,22 @@ def _train_tokenizer(d: DataConfig, out: Path, *, seed: int) -> Tokenizer:
     tgt_text = out / f"{d.train_split}.{d.tgt_lang}"
     if d.joint_vocab:
         both = itertools.chain.from_iterable(zip(iter_lines(src_text), iter_lines(tgt_text)))
-        return Tokenizer(train_sentencepiece(both, settings))
+        joint = spm_coverage(d, d.src_lang, d.tgt_lang)
+        return Tokenizer(train_sentencepiece(both, replace(settings, character_coverage=joint)))
+    src_settings = replace(settings, character_coverage=spm_coverage(d, d.src_lang))
+    tgt_settings = replace(settings, character_coverage=spm_coverage(d, d.tgt_lang))
     return Tokenizer(
-        train_sentencepiece(iter_lines(src_text), settings),
-        train_sentencepiece(iter_lines(tgt_text), settings),
+        train_sentencepiece(iter_lines(src_text), src_settings),
+        train_sentencepiece(iter_lines(tgt_text), tgt_settings),
     )
+
+
+def spm_coverage(d: DataConfig, *languages: str) -> float:
+    """data.character_coverage, or when it is null the default for the languages of the
+    text one SentencePiece model is trained on (`nmt.data.languages`)."""
+    if d.character_coverage is not None:
+        return d.character_coverage
+    return default_character_coverage(*languages)
 
 
 def _binarize_split(d: DataConfig, split: str, tok: Tokenizer, out: Path) -> dict:

@@ -22,6 +22,7 @@ from nmt.checkpoint import load_trained_model
 from nmt.config import DecodeConfig, ExperimentConfig, replace_decode
 from nmt.data.batching import collate, make_inference_batches
 from nmt.data.clean import normalize
+from nmt.data.languages import without_spurious_spaces
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
@@ -117,6 +118,12 @@ def one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text)
 
 
+def output_line(text: str, target_language: str | None) -> str:
+    """Decoded text as an output line: one line, and no spaces between Chinese or Japanese
+    characters (`nmt.data.languages.without_spurious_spaces`)."""
+    return without_spurious_spaces(one_line(text), target_language)
+
+
 class ListSequences:
     """Adapter giving lists of ids the TokenArray interface `collate` reads."""
 
@@ -143,8 +150,11 @@ class Translator:
         amp_dtype: torch.dtype | None = None,
         config: ExperimentConfig | None = None,
         numerics: str = "fp32",
+        target_language: str | None = None,
     ):
         self.config = config  # the checkpoint's resolved config, when loaded from one
+        # data.tgt_lang: how decoded text is detokenised (see output_line)
+        self.target_language = target_language or (config.data.tgt_lang if config else None)
         self.numerics = numerics  # what the weights compute in: fp32, bf16, fp16 or int8
         self.model = model
         self.tokenizer = tokenizer
@@ -281,7 +291,10 @@ class Translator:
         for index, nbest in self._search_all([sources[i] for i in todo], todo_prefixes):
             hyps[todo[index]] = nbest
         texts = [
-            [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
+            [
+                output_line(t, self.target_language)
+                for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])
+            ]
             if nbest
             else [""]
             for nbest in hyps

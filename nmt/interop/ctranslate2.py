@@ -61,7 +61,7 @@ from nmt.decoding.translator import (
     Translation,
     TranslationStats,
     Translator,
-    one_line,
+    output_line,
     search_settings,
 )
 from nmt.errors import NmtError
@@ -317,7 +317,10 @@ class CTranslate2Translator:
             hyps[index] = nbest
         stats.empty = sum(1 for s in ids if not s)
         texts = [
-            [one_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])]
+            [
+                output_line(t, self.config.data.tgt_lang)
+                for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])
+            ]
             if nbest
             else [""]
             for nbest in hyps

@@ -4,8 +4,9 @@ Re-running `nmt train` on a run directory with checkpoints continues the run. Ev
 key is in exactly one of two sets (a test checks that none is forgotten):
 
 - `TAKES_EFFECT_ON_RESUME`: read afresh by the resumed run (stop conditions, logging,
-  validation and saving cadence, checkpoints kept, threads, device, decoding for the final
-  evaluation, where the data lives). A new value simply applies from the resumed update on.
+  validation and saving cadence, checkpoints kept, threads, device, decoding and scoring for
+  the final evaluation, where the data lives). A new value simply applies from the resumed
+  update on.
 - `FIXED_FOR_A_RUN`: everything the saved weights, optimizer moments, schedule or data
   order depend on (architecture, data and tokenizer, optimizer and schedule, batching,
   seed, precision, dropout, label smoothing). The checkpoint restores those, so a new value
@@ -59,6 +60,8 @@ TAKES_EFFECT_ON_RESUME = frozenset(
         "train.tensorboard",
     }
     | {f"decode.{f.name}" for f in dataclasses.fields(SECTIONS["decode"])}
+    # Scoring reads no weights; a resumed run's valid BLEU (and best.pt) follows a new value.
+    | {f"eval.{f.name}" for f in dataclasses.fields(SECTIONS["eval"])}
 )
 
 # data.corpora is fixed too: its weights decide which pairs each epoch holds, so the data

@@ -11,7 +11,7 @@ from nmt.data.batching import collate, make_batches
 from nmt.data.prepare import load_prepared, prepared_dir
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import PAD_ID, Tokenizer
-from nmt.evaluation import score_lines
+from nmt.evaluation import configured_bleu_tokenizer, score_lines
 from nmt.model.transformer import Transformer
 from nmt.runtime import Runtime
 from nmt.training.loss import label_smoothed_loss
@@ -51,7 +51,8 @@ def dev_loss(model: Transformer, cfg: ExperimentConfig, rt: Runtime) -> dict:
 
 def dev_bleu(model: Transformer, cfg: ExperimentConfig, tokenizer: Tokenizer, rt: Runtime) -> float:
     """sacreBLEU of the decoded dev split (or its first valid_bleu_max_sentences lines)
-    against the cleaned dev references."""
+    against the cleaned dev references, with the tokenizer the test splits are scored with
+    (eval.bleu_tokenize for data.tgt_lang)."""
     from nmt.decoding.translator import Translator, search_settings
 
     src, _ = load_prepared(cfg, cfg.data.valid_split)
@@ -66,6 +67,8 @@ def dev_bleu(model: Transformer, cfg: ExperimentConfig, tokenizer: Tokenizer, rt
         batch_tokens=cfg.decode.batch_tokens,
         max_input_tokens=cfg.decode.max_input_tokens,
         amp_dtype=rt.amp_dtype,
+        target_language=cfg.data.tgt_lang,
     )
     hyps = translator.translate_ids([src[i].tolist() for i in range(min(n, len(src)))]).best
-    return score_lines(hyps, refs[: len(hyps)])["bleu"].score
+    tokenize = configured_bleu_tokenizer(cfg)
+    return score_lines(hyps, refs[: len(hyps)], tokenize=tokenize)["bleu"].score

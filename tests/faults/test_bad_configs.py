@@ -53,7 +53,7 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, list[str], list[str]]] = {
     "unknown section": (
         "optimizer:\n  lr: 0.001\n",
         [],
-        ["optimizer: unknown key", "(valid keys: name, run_dir, data, model, train, decode)"],
+        ["optimizer: unknown key", "(valid keys: name, run_dir, data, model, train, decode, eval)"],
     ),
     "unknown nested key": (
         "data:\n  vocab: 8000\n",

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nmt.data.batching import batches_for_epoch, make_batches, make_inference_batches
 from nmt.data.binarize import TokenArray, write_token_array
 from nmt.data.clean import CleanStats, FilterSettings, drop_reason, filter_pairs, normalize
+from nmt.data.languages import length_units
 from nmt.data.prepare import aligned_lines
 from nmt.data.text import iter_raw_lines, read_lines, write_lines_atomic
 
@@ -132,15 +133,16 @@ def reference_filter(pairs, settings: FilterSettings) -> tuple[list, Counter]:
     """A direct, unoptimised statement of the filter rules (the known answer)."""
     kept, dropped, seen = [], Counter(), set()
     for src, tgt in pairs:
-        longest, shortest = max(len(src), len(tgt)), min(len(src), len(tgt))
+        # the ratio compares length units (CJK letters count 3; tests/data/test_cjk.py)
+        units = sorted((length_units(src), length_units(tgt)))
         if not src or not tgt:
             dropped["empty"] += 1
-        elif longest > settings.max_chars:
+        elif max(len(src), len(tgt)) > settings.max_chars:
             dropped["too_long"] += 1
         elif (
             settings.max_length_ratio > 0
-            and longest > 10
-            and longest / max(1, shortest) > settings.max_length_ratio
+            and units[1] > 10
+            and units[1] / max(1, units[0]) > settings.max_length_ratio
         ):
             dropped["length_ratio"] += 1
         elif settings.dedup and (src, tgt) in seen:
