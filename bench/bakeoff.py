@@ -204,6 +204,7 @@ class Task:
     threads: int
     test_lines: int
     valid_every: int = 0  # 0: the committed configs' 300 updates (smoke runs: fewer)
+    dev_lines: int = DEV_LINES  # dev sentences for BLEU (smoke runs: fewer)
 
     @property
     def nmt_run(self) -> Path:
@@ -255,7 +256,8 @@ def prepare(task: Task) -> None:
         _link(task.data / name, prepared / name)
     for lang in (SRC, TGT):
         dev = (prepared / f"val.{lang}").read_text(encoding="utf-8").splitlines()
-        write_lines(task.data / f"dev{DEV_LINES}.{lang}", dev[:DEV_LINES])
+        # The file keeps its configured name (dev500) whatever --dev-lines cut it to.
+        write_lines(task.data / f"dev{DEV_LINES}.{lang}", dev[: task.dev_lines])
     for split in TEST_SPLITS:
         lines = (prepared / f"{split}.{SRC}").read_text(encoding="utf-8").splitlines()
         write_lines(task.test_source(split), lines[: task.test_lines or None])
@@ -356,6 +358,8 @@ def train_command(toolkit: str, python: Path, task: Task, minutes: float) -> lis
         overrides = [f"run_dir={task.nmt_run}", f"train.max_minutes={minutes}"]
         for key in VALIDATION_KEYS["nmt"]["train"] if task.valid_every else ():
             overrides.append(f"train.{key}={task.valid_every}")
+        if task.dev_lines != DEV_LINES:
+            overrides.append(f"train.valid_bleu_max_sentences={task.dev_lines}")
         if task.threads:
             overrides.append(f"train.threads={task.threads}")
         return nmt_command("train", str(CONFIGS / "nmt.yaml"), *overrides, "--no-evaluate")
@@ -462,14 +466,14 @@ def read_joey_training(run: Finished, outcome: Outcome) -> None:
 
 
 def read_eole_training(run: Finished, outcome: Outcome) -> None:
-    """eole's log: `Step N/M; ... tok/s; ...` every report_every updates (source/target
-    tokens per second) and `... BLEU ...` after validations."""
+    """eole's log: `Step N/M; ... S/T tok/s; ...` every report_every updates (source and
+    target tokens per second) and `validation BLEU: B` after validations."""
     rates, step = [], 0
     for t, line in run.lines:
-        if m := re.search(r"Step (\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s", line):
+        if m := re.search(r"Step\s+(\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s", line):
             step = int(m[1])
             rates.append(float(m[3]))
-        elif m := re.search(r"valid.*BLEU[^\d]*([\d.]+)", line, re.IGNORECASE):
+        elif m := re.search(r"validation BLEU: ([\d.]+)", line):
             outcome.dev_curve.append({"update": step, **_on_loop_clock(run, t, float(m[1]))})
     outcome.tgt_tokens_per_s = _median(rates)
     outcome.updates = step
@@ -673,6 +677,16 @@ def run_toolkit(toolkit: str, task: Task, minutes: float) -> Outcome:
     return outcome
 
 
+def run_toolkit_or_say_why(toolkit: str, task: Task, minutes: float) -> Outcome:
+    """run_toolkit, or an outcome whose note says what failed (install, training, ...): the
+    table then shows the toolkit with what it could not do, and the others still run."""
+    try:
+        return run_toolkit(toolkit, task, minutes)
+    except Exception as exc:  # noqa: BLE001 - recorded, reported in the table's notes
+        print(f"[{toolkit}] failed: {exc!r}", file=sys.stderr, flush=True)
+        return Outcome(toolkit=toolkit, versions={}, notes=[f"failed: {exc!r}"[:2000]])
+
+
 def translate_and_score(
     toolkit: str, python: Path, checkpoint: Path, task: Task, split: str, cwd: Path
 ) -> dict:
@@ -722,6 +736,18 @@ def main(argv: list[str] | None = None) -> None:
         help="translate only the first N lines of each test set (0: all)",
     )
     parser.add_argument(
+        "--valid-every",
+        type=int,
+        default=0,
+        help="log, validate and save every N updates (0: the configs' 300)",
+    )
+    parser.add_argument(
+        "--dev-lines",
+        type=int,
+        default=DEV_LINES,
+        help=f"dev sentences for dev BLEU (default {DEV_LINES})",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="mark the record as a smoke run of the harness, not the bake-off",
@@ -738,12 +764,13 @@ def main(argv: list[str] | None = None) -> None:
         args.threads,
         args.test_lines,
         args.valid_every,
+        args.dev_lines,
     )
     task.work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     started = record.now()
     prepare(task)
-    outcomes = [asdict(run_toolkit(name, task, args.minutes)) for name in args.toolkits]
+    outcomes = [asdict(run_toolkit_or_say_why(name, task, args.minutes)) for name in args.toolkits]
     result = {
         "benchmark": "bakeoff",
         "smoke": args.smoke,
@@ -757,7 +784,7 @@ def main(argv: list[str] | None = None) -> None:
             "test_lines": args.test_lines or "all",
             "valid_every": args.valid_every or "as configured (300)",
             "beam": BEAM,
-            "dev_lines": DEV_LINES,
+            "dev_lines": args.dev_lines,
             "configs": {name: f"bench/bakeoff/{name}.yaml" for name in args.toolkits},
             "pins": {name: list(PINS[name]) for name in args.toolkits if name in PINS},
         },

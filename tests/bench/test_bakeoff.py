@@ -208,3 +208,25 @@ def test_results_table_renders_known_rows_and_says_what_a_peer_cannot():
     assert (
         "| checkpoint translated | best.pt (dev BLEU) | last saved step (no best kept) |" in lines
     )
+
+
+def test_eole_log_reader():
+    step = (
+        "[2026-12-02 12:50:01,000 INFO] Step {:2d}/100000; acc: 5.0; ppl: 900.00; xent: 6.80; "
+        "aux: 0.000; mtp: 0.000; attn_ent: 0.000; lr: 1.25e-04; sents:    1500; "
+        "bsz: 1900/2000/30; {}/{} tok/s;     60 sec;"
+    )
+    log = [
+        (5.0, "[...] Start training loop and validate every 300 steps..."),
+        (65.0, step.format(50, 990, 1100)),
+        (94.0, "[...] UPDATING VALIDATION BLEU"),
+        (95.0, "[...] validation BLEU: 3.25"),
+        (125.0, step.format(100, 1010, 900)),
+        (126.0, step.format(7, 10, 30)),  # a short line: step 7 of a smoke run
+    ]
+    outcome = bakeoff.Outcome(toolkit="eole", versions={})
+    bakeoff.read_eole_training(_finished(log, loop=5.0, interrupted=125.0), outcome)
+    assert outcome.tgt_tokens_per_s == 900  # the target side (median of 1100, 900, 30)
+    assert outcome.updates == 7
+    assert outcome.train_minutes == 2.0
+    assert outcome.dev_curve == [{"update": 50, "minutes": 1.5, "bleu": 3.25}]
