@@ -384,12 +384,11 @@ def translate_command(toolkit: str, python: Path, checkpoint: Path, src: Path, h
             "cpu",
         )
         return cmd, None, None
-    if toolkit == "joeynmt":  # beam_size and load_model from joeynmt.yaml's testing section
-        return (
-            [str(python), "-m", "joeynmt", "translate", "joeynmt.yaml", "-o", str(hyp)],
-            src,
-            None,
-        )
+    if toolkit == "joeynmt":
+        # beam_size and load_model from joeynmt.yaml's testing section. Translations go to
+        # stdout (logs to stderr): 2.3.0's `-o FILE` fails after decoding (BaseConfig has no
+        # n_best).
+        return [str(python), "-m", "joeynmt", "translate", "joeynmt.yaml"], src, hyp
     cmd = [
         str(python.parent / "eole"),
         "predict",
@@ -509,10 +508,10 @@ def score(hyp: Path, ref: Path) -> dict:
 
     hyps = hyp.read_text(encoding="utf-8").splitlines()
     refs = ref.read_text(encoding="utf-8").splitlines()[: len(hyps)]
-    bleu = sacrebleu.corpus_bleu(hyps, [refs])
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
     return {
-        "bleu": bleu.score,
-        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "bleu": bleu.corpus_score(hyps, [refs]).score,
+        "chrf": chrf.corpus_score(hyps, [refs]).score,
         "signature": str(bleu.get_signature()),
         "lines": len(hyps),
     }
@@ -538,6 +537,11 @@ CAPABILITIES = {
         "eole": "score / len (avg)",
     },
     "Adam epsilon": {"nmt": "1e-9", "joeynmt": "1e-8 (not settable)", "eole": "1e-9"},
+    "translation into a file": {
+        "nmt": "yes (-o)",
+        "joeynmt": "no: 2.3.0's -o fails; stdout",
+        "eole": "yes (--output)",
+    },
 }
 
 

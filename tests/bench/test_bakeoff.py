@@ -230,3 +230,14 @@ def test_eole_log_reader():
     assert outcome.updates == 7
     assert outcome.train_minutes == 2.0
     assert outcome.dev_curve == [{"update": 50, "minutes": 1.5, "bleu": 3.25}]
+
+
+def test_score_is_sacrebleus_corpus_bleu_against_the_first_lines(tmp_path):
+    hyp, ref = tmp_path / "hyp", tmp_path / "ref"
+    bakeoff.write_lines(hyp, ["a cat sits on the mat .", "two dogs run"])
+    bakeoff.write_lines(ref, ["a cat sits on the mat .", "two dogs run", "never read"])
+    scores = bakeoff.score(hyp, ref)
+    assert scores["bleu"] == pytest.approx(100.0)  # identical to the first two references
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert scores["lines"] == 2
+    assert scores["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
