@@ -430,17 +430,18 @@ def _median(values: list[float]) -> float | None:
 
 
 def read_nmt_training(run: Finished, run_dir: Path, outcome: Outcome) -> None:
-    """nmt: metrics.jsonl (per-window tgt tokens/s, validations with their loop time)."""
+    """nmt: tgt tokens/s from metrics.jsonl (per log window, validation excluded); the dev
+    curve from its log's `validation at update N: ... bleu B` lines, on the same clock as
+    the peers' (when the line appeared: metrics.jsonl's elapsed_s leaves the validation's
+    own time out)."""
     import json
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
     outcome.tgt_tokens_per_s = _median([r["tgt_tokens_per_s"] for r in train])
-    outcome.dev_curve = [
-        {"update": r["step"], "minutes": r["elapsed_s"] / 60, "bleu": r["bleu"]}
-        for r in rows
-        if r["kind"] == "valid" and r.get("bleu") is not None
-    ]
+    for t, line in run.lines:
+        if m := re.search(r"validation at update (\d+):.*\bbleu ([\d.]+)", line):
+            outcome.dev_curve.append({"update": int(m[1]), **_on_loop_clock(run, t, float(m[2]))})
     stopped = _last_match(run, r"training stopped at update (\d+)")
     if stopped:
         outcome.updates = int(stopped[1][1])

@@ -241,3 +241,26 @@ def test_score_is_sacrebleus_corpus_bleu_against_the_first_lines(tmp_path):
     assert scores["chrf"] == pytest.approx(100.0)
     assert scores["lines"] == 2
     assert scores["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+
+
+def test_nmt_log_and_metrics_reader(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"kind": "train", "step": 50, "tgt_tokens_per_s": 1500.0}\n'
+        '{"kind": "train", "step": 100, "tgt_tokens_per_s": 1400.0}\n'
+        '{"kind": "valid", "step": 100, "elapsed_s": 80.0, "bleu": 9.0}\n'
+    )
+    log = [
+        (
+            12.0,
+            "training bakeoff_nmt: 7.58M parameters on cpu fp32; 28995 pairs in 245 "
+            "batches of <= 2048 tokens; from update 0",
+        ),
+        (102.0, "validation at update 100: loss 4.100, nll 3.300, ppl 27.650, bleu 9.000"),
+        (132.0, "training stopped at update 120: max_minutes"),
+    ]
+    run = _finished(log, loop=12.0, interrupted=None)
+    outcome = bakeoff.Outcome(toolkit="nmt", versions={})
+    bakeoff.read_nmt_training(run, tmp_path, outcome)
+    assert outcome.tgt_tokens_per_s == 1450.0
+    assert outcome.dev_curve == [{"update": 100, "minutes": 1.5, "bleu": 9.0}]
+    assert (outcome.updates, outcome.train_minutes) == (120, 2.0)
