@@ -600,7 +600,9 @@ def _memory_cell(outcome: dict) -> str:
     )
 
 
-def plot_dev_curves(outcomes: list[dict], path: Path, *, title: str) -> None:
+def plot_dev_curves(
+    outcomes: list[dict], path: Path, *, title: str, dev_lines: int = DEV_LINES
+) -> None:
     """Dev BLEU against minutes of training, one line per toolkit, as a PNG."""
     import matplotlib
 
@@ -618,7 +620,7 @@ def plot_dev_curves(outcomes: list[dict], path: Path, *, title: str) -> None:
                 label=outcome["toolkit"],
             )
     axes.set_xlabel("training wall time (minutes, validation included)")
-    axes.set_ylabel(f"dev BLEU (greedy, first {DEV_LINES} sentences)")
+    axes.set_ylabel(f"dev BLEU (greedy, first {dev_lines} sentences)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
@@ -797,9 +799,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     record.write(result, args.output)
     title = f"Multi30k de-en, {args.minutes:g} min each, {record.cpu_model()}"
-    plot_dev_curves(
-        outcomes, args.plot, title=("SMOKE RUN, loaded machine: " if args.smoke else "") + title
-    )
+    if args.smoke:
+        title = "SMOKE RUN, loaded machine: " + title
+    plot_dev_curves(outcomes, args.plot, title=title, dev_lines=args.dev_lines)
     print(results_table(outcomes))
     print(f"wrote {args.output} and {args.plot}")
 
