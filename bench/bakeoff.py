@@ -1,8 +1,9 @@
 """Bake-off: nmt against Joey NMT and eole, the same task in the same wall-clock time (issue 20).
 
     python bench/bakeoff.py                         # 30 min of training each: ~2 h, idle machine
-    nice -n 15 python bench/bakeoff.py --minutes 2 --threads 1 --test-lines 200 --smoke \\
-        --output bench/results/bakeoff_smoke.json   # every stage for all three, a few minutes
+    nice -n 15 python bench/bakeoff.py --minutes 2 --threads 1 --valid-every 5 --dev-lines 20 \\
+        --test-lines 30 --smoke --output bench/results/bakeoff_smoke.json \\
+        --plot bench/results/bakeoff_smoke.png      # every stage for all three, ~10 min
 
 The task: Multi30k de->en from ../shared/data. `nmt prepare` (bench/bakeoff/nmt.yaml) cleans
 the text and trains the joint SentencePiece model; every toolkit reads that cleaned text and
