@@ -59,14 +59,20 @@ def peer_python(venv_dir: Path = PEER_VENV) -> Path:
     return venv_dir / "bin" / "python"
 
 
-def ensure_peer_venv(venv_dir: Path = PEER_VENV, *, log: TextIO = sys.stderr) -> Path:
-    """Create (or reuse) the peer venv; returns its Python. Installs torch first, then peers.
+def ensure_peer_venv(
+    venv_dir: Path = PEER_VENV,
+    *,
+    packages: tuple[str, ...] = PEER_PACKAGES,
+    log: TextIO = sys.stderr,
+) -> Path:
+    """Create (or reuse) a peer venv; returns its Python. Installs torch first, then `packages`
+    (requirement strings; bakeoff.py pins whole toolkits into venvs of their own).
 
     Reused when its stamp records the same torch requirement and package list; otherwise
     (re)installed. Raises PeerError with pip's last output lines if an install fails.
     """
     python = peer_python(venv_dir)
-    wanted = {"torch": torch_requirement(), "packages": list(PEER_PACKAGES)}
+    wanted = {"torch": torch_requirement(), "packages": list(packages)}
     stamp = venv_dir / _STAMP
     if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return python
@@ -75,7 +81,7 @@ def ensure_peer_venv(venv_dir: Path = PEER_VENV, *, log: TextIO = sys.stderr) ->
         venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
     # torch alone first: the peers' own torch requirement must not pull another build.
     _pip(python, [wanted["torch"]], log=log)
-    _pip(python, [*PEER_PACKAGES, wanted["torch"]], log=log)
+    _pip(python, [*packages, wanted["torch"]], log=log)
     stamp.write_text(json.dumps(wanted))
     return python
 
