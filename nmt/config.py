@@ -93,11 +93,14 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "swish"] = "relu"  # swish = SiLU, x * sigmoid(x)
     norm: Literal["pre", "post"] = "pre"
     share_embeddings: bool = True  # requires data.joint_vocab
     tie_output: bool = True  # output projection shares the target embedding matrix
     max_positions: int = 1024
+    # A learned bias on the output logits (transformers' final_logits_bias); imported
+    # Marian models have one, nmt's own default is none.
+    output_bias: bool = False
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {

@@ -107,7 +107,11 @@ def transformer_spec(source: ExportSource):
     from ctranslate2.specs import common_spec, transformer_spec
 
     cfg = source.config.model
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
+    activation = {
+        "relu": common_spec.Activation.RELU,
+        "gelu": common_spec.Activation.GELU,
+        "swish": common_spec.Activation.SWISH,
+    }
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.encoder_layers, cfg.decoder_layers),
         cfg.heads,
@@ -126,6 +130,8 @@ def transformer_spec(source: ExportSource):
         _set_norm(spec.encoder.layer_norm, state, "encoder_norm")
         _set_norm(spec.decoder.layer_norm, state, "decoder_norm")
     spec.decoder.projection.weight = state["output.weight"]
+    if cfg.output_bias:
+        spec.decoder.projection.bias = state["output.bias"]
     tokenizer = source.tokenizer
     spec.register_source_vocabulary(_pieces(tokenizer.src))
     spec.register_target_vocabulary(_pieces(tokenizer.tgt))

@@ -58,7 +58,8 @@ class Transformer(nn.Module):
         pre = cfg.norm == "pre"
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
-        self.output = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        # A bias only where a model needs it (an imported Marian one's final_logits_bias).
+        self.output = nn.Linear(cfg.d_model, tgt_vocab_size, bias=cfg.output_bias)
         self.apply(_init_weights)
         if cfg.tie_output:
             self.output.weight = tgt_tokens.weight

@@ -1,0 +1,342 @@
+"""`nmt import huggingface DIR -o CHECKPOINT`: a local transformers seq2seq directory as an
+nmt checkpoint that `translate`, `evaluate` and `train.init_from` read like any other.
+
+Supported: the Marian layout (MarianMTModel, the OPUS-MT family, and nmt's own
+`export --to huggingface` of a post-norm model). Not (yet): M2M100 / NLLB, refused by name.
+
+What the checkpoint holds: config (the architecture read from config.json, nmt's defaults
+elsewhere), spm (the SentencePiece models rewritten to nmt's ids, nmt.interop.vocab), vocab,
+fingerprint (data: None), model, and `imported` (where from, which class). No training state,
+as a release checkpoint (`nmt export --to nmt`).
+
+Marian conventions and how nmt represents them:
+  * post-norm layers, no final LayerNorm, sinusoidal positions from 0 with sines first:
+    model.norm=post, and the width permutation of nmt.interop.layout (walked backwards).
+  * activation swish (SiLU): model.activation=swish; gelu and relu map to themselves.
+  * final_logits_bias: model.output_bias=true (left false when the bias is all zeros and no
+    BOS row needs one, so an nmt export comes back exactly as it was).
+  * vocab.json ids, EOS 0, PAD last, the decoder starting from PAD: nmt.interop.vocab
+    permutes the rows into nmt's layout and rewrites the SentencePiece models to match.
+  * scale_embedding must be true (nmt always scales by sqrt(D)); the same number of heads
+    and the same feed-forward width in encoder and decoder. Anything else is refused.
+Text: MarianTokenizer applies Moses punctuation normalisation when sacremoses is installed;
+nmt applies NFC. Target-language tokens of multilingual OPUS-MT models (">>fra<<" at the
+start of a line) are not recognised in nmt's input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.errors import NmtError
+
+COMMAND = "nmt import huggingface"
+SUPPORTED = ("marian",)
+ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
+TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json")
+
+
+def import_command(
+    directory: Path,
+    out: Path,
+    *,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    force: bool = False,
+) -> str:
+    """Convert `directory` into the checkpoint `out`; returns the summary line."""
+    from nmt.checkpoint import save_checkpoint
+    from nmt.interop.source import require_extra
+
+    directory, out = Path(directory), Path(out)
+    model_type = read_model_type(directory)
+    _check_out(out, force=force)
+    require_extra("huggingface", COMMAND)
+    missing = [n for n in TOKENIZER_FILES if not (directory / n).is_file()]
+    if missing:
+        raise NmtError(f"{directory}: missing tokenizer file(s) {', '.join(missing)}")
+    state = marian_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    save_checkpoint(out, state)
+    cfg = state["config"]
+    return (
+        f"imported {directory} ({model_type}, {cfg['data']['src_lang']} -> "
+        f"{cfg['data']['tgt_lang']}) as {out}"
+    )
+
+
+def read_model_type(directory: Path) -> str:
+    """config.json's model_type, refused unless it is one this import reads."""
+    if not directory.is_dir():
+        raise NmtError(f"{directory} is not a directory (give a transformers model directory)")
+    config = _read_json(directory / "config.json")
+    model_type = config.get("model_type")
+    if model_type == "m2m_100":
+        raise NmtError(
+            f"{directory / 'config.json'}: model_type m2m_100 (M2M100 / NLLB) is not supported "
+            "yet; supported: marian"
+        )
+    if model_type not in SUPPORTED:
+        raise NmtError(
+            f"{directory / 'config.json'}: model_type {model_type!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    return model_type
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NmtError(f"{path} is missing (not a transformers model directory)") from None
+    except (OSError, ValueError) as exc:
+        raise NmtError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise NmtError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise NmtError(f"{out} exists; remove it or pass --force to replace it")
+    if out.is_dir():
+        raise NmtError(f"{out} is a directory; give the checkpoint file to write")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        raise NmtError(f"cannot write {out}: the directory {out.parent} does not exist")
+
+
+# --------------------------------------------------------------------------- Marian
+
+
+def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None) -> dict:
+    """The checkpoint state of the Marian model in `directory` (see the module docstring)."""
+    from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
+    from nmt.config import config_from_dict, config_to_dict
+
+    hf = _load_marian(directory)
+    tokens = _tokenizer_settings(directory)
+    src_order, tgt_order = marian_orders(directory, hf.config, tokens)
+    src_spm, tgt_spm = _spm_pair(directory, src_order.pieces, tgt_order.pieces)
+    hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
+    bias = hf_state["final_logits_bias"][0]
+    output_bias = bool(bias.any()) or tgt_order.copied_bos
+    langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
+    raw = marian_config(directory, hf, output_bias=output_bias, langs=langs)
+    cfg = config_from_dict(raw, source=str(directory / "config.json"))
+    weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
+    model = _nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
+    joint = src_spm == tgt_spm
+    return {
+        "config": config_to_dict(cfg),
+        "spm": {"src": bytes_to_tensor(src_spm), "tgt": bytes_to_tensor(tgt_spm)},
+        "vocab": {"src": len(src_order.rows), "tgt": len(tgt_order.rows), "joint": joint},
+        "fingerprint": {"tokenizer": tokenizer_fingerprint(src_spm, tgt_spm), "data": None},
+        "model": model.state_dict(),
+        "imported": {"from": str(directory.resolve()), "model_type": "marian"},
+    }
+
+
+def _load_marian(directory: Path):
+    from transformers import MarianMTModel
+
+    try:
+        model = MarianMTModel.from_pretrained(str(directory), dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise NmtError(f"{directory}: transformers cannot load the model ({exc})") from None
+    return model.eval()
+
+
+def _tokenizer_settings(directory: Path) -> dict[str, Any]:
+    """tokenizer_config.json (optional) with MarianTokenizer's defaults."""
+    path = directory / "tokenizer_config.json"
+    settings = _read_json(path) if path.is_file() else {}
+    out = {"unk_token": "<unk>", "eos_token": "</s>", "pad_token": "<pad>"}
+    for key in out:
+        value = settings.get(key)
+        if isinstance(value, dict):  # an AddedToken written out
+            value = value.get("content")
+        if isinstance(value, str):
+            out[key] = value
+    out["separate_vocabs"] = bool(settings.get("separate_vocabs", False))
+    out["source_lang"] = settings.get("source_lang")
+    out["target_lang"] = settings.get("target_lang")
+    return out
+
+
+def marian_orders(directory: Path, config, tokens: dict[str, Any]):
+    """(source, target) ImportOrder; one shared order when the embeddings are shared."""
+    from nmt.interop.vocab import import_order
+
+    shared = getattr(config, "share_encoder_decoder_embeddings", True)
+    src_vocab = _read_vocab(directory / "vocab.json")
+    tgt_file = directory / "target_vocab.json"
+    if shared or not tokens["separate_vocabs"]:
+        tgt_vocab, tgt_where = src_vocab, directory / "vocab.json"
+    else:
+        tgt_vocab, tgt_where = _read_vocab(tgt_file), tgt_file
+    target = _order(tgt_vocab, tokens, config, where=tgt_where)
+    if shared:
+        return target, target
+    where = directory / "vocab.json"
+    pad = _special(src_vocab, tokens["pad_token"], where)
+    # The encoder reads no BOS: the source side takes the piece the target starts from if
+    # it has one (an nmt export's "<s>"), else a copy of PAD, never read.
+    start = src_vocab.get(target.pieces[2], pad)
+    source = import_order(
+        src_vocab,
+        pad=pad,
+        unk=_special(src_vocab, tokens["unk_token"], where),
+        eos=_special(src_vocab, tokens["eos_token"], where),
+        start=start,
+        where=str(where),
+    )
+    return source, target
+
+
+def _order(vocab: dict[str, int], tokens: dict[str, Any], config, *, where: Path):
+    from nmt.interop.vocab import import_order
+
+    pad = _special(vocab, tokens["pad_token"], where)
+    eos = _special(vocab, tokens["eos_token"], where)
+    start = config.decoder_start_token_id
+    start = pad if start is None else start
+    for name, found, wanted in (
+        ("pad_token_id", pad, config.pad_token_id),
+        ("eos_token_id", eos, config.eos_token_id),
+    ):
+        if wanted is not None and found != wanted:
+            raise NmtError(
+                f"{where}: the tokenizer's {name[:-9]} token has id {found}, config.json's "
+                f"{name} is {wanted}"
+            )
+    unk = _special(vocab, tokens["unk_token"], where)
+    return import_order(vocab, pad=pad, unk=unk, eos=eos, start=start, where=str(where))
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    vocab = _read_json(path)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
+        raise NmtError(f"{path}: expected an object of piece -> integer id")
+    return vocab
+
+
+def _special(vocab: dict[str, int], piece: str, where: Path) -> int:
+    if piece not in vocab:
+        raise NmtError(f"{where}: the special token {piece!r} is not in the vocabulary")
+    return vocab[piece]
+
+
+def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
+    """The source and target SentencePiece models with nmt's ids (kept as they are when they
+    have them already; one model when both sides' rewritten models are the same bytes)."""
+    from nmt.interop.vocab import reordered_spm, spm_ids_match
+
+    blobs = []
+    for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
+        blob = (directory / name).read_bytes()
+        try:
+            if not spm_ids_match(blob, pieces):
+                blob = reordered_spm(blob, pieces, where=str(directory / name))
+        except (RuntimeError, OSError) as exc:  # not a SentencePiece model (protobuf)
+            raise NmtError(f"{directory / name}: not a SentencePiece model ({exc})") from None
+        except Exception as exc:  # protobuf's DecodeError
+            if isinstance(exc, NmtError):
+                raise
+            raise NmtError(f"{directory / name}: not a SentencePiece model ({exc})") from None
+        blobs.append(blob)
+    return blobs[0], blobs[1]
+
+
+def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | None):
+    """(source, target) language names: the options, else tokenizer_config.json's, else
+    src / tgt."""
+    src = src_lang or tokens.get("source_lang") or "src"
+    tgt = tgt_lang or tokens.get("target_lang") or "tgt"
+    return str(src), str(tgt)
+
+
+def marian_config(directory: Path, hf, *, output_bias: bool, langs: tuple[str, str]) -> dict:
+    """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
+    the config.json key, what nmt's Transformer cannot compute."""
+    c = hf.config
+    where = directory / "config.json"
+    refusals = []
+    if not c.scale_embedding:
+        refusals.append("scale_embedding is false (nmt always scales embeddings by sqrt(D))")
+    if c.encoder_attention_heads != c.decoder_attention_heads:
+        refusals.append("encoder_attention_heads != decoder_attention_heads")
+    if c.encoder_ffn_dim != c.decoder_ffn_dim:
+        refusals.append("encoder_ffn_dim != decoder_ffn_dim")
+    if c.activation_function not in ACTIVATIONS:
+        refusals.append(
+            f"activation_function {c.activation_function!r} (allowed: {', '.join(ACTIVATIONS)})"
+        )
+    if refusals:
+        raise NmtError(f"{where}: nmt cannot represent " + "; ".join(refusals))
+    shared = bool(getattr(c, "share_encoder_decoder_embeddings", True))
+    max_positions = c.max_position_embeddings
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).lstrip("._-")[:64]
+    beams = getattr(hf.generation_config, "num_beams", None) or 5
+    return {
+        "name": name or "imported",
+        "data": {
+            "src_lang": langs[0],
+            "tgt_lang": langs[1],
+            "joint_vocab": shared,
+            "vocab_size": hf.config.vocab_size,
+            "max_tokens_per_sentence": min(250, max_positions - 2),
+        },
+        "model": {
+            "d_model": c.d_model,
+            "heads": c.encoder_attention_heads,
+            "encoder_layers": c.encoder_layers,
+            "decoder_layers": c.decoder_layers,
+            "ffn_dim": c.encoder_ffn_dim,
+            "dropout": c.dropout,
+            "attention_dropout": c.attention_dropout,
+            "activation_dropout": c.activation_dropout,
+            "activation": ACTIVATIONS[c.activation_function],
+            "norm": "post",
+            "share_embeddings": shared,
+            "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
+            "max_positions": max_positions,
+            "output_bias": output_bias,
+        },
+        "decode": {"beam_size": beams, "max_input_tokens": min(1000, max_positions - 2)},
+    }
+
+
+def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
+    """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
+    the vocabulary rows put in nmt's order (nmt.interop.vocab)."""
+    from nmt.interop.layout import from_transformers
+    from nmt.interop.vocab import BOS_MARGIN
+
+    if "lm_head.weight" not in hf_state:  # tied and not saved under its own name
+        hf_state["lm_head.weight"] = hf_state["model.decoder.embed_tokens.weight"]
+    weights = from_transformers(hf_state, cfg=model_cfg)
+    src_rows, tgt_rows = torch.tensor(src_order.rows), torch.tensor(tgt_order.rows)
+    weights["src_embed.tokens.weight"] = weights["src_embed.tokens.weight"][src_rows]
+    weights["tgt_embed.tokens.weight"] = weights["tgt_embed.tokens.weight"][tgt_rows]
+    weights["output.weight"] = weights["output.weight"][tgt_rows]
+    if output_bias:
+        bias = hf_state["final_logits_bias"][0][tgt_rows].clone()
+        if tgt_order.copied_bos:  # BOS: PAD's row, kept out of the softmax (vocab.py)
+            from nmt.data.tokenizer import BOS_ID, PAD_ID
+
+            bias[BOS_ID] = bias[PAD_ID] - BOS_MARGIN
+        weights["output.bias"] = bias
+    return weights
+
+
+def _nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
+    """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
+    from nmt.model.transformer import build_model
+
+    model = build_model(cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()

@@ -1,0 +1,116 @@
+"""Random-weight transformers Marian directories in the OPUS-MT conventions, over real
+SentencePiece models trained on Multi30k: vocab.json with ids of its own (EOS 0, UNK 1, the
+pieces, PAD last, so no id is SentencePiece's), the decoder starting from PAD, swish, a
+random final_logits_bias. As in _models.py, EOS gets a push (its logit bias) so that most
+searches end on their own, well before the length limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+EOS_PUSH = 5.0
+
+
+@dataclass(frozen=True)
+class Opus:
+    shared: bool  # one vocab.json (union of both sides' pieces) and shared embeddings
+    tie: bool
+    activation: str = "swish"
+
+    @property
+    def name(self) -> str:
+        return f"{'shared' if self.shared else 'separate'}-{'tied' if self.tie else 'untied'}"
+
+
+def _pieces(blob: bytes) -> list[str]:
+    """The pieces encoding can produce, in SentencePiece order (control pieces left out)."""
+    p = spm.SentencePieceProcessor()
+    p.LoadFromSerializedProto(blob)
+    return [
+        p.id_to_piece(i)
+        for i in range(p.get_piece_size())
+        if not (p.is_control(i) or p.is_unknown(i))
+    ]
+
+
+def _opus_vocab(pieces: list[str]) -> dict[str, int]:
+    """OPUS-MT's layout: </s> 0, <unk> 1, the pieces, <pad> last."""
+    vocab = {"</s>": 0, "<unk>": 1}
+    for piece in dict.fromkeys(pieces):
+        vocab[piece] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    return vocab
+
+
+def make_marian_dir(out: Path, variant: Opus, spm_models: dict[str, bytes], *, seed: int = 0):
+    """Write a MarianMTModel + MarianTokenizer directory (save_pretrained) into `out`."""
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    de, en = spm_models["de"], spm_models["en"]
+    (out / "source.spm").write_bytes(de)
+    (out / "target.spm").write_bytes(en)
+    if variant.shared:
+        src_vocab = tgt_vocab = _opus_vocab(_pieces(de) + _pieces(en))
+    else:
+        src_vocab, tgt_vocab = _opus_vocab(_pieces(de)), _opus_vocab(_pieces(en))
+        (out / "target_vocab.json").write_text(json.dumps(tgt_vocab, ensure_ascii=False))
+    (out / "vocab.json").write_text(json.dumps(src_vocab, ensure_ascii=False))
+    tokenizer = MarianTokenizer(
+        source_spm=str(out / "source.spm"),
+        target_spm=str(out / "target.spm"),
+        vocab=str(out / "vocab.json"),
+        target_vocab_file=None if variant.shared else str(out / "target_vocab.json"),
+        separate_vocabs=not variant.shared,
+        source_lang="de",
+        target_lang="en",
+    )
+    tokenizer.save_pretrained(out)
+    pad = len(tgt_vocab) - 1
+    config = MarianConfig(
+        vocab_size=len(src_vocab),
+        decoder_vocab_size=len(tgt_vocab),
+        share_encoder_decoder_embeddings=variant.shared,
+        tie_word_embeddings=variant.tie,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        activation_function=variant.activation,
+        pad_token_id=pad,
+        eos_token_id=0,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=None,
+        max_position_embeddings=256,
+        scale_embedding=True,
+    )
+    torch.manual_seed(seed)
+    model = MarianMTModel(config).eval()
+    _randomize(model)
+    model.save_pretrained(out)
+    return out
+
+
+@torch.no_grad()
+def _randomize(model) -> None:
+    """Weights of the scale a trained model has (transformers initialises with std 0.02,
+    which makes every distribution nearly flat): matrices ~ normal(0, D^-0.5), LayerNorm
+    gains near 1, biases and final_logits_bias random, EOS pushed (module docstring)."""
+    d = model.config.d_model
+    for name, p in model.named_parameters():
+        if "layer_norm" in name:
+            p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+        elif p.dim() == 2:
+            p.normal_(0.0, d**-0.5)
+        else:
+            p.normal_(0.0, 0.1)
+    model.final_logits_bias.normal_(0.0, 0.5)
+    model.final_logits_bias[0, model.config.eos_token_id] += EOS_PUSH
