@@ -92,7 +92,12 @@ def reordered_spm(blob: bytes, pieces: list[str], *, where: str) -> bytes:
             f"{where}: {len(lost)} pieces of the SentencePiece model are not in the vocabulary "
             f"(e.g. {', '.join(lost[:3])}); nmt cannot map them to <unk>"
         )
-    specials = {PAD_ID: kind.CONTROL, UNK_ID: kind.UNKNOWN, BOS_ID: kind.CONTROL, EOS_ID: kind.CONTROL}
+    specials = {
+        PAD_ID: kind.CONTROL,
+        UNK_ID: kind.UNKNOWN,
+        BOS_ID: kind.CONTROL,
+        EOS_ID: kind.CONTROL,
+    }
     new = []
     for i, name in enumerate(pieces):
         old = own.get(name)
