@@ -58,8 +58,11 @@ class Transformer(nn.Module):
         pre = cfg.norm == "pre"
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
-        # A bias only where a model needs it (an imported Marian one's final_logits_bias).
-        self.output = nn.Linear(cfg.d_model, tgt_vocab_size, bias=cfg.output_bias)
+        self.output = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        if cfg.output_bias:  # an imported Marian model's final_logits_bias
+            # Zeros, set here rather than by nn.Linear, whose bias init would draw from the
+            # RNG and so change every weight initialised after it.
+            self.output.bias = nn.Parameter(torch.zeros(tgt_vocab_size))
         self.apply(_init_weights)
         if cfg.tie_output:
             self.output.weight = tgt_tokens.weight
