@@ -142,7 +142,9 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
 
 def _load_marian(directory: Path):
     from transformers import MarianMTModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # no bar for a local load into one line
     try:
         model = MarianMTModel.from_pretrained(str(directory), dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as exc:
