@@ -65,7 +65,6 @@ from nmt.interop.source import (
     require_extra,
     write_provenance,
 )
-from nmt.model.embedding import sinusoidal_positions
 
 QUANTIZATIONS = (
     "int8",
@@ -119,7 +118,12 @@ def transformer_spec(source: ExportSource):
         activation=activation[cfg.activation],
     )
     state = {k: v.detach().float().numpy() for k, v in source.model.state_dict().items()}
-    positions = sinusoidal_positions(cfg.max_positions, cfg.d_model).numpy()
+    if cfg.source_prefix_id is not None or cfg.target_prefix_id is not None:
+        raise NmtError(
+            "nmt export --to ctranslate2: model.source_prefix_id / model.target_prefix_id (an "
+            "imported M2M100 model's language tokens) have no CTranslate2 model setting"
+        )
+    positions = source.model.src_embed.positions.numpy()  # the model's own table (offset)
     _set_embeddings(spec.encoder, state["src_embed.tokens.weight"], positions)
     _set_embeddings(spec.decoder, state["tgt_embed.tokens.weight"], positions)
     for i, layer in enumerate(spec.encoder.layer):

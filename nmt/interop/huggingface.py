@@ -59,6 +59,18 @@ NMT_CONFIG = "nmt_config.json"
 def check_representable(source: ExportSource) -> None:
     """Refuse, naming the setting, what no transformers class here represents exactly."""
     cfg = source.config.model
+    foreign = {
+        "model.positions": (cfg.positions, "vaswani"),
+        "model.position_offset": (cfg.position_offset, 0),
+        "model.source_prefix_id": (cfg.source_prefix_id, None),
+        "model.target_prefix_id": (cfg.target_prefix_id, None),
+    }
+    for key, (value, plain) in foreign.items():
+        if value != plain:
+            raise NmtError(
+                f"{COMMAND}: {key}={value} (an imported M2M100 model's convention) has no "
+                "Marian or Pegasus layout"
+            )
     if cfg.norm == "pre" and not cfg.share_embeddings:
         raise NmtError(
             f"{COMMAND}: model.norm=pre with model.share_embeddings=false has no transformers "

@@ -327,10 +327,10 @@ def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bo
     weights["output.weight"] = weights["output.weight"][tgt_rows]
     if output_bias:
         bias = hf_state["final_logits_bias"][0][tgt_rows].clone()
-        if tgt_order.copied_bos:  # BOS: PAD's row, kept out of the softmax (vocab.py)
-            from nmt.data.tokenizer import BOS_ID, PAD_ID
+        if tgt_order.copied_bos:  # a copy of the start row, kept out of the softmax (vocab.py)
+            from nmt.data.tokenizer import BOS_ID
 
-            bias[BOS_ID] = bias[PAD_ID] - BOS_MARGIN
+            bias[BOS_ID] -= BOS_MARGIN
         weights["output.bias"] = bias
     return weights
 

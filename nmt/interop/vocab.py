@@ -10,9 +10,10 @@ run time:
   * `import_order` puts the transformers ids into nmt's layout: PAD, UNK, the decoder start,
     EOS, then every other id in its transformers order. rows[i] = the transformers row that
     nmt id i takes (embedding rows, output rows, output-bias entries alike).
-  * Where the decoder start is PAD itself (Marian) it has no id of its own, so nmt's BOS is a
-    copy of PAD's row: the same input embedding, and an output logit kept out of the softmax
-    by an output bias BOS_MARGIN below PAD's (exp(-100) ~ 4e-44: no log-probability moves).
+  * Where the decoder start is PAD (Marian) or EOS (M2M100) it has no id of its own, so
+    nmt's BOS is a copy of that row: the same input embedding, and an output logit kept out
+    of the softmax by an output bias BOS_MARGIN below the original's (exp(-100) ~ 4e-44: no
+    log-probability moves).
   * `reordered_spm` rewrites a SentencePiece model so that its piece i is nmt id i: pieces
     keep their own scores and types, so SentencePiece segments text exactly as before.
     Pieces of the vocabulary that this side's model lacks (the other side's, in a shared
@@ -36,7 +37,7 @@ BOS_NAME = "<s>"
 @dataclass(frozen=True)
 class ImportOrder:
     """nmt id i is transformers id rows[i], named pieces[i]; `copied_bos`: BOS is a copy of
-    the decoder-start row (PAD's), not a token of the transformers vocabulary."""
+    the decoder-start row (PAD's or EOS's), not a token of the transformers vocabulary."""
 
     rows: list[int]
     pieces: list[str]
@@ -59,7 +60,7 @@ def import_order(
     copied = start in (pad, unk, eos)
     specials = {pad, unk, eos, start}
     rest = [i for i in range(len(vocab)) if i not in specials]
-    rows = [pad, unk, pad if copied else start, eos] + rest
+    rows = [pad, unk, start, eos] + rest
     bos_name = _unique(BOS_NAME, vocab) if copied else by_id[start]
     pieces = [by_id[pad], by_id[unk], bos_name, by_id[eos]] + [by_id[i] for i in rest]
     assert [PAD_ID, UNK_ID, BOS_ID, EOS_ID] == [0, 1, 2, 3]  # the layout rows[] spells out

@@ -75,3 +75,58 @@ def test_a_checkpoint_without_the_new_keys_loads_with_the_defaults(tmp_path, cor
     checkpoint = read_model_checkpoint(path)
     assert checkpoint.config.model.output_bias is False
     assert checkpoint.config.model.activation == "relu"
+
+
+def test_fairseq_positions_and_offset():
+    """D = 4: frequencies 1 and 10000^(-1/(2-1)) = 1e-4, interleaved as nmt's; row 0 is
+    position 2 with offset 2. The defaults give nmt's own table."""
+    from nmt.model.embedding import sinusoidal_positions
+
+    table = sinusoidal_positions(3, 4, style="fairseq", offset=2)
+    p = 2.0
+    expected = [math.sin(p), math.cos(p), math.sin(p * 1e-4), math.cos(p * 1e-4)]
+    assert torch.allclose(table[0], torch.tensor(expected), atol=1e-7)
+    vaswani = sinusoidal_positions(5, 4)
+    assert torch.equal(sinusoidal_positions(3, 4, offset=2), vaswani[2:])
+    assert torch.allclose(
+        vaswani[1], torch.tensor([math.sin(1), math.cos(1), math.sin(1e-2), math.cos(1e-2)])
+    )
+
+
+def _prefix_models():
+    """The same weights with and without model.source_prefix_id / target_prefix_id."""
+    cfg = dataclasses.replace(TINY, dropout=0.0, positions="fairseq", position_offset=2)
+    torch.manual_seed(0)
+    plain = build_model(cfg, src_vocab_size=30, tgt_vocab_size=30).eval()
+    prefixed = build_model(
+        dataclasses.replace(cfg, source_prefix_id=7, target_prefix_id=9),
+        src_vocab_size=30,
+        tgt_vocab_size=30,
+    ).eval()
+    prefixed.load_state_dict(plain.state_dict())
+    return plain, prefixed
+
+
+def test_prefix_tokens_are_put_before_the_source_and_after_bos():
+    plain, prefixed = _prefix_models()
+    src = torch.tensor([[5, 6, 3, 0], [11, 12, 13, 3]])
+    tgt = torch.tensor([[2, 20, 21], [2, 22, 0]])
+    src_7 = torch.cat([torch.full((2, 1), 7), src], dim=1)
+    tgt_9 = torch.cat([tgt[:, :1], torch.full((2, 1), 9), tgt[:, 1:]], dim=1)
+    with torch.no_grad():
+        assert torch.equal(prefixed.encode(src).states, plain.encode(src_7).states)
+        expected = plain(src_7, tgt_9)[:, 1:]  # the prediction at BOS (of 9) is dropped
+        assert torch.allclose(prefixed(src, tgt), expected, atol=1e-6)
+
+
+def test_decode_steps_with_a_target_prefix_equal_the_full_forward():
+    """Cached == uncached: the first step reads BOS and the forced token."""
+    _, prefixed = _prefix_models()
+    src, tgt = torch.tensor([[5, 6, 3]]), torch.tensor([[2, 20, 21]])
+    with torch.inference_mode():
+        full = torch.log_softmax(prefixed(src, tgt).float(), -1)[0]  # [3, V]
+        memory = prefixed.encode(src)
+        cache = prefixed.init_cache(memory, max_len=3)
+        steps = [prefixed.decode_step(tgt[:, t], memory, cache)[0] for t in range(3)]
+    assert torch.allclose(torch.stack(steps), full, atol=1e-5)
+    assert cache.length == 4  # BOS, the prefix token, 20, 21
