@@ -36,9 +36,12 @@ import torch
 from nmt.errors import NmtError
 
 COMMAND = "nmt import huggingface"
-SUPPORTED = ("marian",)
+SUPPORTED = ("marian", "m2m_100")
 ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
-TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json")
+TOKENIZER_FILES = {
+    "marian": ("source.spm", "target.spm", "vocab.json"),
+    "m2m_100": ("sentencepiece.bpe.model", "vocab.json"),
+}
 
 
 def import_command(
@@ -57,10 +60,15 @@ def import_command(
     model_type = read_model_type(directory)
     _check_out(out, force=force)
     require_extra("huggingface", COMMAND)
-    missing = [n for n in TOKENIZER_FILES if not (directory / n).is_file()]
+    missing = [n for n in TOKENIZER_FILES[model_type] if not (directory / n).is_file()]
     if missing:
         raise NmtError(f"{directory}: missing tokenizer file(s) {', '.join(missing)}")
-    state = marian_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    if model_type == "marian":
+        state = marian_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    else:
+        from nmt.interop.m2m100 import m2m100_state
+
+        state = m2m100_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
     save_checkpoint(out, state)
     cfg = state["config"]
     return (
@@ -75,11 +83,6 @@ def read_model_type(directory: Path) -> str:
         raise NmtError(f"{directory} is not a directory (give a transformers model directory)")
     config = _read_json(directory / "config.json")
     model_type = config.get("model_type")
-    if model_type == "m2m_100":
-        raise NmtError(
-            f"{directory / 'config.json'}: model_type m2m_100 (M2M100 / NLLB) is not supported "
-            "yet; supported: marian"
-        )
     if model_type not in SUPPORTED:
         raise NmtError(
             f"{directory / 'config.json'}: model_type {model_type!r} is not supported; "
@@ -128,7 +131,7 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     raw = marian_config(directory, hf, output_bias=output_bias, langs=langs)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
     weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
-    model = _nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
+    model = nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
     joint = src_spm == tgt_spm
     return {
         "config": config_to_dict(cfg),
@@ -142,11 +145,17 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
 
 def _load_marian(directory: Path):
     from transformers import MarianMTModel
+
+    return load_transformers_model(MarianMTModel, directory)
+
+
+def load_transformers_model(cls, directory: Path):
+    """`cls.from_pretrained(directory)` in float32 and eval mode; a failure is one line."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no bar for a local load into one line
     try:
-        model = MarianMTModel.from_pretrained(str(directory), dtype=torch.float32)
+        model = cls.from_pretrained(str(directory), dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as exc:
         raise NmtError(f"{directory}: transformers cannot load the model ({exc})") from None
     return model.eval()
@@ -235,22 +244,25 @@ def _special(vocab: dict[str, int], piece: str, where: Path) -> int:
 def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
     """The source and target SentencePiece models with nmt's ids (kept as they are when they
     have them already; one model when both sides' rewritten models are the same bytes)."""
-    from nmt.interop.vocab import reordered_spm, spm_ids_match
-
     blobs = []
     for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
-        blob = (directory / name).read_bytes()
-        try:
-            if not spm_ids_match(blob, pieces):
-                blob = reordered_spm(blob, pieces, where=str(directory / name))
-        except (RuntimeError, OSError) as exc:  # not a SentencePiece model (protobuf)
-            raise NmtError(f"{directory / name}: not a SentencePiece model ({exc})") from None
-        except Exception as exc:  # protobuf's DecodeError
-            if isinstance(exc, NmtError):
-                raise
-            raise NmtError(f"{directory / name}: not a SentencePiece model ({exc})") from None
-        blobs.append(blob)
+        blobs.append(spm_in_nmt_order(directory / name, pieces))
     return blobs[0], blobs[1]
+
+
+def spm_in_nmt_order(path: Path, pieces: list[str]) -> bytes:
+    """The SentencePiece model at `path` with piece i = pieces[i] (nmt.interop.vocab)."""
+    from nmt.interop.vocab import reordered_spm, spm_ids_match
+
+    blob = path.read_bytes()
+    try:
+        if not spm_ids_match(blob, pieces):
+            blob = reordered_spm(blob, pieces, where=str(path))
+    except NmtError:
+        raise
+    except Exception as exc:  # sentencepiece's RuntimeError, protobuf's DecodeError
+        raise NmtError(f"{path}: not a SentencePiece model ({exc})") from None
+    return blob
 
 
 def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | None):
@@ -314,7 +326,8 @@ def marian_config(directory: Path, hf, *, output_bias: bool, langs: tuple[str, s
 
 def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
     """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
-    the vocabulary rows put in nmt's order (nmt.interop.vocab)."""
+    the vocabulary rows put in nmt's order (nmt.interop.vocab); the output bias from
+    final_logits_bias (zeros where the model has none, as M2M100)."""
     from nmt.interop.layout import from_transformers
     from nmt.interop.vocab import BOS_MARGIN
 
@@ -326,7 +339,8 @@ def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bo
     weights["tgt_embed.tokens.weight"] = weights["tgt_embed.tokens.weight"][tgt_rows]
     weights["output.weight"] = weights["output.weight"][tgt_rows]
     if output_bias:
-        bias = hf_state["final_logits_bias"][0][tgt_rows].clone()
+        hf_bias = hf_state.get("final_logits_bias", torch.zeros(1, len(tgt_order.rows)))[0]
+        bias = hf_bias[tgt_rows].clone()
         if tgt_order.copied_bos:  # a copy of the start row, kept out of the softmax (vocab.py)
             from nmt.data.tokenizer import BOS_ID
 
@@ -335,7 +349,7 @@ def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bo
     return weights
 
 
-def _nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
+def nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
     """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
     from nmt.model.transformer import build_model
 

@@ -114,3 +114,64 @@ def _randomize(model) -> None:
             p.normal_(0.0, 0.1)
     model.final_logits_bias.normal_(0.0, 0.5)
     model.final_logits_bias[0, model.config.eos_token_id] += EOS_PUSH
+
+
+# --------------------------------------------------------------------------- M2M100
+
+
+def make_m2m100_dir(out: Path, spm_models: dict[str, bytes], *, seed: int = 0) -> Path:
+    """A random-weight M2M100ForConditionalGeneration + M2M100Tokenizer directory over the
+    joint Multi30k SentencePiece model, in fairseq's layout (<s> 0, <pad> 1, </s> 2, <unk> 3,
+    the pieces, then 100 language tokens and 8 filler words)."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sentencepiece.bpe.model").write_bytes(spm_models["joint"])
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for piece in _pieces(spm_models["joint"]):
+        vocab.setdefault(piece, len(vocab))
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    tokenizer = M2M100Tokenizer(
+        vocab_file=str(out / "vocab.json"),
+        spm_file=str(out / "sentencepiece.bpe.model"),
+        src_lang="de",
+        tgt_lang="en",
+    )
+    tokenizer.save_pretrained(out)
+    config = M2M100Config(
+        # the pieces, the language tokens, 8 filler words (len(tokenizer) counts the pieces)
+        vocab_size=max(tokenizer.lang_token_to_id.values()) + 1 + 8,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        activation_function="relu",
+        max_position_embeddings=256,
+        scale_embedding=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        d = config.d_model
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            elif p.dim() == 2:
+                p.normal_(0.0, d**-0.5)
+            else:
+                p.normal_(0.0, 0.1)
+        # EOS likely after a few tokens (M2M100 has no final_logits_bias): the all-ones
+        # direction through the last LayerNorm's bias and EOS's (tied) embedding row.
+        direction = torch.full((d,), d**-0.5)
+        model.model.decoder.layer_norm.bias += 4.0 * direction
+        model.model.shared.weight[config.eos_token_id] += 1.2 * direction
+    model.save_pretrained(out)
+    return out
