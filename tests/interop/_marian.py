@@ -1,8 +1,9 @@
 """Random-weight transformers Marian directories in the OPUS-MT conventions, over real
 SentencePiece models trained on Multi30k: vocab.json with ids of its own (EOS 0, UNK 1, the
 pieces, PAD last, so no id is SentencePiece's), the decoder starting from PAD, swish, a
-random final_logits_bias. As in _models.py, EOS gets a push (its logit bias) so that most
-searches end on their own, well before the length limit."""
+random final_logits_bias. As in _models.py, EOS gets a push (the last LayerNorm's bias and
+EOS's output row, along one direction) so that most searches end on their own, well before
+the length limit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-EOS_PUSH = 5.0
+# EOS's output row += PUSH x the all-ones direction: most outputs then end after 2 to 10
+# tokens (a few run to the limit); larger pushes end nearly every output after one token.
+EOS_PUSH = 1.1
+M2M_EOS_PUSH = 0.3
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,11 @@ def _randomize(model) -> None:
         else:
             p.normal_(0.0, 0.1)
     model.final_logits_bias.normal_(0.0, 0.5)
-    model.final_logits_bias[0, model.config.eos_token_id] += EOS_PUSH
+    # EOS likely after a few tokens, differently per sentence: the all-ones direction (unit
+    # norm) added to the last LayerNorm's bias and to EOS's output row (_models.py).
+    direction = torch.full((d,), d**-0.5)
+    model.model.decoder.layers[-1].final_layer_norm.bias += 4.0 * direction
+    model.get_output_embeddings().weight[model.config.eos_token_id] += EOS_PUSH * direction
 
 
 # --------------------------------------------------------------------------- M2M100
@@ -172,6 +180,6 @@ def make_m2m100_dir(out: Path, spm_models: dict[str, bytes], *, seed: int = 0) -
         # direction through the last LayerNorm's bias and EOS's (tied) embedding row.
         direction = torch.full((d,), d**-0.5)
         model.model.decoder.layer_norm.bias += 4.0 * direction
-        model.model.shared.weight[config.eos_token_id] += 1.2 * direction
+        model.model.shared.weight[config.eos_token_id] += M2M_EOS_PUSH * direction
     model.save_pretrained(out)
     return out
