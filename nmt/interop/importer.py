@@ -2,7 +2,8 @@
 nmt checkpoint that `translate`, `evaluate` and `train.init_from` read like any other.
 
 Supported: the Marian layout (MarianMTModel, the OPUS-MT family, and nmt's own
-`export --to huggingface` of a post-norm model). Not (yet): M2M100 / NLLB, refused by name.
+`export --to huggingface` of a post-norm model), here; the M2M100 layout for one language
+pair, in nmt.interop.m2m100. Not (yet): NLLB's tokenizer, Pegasus (nmt's pre-norm export).
 
 What the checkpoint holds: config (the architecture read from config.json, nmt's defaults
 elsewhere), spm (the SentencePiece models rewritten to nmt's ids, nmt.interop.vocab), vocab,
