@@ -136,3 +136,18 @@ def test_the_language_pair_must_be_chosen(m2m, tmp_path, cli_inline):
     )  # fmt: skip
     assert_clean_failure(result, "--tgt-lang xx: the tokenizer has no language token __xx__")
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "to, fragment",
+    [
+        ("ctranslate2", "model.source_prefix_id / model.target_prefix_id"),
+        ("huggingface", "model.positions=fairseq"),
+    ],
+)
+def test_exports_refuse_the_m2m100_conventions(m2m, to, fragment, tmp_path, cli_inline):
+    from _cli import assert_clean_failure
+
+    out = tmp_path / "out"
+    assert_clean_failure(cli_inline("export", m2m[0], out, "--to", to), fragment)
+    assert not out.exists()
