@@ -127,7 +127,7 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     src_spm, tgt_spm = _spm_pair(directory, src_order.pieces, tgt_order.pieces)
     hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
     bias = hf_state["final_logits_bias"][0]
-    output_bias = bool(bias.any()) or tgt_order.copied_bos
+    output_bias = bool(bias.any()) or tgt_order.copied_bos or tgt_order.aliases > 0
     langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
     raw = marian_config(directory, hf, output_bias=output_bias, langs=langs)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
@@ -180,7 +180,24 @@ def _tokenizer_settings(directory: Path) -> dict[str, Any]:
 
 
 def marian_orders(directory: Path, config, tokens: dict[str, Any]):
-    """(source, target) ImportOrder; one shared order when the embeddings are shared."""
+    """(source, target) ImportOrder; one shared order when the embeddings are shared. Pieces
+    of source.spm / target.spm that the vocabulary lacks become aliases of UNK (vocab.py)."""
+    from nmt.interop.vocab import lost_pieces, with_aliases
+
+    src, tgt = _marian_orders(directory, config, tokens)
+    src_lost = lost_pieces((directory / "source.spm").read_bytes(), _names(src))
+    tgt_lost = lost_pieces((directory / "target.spm").read_bytes(), _names(tgt))
+    if src is tgt:  # one order for both sides: the aliases of both models
+        shared = with_aliases(src, list(dict.fromkeys(src_lost + tgt_lost)))
+        return shared, shared
+    return with_aliases(src, src_lost), with_aliases(tgt, tgt_lost)
+
+
+def _names(order) -> dict[str, int]:
+    return {piece: i for i, piece in enumerate(order.pieces)}
+
+
+def _marian_orders(directory: Path, config, tokens: dict[str, Any]):
     from nmt.interop.vocab import import_order
 
     shared = getattr(config, "share_encoder_decoder_embeddings", True)
@@ -346,6 +363,8 @@ def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bo
             from nmt.data.tokenizer import BOS_ID
 
             bias[BOS_ID] -= BOS_MARGIN
+        if tgt_order.aliases:  # copies of UNK's row, the same
+            bias[-tgt_order.aliases :] -= BOS_MARGIN
         weights["output.bias"] = bias
     return weights
 

@@ -41,7 +41,7 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
         nmt_model,
         spm_in_nmt_order,
     )
-    from nmt.interop.vocab import import_order
+    from nmt.interop.vocab import import_order, lost_pieces, with_aliases
 
     if not src_lang or not tgt_lang:
         raise NmtError(
@@ -59,6 +59,8 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
         start=hf.config.decoder_start_token_id,
         where=str(directory / "vocab.json"),
     )
+    lost = lost_pieces((directory / SPM_FILE).read_bytes(), vocab)
+    order = with_aliases(order, lost)
     prefixes = [_language_id(vocab, lang, order.rows, option) for lang, option in
                 ((src_lang, "--src-lang"), (tgt_lang, "--tgt-lang"))]  # fmt: skip
     blob = spm_in_nmt_order(directory / SPM_FILE, order.pieces)
@@ -155,7 +157,7 @@ def m2m100_config(directory: Path, hf, *, langs, prefixes) -> dict:
             "share_embeddings": True,
             "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
             "max_positions": max_positions,
-            "output_bias": True,  # the copied BOS row is kept out of the softmax
+            "output_bias": True,  # the copied BOS row (and aliases) kept out of the softmax
             "positions": "fairseq",
             "position_offset": c.pad_token_id + 1,
             "source_prefix_id": prefixes[0],

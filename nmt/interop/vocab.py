@@ -18,6 +18,9 @@ run time:
     keep their own scores and types, so SentencePiece segments text exactly as before.
     Pieces of the vocabulary that this side's model lacks (the other side's, in a shared
     vocabulary) become UNUSED pieces: never produced by encoding, decoded as their text.
+  * Pieces of the SentencePiece model that the vocabulary lacks (transformers reads them as
+    UNK) are appended as aliases (`with_aliases`): ids whose rows copy UNK's, kept out of
+    the softmax like a copied BOS.
 
 nmt's own models keep their ids and their SentencePiece models untouched: an import of an
 `nmt export --to huggingface` directory finds the identity order and keeps the model bytes.
@@ -42,6 +45,29 @@ class ImportOrder:
     rows: list[int]
     pieces: list[str]
     copied_bos: bool
+    aliases: int = 0  # the last `aliases` ids: pieces the vocabulary lacks, read as UNK
+
+
+def lost_pieces(blob: bytes, vocab: dict[str, int]) -> list[str]:
+    """Pieces the SentencePiece model `blob` can produce that `vocab` lacks (transformers
+    reads them as UNK), in the model's order."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    kind = pb.ModelProto.SentencePiece
+    model = pb.ModelProto()
+    model.ParseFromString(blob)
+    producible = (kind.NORMAL, kind.USER_DEFINED, kind.BYTE)
+    return [p.piece for p in model.pieces if p.type in producible and p.piece not in vocab]
+
+
+def with_aliases(order: ImportOrder, lost: list[str]) -> ImportOrder:
+    """`order` with one more id per lost piece, each a copy of UNK's row: SentencePiece keeps
+    producing the piece (its segmentation unchanged), the model reads it as UNK, and an
+    output bias BOS_MARGIN below UNK's keeps it out of the softmax."""
+    if not lost:
+        return order
+    rows = order.rows + [order.rows[UNK_ID]] * len(lost)
+    return ImportOrder(rows, order.pieces + lost, order.copied_bos, order.aliases + len(lost))
 
 
 def import_order(
@@ -76,8 +102,8 @@ def _unique(name: str, taken: dict[str, int]) -> str:
 def reordered_spm(blob: bytes, pieces: list[str], *, where: str) -> bytes:
     """The SentencePiece model `blob` with piece i = pieces[i] (see the module docstring).
 
-    Refused (naming `where`): a model with pieces encoding can produce that the vocabulary
-    lacks (transformers maps them to UNK; nmt's ids are the model's, so it cannot).
+    Refused (naming `where`): a model with pieces encoding can produce that `pieces` lacks
+    (`with_aliases` adds them first).
     """
     from sentencepiece import sentencepiece_model_pb2 as pb
 

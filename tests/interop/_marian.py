@@ -25,10 +25,13 @@ class Opus:
     shared: bool  # one vocab.json (union of both sides' pieces) and shared embeddings
     tie: bool
     activation: str = "swish"
+    # SentencePiece pieces left out of the vocabulary (MarianTokenizer reads them as <unk>)
+    missing: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{'shared' if self.shared else 'separate'}-{'tied' if self.tie else 'untied'}"
+        vocab = "shared" if self.shared else "separate"
+        return f"{vocab}-{'tied' if self.tie else 'untied'}" + ("-missing" if self.missing else "")
 
 
 def _pieces(blob: bytes) -> list[str]:
@@ -42,11 +45,14 @@ def _pieces(blob: bytes) -> list[str]:
     ]
 
 
-def _opus_vocab(pieces: list[str]) -> dict[str, int]:
-    """OPUS-MT's layout: </s> 0, <unk> 1, the pieces, <pad> last."""
+def _opus_vocab(pieces: list[str], missing: tuple[str, ...] = (), size: int = 0):
+    """OPUS-MT's layout: </s> 0, <unk> 1, the pieces (but `missing`), fillers up to `size`
+    entries (MarianMTModel wants PAD's id the same on both sides), <pad> last."""
     vocab = {"</s>": 0, "<unk>": 1}
-    for piece in dict.fromkeys(pieces):
+    for piece in dict.fromkeys(p for p in pieces if p not in missing):
         vocab[piece] = len(vocab)
+    while len(vocab) < size - 1:
+        vocab[f"<filler{len(vocab)}>"] = len(vocab)
     vocab["<pad>"] = len(vocab)
     return vocab
 
@@ -59,10 +65,13 @@ def make_marian_dir(out: Path, variant: Opus, spm_models: dict[str, bytes], *, s
     de, en = spm_models["de"], spm_models["en"]
     (out / "source.spm").write_bytes(de)
     (out / "target.spm").write_bytes(en)
+    missing = variant.missing
     if variant.shared:
-        src_vocab = tgt_vocab = _opus_vocab(_pieces(de) + _pieces(en))
+        src_vocab = tgt_vocab = _opus_vocab(_pieces(de) + _pieces(en), missing)
     else:
-        src_vocab, tgt_vocab = _opus_vocab(_pieces(de)), _opus_vocab(_pieces(en))
+        size = max(len(_pieces(de)), len(_pieces(en))) + 3
+        src_vocab = _opus_vocab(_pieces(de), missing, size)
+        tgt_vocab = _opus_vocab(_pieces(en), missing, size)
         (out / "target_vocab.json").write_text(json.dumps(tgt_vocab, ensure_ascii=False))
     (out / "vocab.json").write_text(json.dumps(src_vocab, ensure_ascii=False))
     tokenizer = MarianTokenizer(

@@ -3,7 +3,7 @@ computes the same model.
 
 Random-weight OPUS-MT-style directories (_marian.py: vocab ids unlike SentencePiece's, PAD
 as decoder start, swish, a final_logits_bias; shared and separate vocabularies, tied and
-untied output) on real Multi30k sentences:
+untied output, pieces missing from the vocabulary) on real Multi30k sentences:
   * tokenization: nmt's source ids, mapped through the import's row table, are the
     MarianTokenizer's ids;
   * log-probabilities of nmt and transformers over the whole vocabulary agree within 1e-4
@@ -32,7 +32,9 @@ from nmt.interop.source import load_source
 TOLERANCE = 1e-4
 SENTENCES = 100
 MAX_NEW = 40  # nmt: max_len_a 0, max_len_b MAX_NEW; generate(): max_new_tokens MAX_NEW
-OPUS = [Opus(shared=True, tie=True), Opus(shared=False, tie=False)]
+# Frequent pieces of both sides' SentencePiece models, left out of the second vocabulary.
+MISSING = ("▁Ein", "▁Mann", "▁mit", "▁A", "▁man", "▁with")
+OPUS = [Opus(shared=True, tie=True), Opus(shared=False, tie=False, missing=MISSING)]
 
 
 @pytest.fixture(scope="module", params=OPUS, ids=lambda v: v.name)
@@ -70,7 +72,8 @@ def test_tokenization_is_the_marian_tokenizers(imported, sentences):
 
 def test_log_probs_agree(imported, sentences):
     """Every target position of nmt's beam outputs, every vocabulary entry (nmt's BOS, a
-    copy of PAD that Marian does not have, is out of the softmax: below -100)."""
+    copy of PAD that Marian does not have, and the aliases of UNK are out of the softmax:
+    below -100)."""
     _, checkpoint, hf, _, (src_order, tgt_order) = imported
     torch.set_num_threads(1)
     translator = Translator.from_checkpoint(checkpoint, beam_size=5, max_len_a=0, max_len_b=MAX_NEW)
@@ -89,8 +92,9 @@ def test_log_probs_agree(imported, sentences):
     real[:, 0] = True
     keep = torch.ones(len(tgt_rows), dtype=torch.bool)
     keep[BOS_ID] = False
+    keep[len(tgt_rows) - tgt_order.aliases :] = False
     assert (nmt[..., keep] - theirs[..., tgt_rows[keep]]).abs()[real].max() < TOLERANCE
-    assert nmt[..., BOS_ID][real].max() < -100
+    assert nmt[..., ~keep][real].max() < -100
 
 
 def test_beam_outputs_identical(imported, sentences):
@@ -134,9 +138,11 @@ def test_checkpoint_is_a_release_checkpoint(imported):
     assert model["share_embeddings"] == hf.config.share_encoder_decoder_embeddings
     assert state["config"]["data"]["src_lang"] == "de"
     # the random final_logits_bias, in nmt's row order
-    rows = marian_orders(directory, hf.config, _tokenizer_settings(directory))[1].rows
-    expected = hf.final_logits_bias[0][torch.tensor(rows)]
-    assert torch.equal(state["model"]["output.bias"][EOS_ID:], expected[EOS_ID:])
+    order = marian_orders(directory, hf.config, _tokenizer_settings(directory))[1]
+    expected = hf.final_logits_bias[0][torch.tensor(order.rows)]
+    expected[BOS_ID] -= 100  # the copied row and the aliases: out of the softmax
+    expected[len(order.rows) - order.aliases :] -= 100
+    assert torch.equal(state["model"]["output.bias"], expected)
 
 
 # --------------------------------------------------------------------------- round trip
@@ -176,3 +182,16 @@ def test_import_reads_the_tokenizer_languages_and_the_options(tmp_path, spm_mode
     message = import_command(directory, out, src_lang="deu", tgt_lang="eng")
     assert "deu -> eng" in message
     assert load_checkpoint(out)["config"]["data"]["tgt_lang"] == "eng"
+
+
+def test_pieces_missing_from_the_vocabulary_are_read_as_unk(imported, sentences):
+    """The separate variant lacks MISSING: MarianTokenizer gives <unk>'s id for them, nmt an
+    alias id whose rows copy <unk>'s (and that never comes out of a search)."""
+    directory, checkpoint, _, tokenizer, (src_order, tgt_order) = imported
+    if not load_checkpoint(checkpoint)["config"]["model"]["share_embeddings"]:
+        assert src_order.aliases and tgt_order.aliases
+        assert set(src_order.pieces[-src_order.aliases :]) <= set(MISSING)
+        unk = tokenizer.convert_tokens_to_ids("<unk>")
+        assert sum(row.count(unk) for row in tokenizer(sentences).input_ids) >= len(sentences)
+    else:
+        assert src_order.aliases == tgt_order.aliases == 0
