@@ -2,8 +2,10 @@
 nmt checkpoint that `translate`, `evaluate` and `train.init_from` read like any other.
 
 Supported: the Marian layout (MarianMTModel, the OPUS-MT family, and nmt's own
-`export --to huggingface` of a post-norm model), here; the M2M100 layout for one language
-pair, in nmt.interop.m2m100. Not (yet): NLLB's tokenizer, Pegasus (nmt's pre-norm export).
+`export --to huggingface` of a post-norm model) and its pre-norm twin as nmt exports it
+(PegasusForConditionalGeneration with MarianTokenizer files), here; the M2M100 layout for one
+language pair, in nmt.interop.m2m100. Not (yet): NLLB's tokenizer, Pegasus checkpoints with
+their own PegasusTokenizer (google/pegasus-*: no source.spm, refused as missing files).
 
 What the checkpoint holds: config (the architecture read from config.json, nmt's defaults
 elsewhere), spm (the SentencePiece models rewritten to nmt's ids, nmt.interop.vocab), vocab,
@@ -11,8 +13,9 @@ fingerprint (data: None), model, and `imported` (where from, which class). No tr
 as a release checkpoint (`nmt export --to nmt`).
 
 Marian conventions and how nmt represents them:
-  * post-norm layers, no final LayerNorm, sinusoidal positions from 0 with sines first:
-    model.norm=post, and the width permutation of nmt.interop.layout (walked backwards).
+  * post-norm layers, no final LayerNorm (Pegasus: pre-norm, closed by LayerNorms),
+    sinusoidal positions from 0 with sines first: model.norm=post (pre), and the width
+    permutation of nmt.interop.layout (walked backwards).
   * activation swish (SiLU): model.activation=swish; gelu and relu map to themselves.
   * final_logits_bias: model.output_bias=true (left false when the bias is all zeros and no
     BOS row needs one, so an nmt export comes back exactly as it was).
@@ -37,10 +40,11 @@ import torch
 from nmt.errors import NmtError
 
 COMMAND = "nmt import huggingface"
-SUPPORTED = ("marian", "m2m_100")
+SUPPORTED = ("marian", "pegasus", "m2m_100")
 ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
 TOKENIZER_FILES = {
     "marian": ("source.spm", "target.spm", "vocab.json"),
+    "pegasus": ("source.spm", "target.spm", "vocab.json"),  # nmt's own pre-norm export
     "m2m_100": ("sentencepiece.bpe.model", "vocab.json"),
 }
 
@@ -64,7 +68,7 @@ def import_command(
     missing = [n for n in TOKENIZER_FILES[model_type] if not (directory / n).is_file()]
     if missing:
         raise NmtError(f"{directory}: missing tokenizer file(s) {', '.join(missing)}")
-    if model_type == "marian":
+    if model_type in ("marian", "pegasus"):
         state = marian_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
     else:
         from nmt.interop.m2m100 import m2m100_state
@@ -122,6 +126,7 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     from nmt.config import config_from_dict, config_to_dict
 
     hf = _load_marian(directory)
+    pre_norm = hf.config.model_type == "pegasus"
     tokens = _tokenizer_settings(directory)
     src_order, tgt_order = marian_orders(directory, hf.config, tokens)
     src_spm, tgt_spm = _spm_pair(directory, src_order.pieces, tgt_order.pieces)
@@ -129,7 +134,7 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     bias = hf_state["final_logits_bias"][0]
     output_bias = bool(bias.any()) or tgt_order.copied_bos or tgt_order.aliases > 0
     langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
-    raw = marian_config(directory, hf, output_bias=output_bias, langs=langs)
+    raw = marian_config(directory, hf, output_bias=output_bias, langs=langs, pre_norm=pre_norm)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
     weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
     model = nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
@@ -140,14 +145,17 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
         "vocab": {"src": len(src_order.rows), "tgt": len(tgt_order.rows), "joint": joint},
         "fingerprint": {"tokenizer": tokenizer_fingerprint(src_spm, tgt_spm), "data": None},
         "model": model.state_dict(),
-        "imported": {"from": str(directory.resolve()), "model_type": "marian"},
+        "imported": {"from": str(directory.resolve()), "model_type": hf.config.model_type},
     }
 
 
 def _load_marian(directory: Path):
-    from transformers import MarianMTModel
+    """MarianMTModel, or PegasusForConditionalGeneration (the same layout, pre-norm)."""
+    from transformers import AutoConfig, MarianMTModel, PegasusForConditionalGeneration
 
-    return load_transformers_model(MarianMTModel, directory)
+    model_type = AutoConfig.from_pretrained(str(directory)).model_type
+    cls = PegasusForConditionalGeneration if model_type == "pegasus" else MarianMTModel
+    return load_transformers_model(cls, directory)
 
 
 def load_transformers_model(cls, directory: Path):
@@ -233,8 +241,13 @@ def _order(vocab: dict[str, int], tokens: dict[str, Any], config, *, where: Path
     eos = _special(vocab, tokens["eos_token"], where)
     start = config.decoder_start_token_id
     start = pad if start is None else start
+    found_pad = pad
+    if start == pad and vocab.get("<pad>", start) != start:
+        # nmt's Pegasus export: the tokenizer pads with the start token "<s>" (for
+        # CTranslate2), while "<pad>" is a row of its own: it stays nmt's PAD.
+        pad = vocab["<pad>"]
     for name, found, wanted in (
-        ("pad_token_id", pad, config.pad_token_id),
+        ("pad_token_id", found_pad, config.pad_token_id),
         ("eos_token_id", eos, config.eos_token_id),
     ):
         if wanted is not None and found != wanted:
@@ -291,7 +304,9 @@ def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | 
     return str(src), str(tgt)
 
 
-def marian_config(directory: Path, hf, *, output_bias: bool, langs: tuple[str, str]) -> dict:
+def marian_config(
+    directory: Path, hf, *, output_bias: bool, langs: tuple[str, str], pre_norm: bool
+) -> dict:
     """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
     the config.json key, what nmt's Transformer cannot compute."""
     c = hf.config
@@ -332,7 +347,7 @@ def marian_config(directory: Path, hf, *, output_bias: bool, langs: tuple[str, s
             "attention_dropout": c.attention_dropout,
             "activation_dropout": c.activation_dropout,
             "activation": ACTIVATIONS[c.activation_function],
-            "norm": "post",
+            "norm": "pre" if pre_norm else "post",
             "share_embeddings": shared,
             "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
             "max_positions": max_positions,
