@@ -193,8 +193,10 @@ def marian_orders(directory: Path, config, tokens: dict[str, Any]):
     from nmt.interop.vocab import lost_pieces, with_aliases
 
     src, tgt = _marian_orders(directory, config, tokens)
-    src_lost = lost_pieces((directory / "source.spm").read_bytes(), _names(src))
-    tgt_lost = lost_pieces((directory / "target.spm").read_bytes(), _names(tgt))
+    src_lost, tgt_lost = (
+        lost_pieces((directory / name).read_bytes(), _names(order), where=str(directory / name))
+        for name, order in (("source.spm", src), ("target.spm", tgt))
+    )
     if src is tgt:  # one order for both sides: the aliases of both models
         shared = with_aliases(src, list(dict.fromkeys(src_lost + tgt_lost)))
         return shared, shared

@@ -59,7 +59,8 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
         start=hf.config.decoder_start_token_id,
         where=str(directory / "vocab.json"),
     )
-    lost = lost_pieces((directory / SPM_FILE).read_bytes(), vocab)
+    spm_path = directory / SPM_FILE
+    lost = lost_pieces(spm_path.read_bytes(), vocab, where=str(spm_path))
     order = with_aliases(order, lost)
     prefixes = [_language_id(vocab, lang, order.rows, option) for lang, option in
                 ((src_lang, "--src-lang"), (tgt_lang, "--tgt-lang"))]  # fmt: skip

@@ -48,14 +48,31 @@ class ImportOrder:
     aliases: int = 0  # the last `aliases` ids: pieces the vocabulary lacks, read as UNK
 
 
-def lost_pieces(blob: bytes, vocab: dict[str, int]) -> list[str]:
+def _model_proto(blob: bytes, where: str):
+    """(the parsed SentencePiece ModelProto, its module); needs protobuf, which the
+    huggingface extra installs. `where` names the file in errors."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+    except ImportError:
+        raise NmtError(
+            'nmt import huggingface needs the optional extra: pip install "nmt[huggingface]" '
+            "(protobuf, to rewrite SentencePiece models)"
+        ) from None
+    model = pb.ModelProto()
+    try:
+        model.ParseFromString(blob)
+    except Exception as exc:  # protobuf's DecodeError
+        raise NmtError(f"{where}: not a SentencePiece model ({exc})") from None
+    if not model.pieces:
+        raise NmtError(f"{where}: not a SentencePiece model (no pieces)")
+    return model, pb
+
+
+def lost_pieces(blob: bytes, vocab: dict[str, int], *, where: str) -> list[str]:
     """Pieces the SentencePiece model `blob` can produce that `vocab` lacks (transformers
     reads them as UNK), in the model's order."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
+    model, pb = _model_proto(blob, where)
     kind = pb.ModelProto.SentencePiece
-    model = pb.ModelProto()
-    model.ParseFromString(blob)
     producible = (kind.NORMAL, kind.USER_DEFINED, kind.BYTE)
     return [p.piece for p in model.pieces if p.type in producible and p.piece not in vocab]
 
@@ -105,11 +122,8 @@ def reordered_spm(blob: bytes, pieces: list[str], *, where: str) -> bytes:
     Refused (naming `where`): a model with pieces encoding can produce that `pieces` lacks
     (`with_aliases` adds them first).
     """
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
+    model, pb = _model_proto(blob, where)
     kind = pb.ModelProto.SentencePiece
-    model = pb.ModelProto()
-    model.ParseFromString(blob)
     own = {p.piece: p for p in model.pieces}
     wanted = set(pieces)
     producible = (kind.NORMAL, kind.USER_DEFINED, kind.BYTE)

@@ -141,3 +141,11 @@ def test_an_existing_output_needs_force(marian, imported, tmp_path, cli_inline):
     assert out.read_text() == "keep me"
     assert cli_inline("import", "huggingface", marian, "-o", out, "--force").returncode == 0
     assert out.read_bytes() != b"keep me"
+
+
+def test_a_damaged_sentencepiece_model_is_named(marian, tmp_path, cli_inline):
+    copy = tmp_path / "copy"
+    shutil.copytree(marian, copy)
+    (copy / "target.spm").write_bytes(b"\x00garbage" * 10)
+    result = cli_inline("import", "huggingface", copy, "-o", tmp_path / "x.pt")
+    assert_one_line_failure(result, f"{copy / 'target.spm'}: not a SentencePiece model")
