@@ -550,14 +550,16 @@ app.add_typer(import_app, name="import")
 @user_errors
 def import_huggingface(
     directory: Annotated[
-        Path, typer.Argument(help="A local transformers model directory (Marian layout).")
+        Path, typer.Argument(help="A local transformers model directory (Marian, M2M100).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write.")],
     src_lang: Annotated[
-        str | None, typer.Option(help="Source language name (default: the tokenizer's).")
+        str | None,
+        typer.Option(help="Source language (M2M100: required; Marian: the tokenizer's)."),
     ] = None,
     tgt_lang: Annotated[
-        str | None, typer.Option(help="Target language name (default: the tokenizer's).")
+        str | None,
+        typer.Option(help="Target language (M2M100: required; Marian: the tokenizer's)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
