@@ -576,6 +576,40 @@ def export(
     )
 
 
+# --------------------------------------------------------------------------- import
+
+import_app = typer.Typer(
+    no_args_is_help=True, help="Import a model from another toolkit as an nmt checkpoint."
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("huggingface")
+@user_errors
+def import_huggingface(
+    directory: Annotated[
+        Path, typer.Argument(help="A local transformers model directory (Marian, M2M100).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write.")],
+    src_lang: Annotated[
+        str | None,
+        typer.Option(help="Source language (M2M100: required; Marian: the tokenizer's)."),
+    ] = None,
+    tgt_lang: Annotated[
+        str | None,
+        typer.Option(help="Target language (M2M100: required; Marian: the tokenizer's)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Convert a transformers seq2seq directory into a checkpoint for translate / evaluate."""
+    from nmt.interop.importer import import_command
+
+    typer.echo(
+        import_command(directory, output, src_lang=src_lang, tgt_lang=tgt_lang, force=force),
+        err=True,
+    )
+
+
 # --------------------------------------------------------------------------- average
 
 

@@ -108,11 +108,19 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "swish"] = "relu"  # swish = SiLU, x * sigmoid(x)
     norm: Literal["pre", "post"] = "pre"
     share_embeddings: bool = True  # requires data.joint_vocab
     tie_output: bool = True  # output projection shares the target embedding matrix
     max_positions: int = 1024
+    # A learned bias on the output logits (transformers' final_logits_bias); imported
+    # Marian models have one, nmt's own default is none.
+    output_bias: bool = False
+    # Conventions of imported M2M100 / NLLB models (nmt's own: the defaults):
+    positions: Literal["vaswani", "fairseq"] = "vaswani"  # fairseq: frequencies 1e4^(-i/(D/2-1))
+    position_offset: int = 0  # the first token's position (M2M100: 2, fairseq's pad id + 1)
+    source_prefix_id: int | None = None  # a token id put before every source (__de__)
+    target_prefix_id: int | None = None  # a token id forced right after BOS (__en__)
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -686,6 +694,9 @@ _RANGES: dict[str, Range] = {
     "model.attention_dropout": Range(0, 1),
     "model.activation_dropout": Range(0, 1),
     "model.max_positions": Range(1, _SIZE),
+    "model.position_offset": Range(0, _SIZE),
+    "model.source_prefix_id": Range(0, _SIZE),
+    "model.target_prefix_id": Range(0, _SIZE),
     "train.seed": Range(0, 2**32 - 1),  # numpy's seed range
     "train.threads": Range(0, 1024),
     "train.max_tokens": Range(1, 1 << 24),

@@ -160,7 +160,9 @@ class Translator:
         self.tokenizer = tokenizer
         # Outputs never outgrow the decoder's position table (1.2 * 1001 + 10 > 1024 with the
         # defaults): long inputs get max_len = max_positions, as in fairseq.
-        self.settings = replace(settings, max_len_cap=model.cfg.max_positions)
+        # A forced target prefix token (model.target_prefix_id) takes one decoder position.
+        cap = model.cfg.max_positions - (model.cfg.target_prefix_id is not None)
+        self.settings = replace(settings, max_len_cap=cap)
         self.device = torch.device(device)
         self.batch_tokens = batch_tokens
         self.max_input_tokens = max_input_tokens

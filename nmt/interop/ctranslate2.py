@@ -71,7 +71,6 @@ from nmt.interop.source import (
     require_extra,
     write_provenance,
 )
-from nmt.model.embedding import sinusoidal_positions
 
 QUANTIZATIONS = (
     "int8",
@@ -113,7 +112,11 @@ def transformer_spec(source: ExportSource):
     from ctranslate2.specs import common_spec, transformer_spec
 
     cfg = source.config.model
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
+    activation = {
+        "relu": common_spec.Activation.RELU,
+        "gelu": common_spec.Activation.GELU,
+        "swish": common_spec.Activation.SWISH,
+    }
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.encoder_layers, cfg.decoder_layers),
         cfg.heads,
@@ -121,7 +124,12 @@ def transformer_spec(source: ExportSource):
         activation=activation[cfg.activation],
     )
     state = {k: v.detach().float().numpy() for k, v in source.model.state_dict().items()}
-    positions = sinusoidal_positions(cfg.max_positions, cfg.d_model).numpy()
+    if cfg.source_prefix_id is not None or cfg.target_prefix_id is not None:
+        raise NmtError(
+            "nmt export --to ctranslate2: model.source_prefix_id / model.target_prefix_id (an "
+            "imported M2M100 model's language tokens) have no CTranslate2 model setting"
+        )
+    positions = source.model.src_embed.positions.numpy()  # the model's own table (offset)
     _set_embeddings(spec.encoder, state["src_embed.tokens.weight"], positions)
     _set_embeddings(spec.decoder, state["tgt_embed.tokens.weight"], positions)
     for i, layer in enumerate(spec.encoder.layer):
@@ -132,6 +140,8 @@ def transformer_spec(source: ExportSource):
         _set_norm(spec.encoder.layer_norm, state, "encoder_norm")
         _set_norm(spec.decoder.layer_norm, state, "decoder_norm")
     spec.decoder.projection.weight = state["output.weight"]
+    if cfg.output_bias:
+        spec.decoder.projection.bias = state["output.bias"]
     tokenizer = source.tokenizer
     spec.register_source_vocabulary(_pieces(tokenizer.src))
     spec.register_target_vocabulary(_pieces(tokenizer.tgt))

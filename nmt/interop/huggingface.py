@@ -24,7 +24,8 @@ Conventions that differ from nmt's and how the export sets them:
     attention mask, so which id pads does not change a result. Marian keeps PAD = 0.
   * EOS: id 3; the tokenizer (MarianTokenizer over nmt's own SentencePiece models and
     vocab.json with nmt's ids) appends it to the source, as nmt does.
-  * final_logits_bias: all zeros (nmt's output projection has no bias).
+  * final_logits_bias: nmt's output bias (model.output_bias, which imported Marian models
+    have), else all zeros.
   * Generation: beam search scores log_prob / length**alpha over the generated tokens, EOS
     included, as nmt; early_stopping=True is nmt's (fairseq's) rule: stop once num_beams
     hypotheses have finished. PAD and BOS are suppressed (suppress_tokens, applied after the
@@ -63,6 +64,18 @@ NMT_CONFIG = "nmt_config.json"
 def check_representable(source: ExportSource) -> None:
     """Refuse, naming the setting, what no transformers class here represents exactly."""
     cfg = source.config.model
+    foreign = {
+        "model.positions": (cfg.positions, "vaswani"),
+        "model.position_offset": (cfg.position_offset, 0),
+        "model.source_prefix_id": (cfg.source_prefix_id, None),
+        "model.target_prefix_id": (cfg.target_prefix_id, None),
+    }
+    for key, (value, plain) in foreign.items():
+        if value != plain:
+            raise NmtError(
+                f"{COMMAND}: {key}={value} (an imported M2M100 model's convention) has no "
+                "Marian or Pegasus layout"
+            )
     if cfg.norm == "pre" and not cfg.share_embeddings:
         raise NmtError(
             f"{COMMAND}: model.norm=pre with model.share_embeddings=false has no transformers "
@@ -135,14 +148,14 @@ def build_model(source: ExportSource):
     weights = to_transformers(source.model.state_dict(), cfg=source.config.model)
     if source.config.model.share_embeddings:
         weights["model.shared.weight"] = weights["model.encoder.embed_tokens.weight"]
-    _load_exactly(model, weights)
+    _load_exactly(model, weights, source.model.state_dict().get("output.bias"))
     model.generation_config = generation_config(source, GenerationConfig)
     return model
 
 
-def _load_exactly(model, weights: dict[str, torch.Tensor]) -> None:
-    """Copy every mapped tensor; anything of the model left unset must be a recomputed
-    position table or the (zero) final_logits_bias."""
+def _load_exactly(model, weights: dict[str, torch.Tensor], bias: torch.Tensor | None) -> None:
+    """Copy every mapped tensor and the output bias (zeros without one); anything of the
+    model left unset must be a recomputed position table."""
     own = model.state_dict()
     unknown = sorted(set(weights) - set(own))
     if unknown:
@@ -152,8 +165,10 @@ def _load_exactly(model, weights: dict[str, torch.Tensor]) -> None:
             if own[name].shape != tensor.shape:
                 raise AssertionError(f"{name}: {tuple(own[name].shape)} != {tuple(tensor.shape)}")
             own[name].copy_(tensor)
-        if hasattr(model, "final_logits_bias"):
+        if hasattr(model, "final_logits_bias"):  # [1, V]: nmt's output bias, if it has one
             model.final_logits_bias.zero_()
+            if bias is not None:
+                model.final_logits_bias.copy_(bias[None])
     done = {own[name].data_ptr() for name in weights}  # tied tensors share storage
     unset = [
         n

@@ -16,7 +16,8 @@ from nmt.model.attention import CrossAttention, SelfAttention
 from nmt.model.cache import DecoderCache
 from nmt.model.dropout import Dropout
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+# swish (SiLU, x * sigmoid(x)) is what Marian / OPUS-MT models use (`nmt import huggingface`).
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}
 
 
 class FeedForward(nn.Module):

@@ -1,0 +1,395 @@
+"""`nmt import huggingface DIR -o CHECKPOINT`: a local transformers seq2seq directory as an
+nmt checkpoint that `translate`, `evaluate` and `train.init_from` read like any other.
+
+Supported: the Marian layout (MarianMTModel, the OPUS-MT family, and nmt's own
+`export --to huggingface` of a post-norm model) and its pre-norm twin as nmt exports it
+(PegasusForConditionalGeneration with MarianTokenizer files), here; the M2M100 layout for one
+language pair, in nmt.interop.m2m100. Not (yet): NLLB's tokenizer, Pegasus checkpoints with
+their own PegasusTokenizer (google/pegasus-*: no source.spm, refused as missing files).
+
+What the checkpoint holds: config (the architecture read from config.json, nmt's defaults
+elsewhere), spm (the SentencePiece models rewritten to nmt's ids, nmt.interop.vocab), vocab,
+fingerprint (data: None), model, and `imported` (where from, which class). No training state,
+as a release checkpoint (`nmt export --to nmt`).
+
+Marian conventions and how nmt represents them:
+  * post-norm layers, no final LayerNorm (Pegasus: pre-norm, closed by LayerNorms),
+    sinusoidal positions from 0 with sines first: model.norm=post (pre), and the width
+    permutation of nmt.interop.layout (walked backwards).
+  * activation swish (SiLU): model.activation=swish; gelu and relu map to themselves.
+  * final_logits_bias: model.output_bias=true (left false when the bias is all zeros and no
+    BOS row needs one, so an nmt export comes back exactly as it was).
+  * vocab.json ids, EOS 0, PAD last, the decoder starting from PAD: nmt.interop.vocab
+    permutes the rows into nmt's layout and rewrites the SentencePiece models to match.
+  * scale_embedding must be true (nmt always scales by sqrt(D)); the same number of heads
+    and the same feed-forward width in encoder and decoder. Anything else is refused.
+Text: MarianTokenizer applies Moses punctuation normalisation when sacremoses is installed;
+nmt applies NFC. Target-language tokens of multilingual OPUS-MT models (">>fra<<" at the
+start of a line) are not recognised in nmt's input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.errors import NmtError
+
+COMMAND = "nmt import huggingface"
+SUPPORTED = ("marian", "pegasus", "m2m_100")
+ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
+TOKENIZER_FILES = {
+    "marian": ("source.spm", "target.spm", "vocab.json"),
+    "pegasus": ("source.spm", "target.spm", "vocab.json"),  # nmt's own pre-norm export
+    "m2m_100": ("sentencepiece.bpe.model", "vocab.json"),
+}
+
+
+def import_command(
+    directory: Path,
+    out: Path,
+    *,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    force: bool = False,
+) -> str:
+    """Convert `directory` into the checkpoint `out`; returns the summary line."""
+    from nmt.checkpoint import save_checkpoint
+    from nmt.interop.source import require_extra
+
+    directory, out = Path(directory), Path(out)
+    model_type = read_model_type(directory)
+    _check_out(out, force=force)
+    require_extra("huggingface", COMMAND)
+    missing = [n for n in TOKENIZER_FILES[model_type] if not (directory / n).is_file()]
+    if missing:
+        raise NmtError(f"{directory}: missing tokenizer file(s) {', '.join(missing)}")
+    if model_type in ("marian", "pegasus"):
+        state = marian_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    else:
+        from nmt.interop.m2m100 import m2m100_state
+
+        state = m2m100_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    save_checkpoint(out, state)
+    cfg = state["config"]
+    return (
+        f"imported {directory} ({model_type}, {cfg['data']['src_lang']} -> "
+        f"{cfg['data']['tgt_lang']}) as {out}"
+    )
+
+
+def read_model_type(directory: Path) -> str:
+    """config.json's model_type, refused unless it is one this import reads."""
+    if not directory.is_dir():
+        raise NmtError(f"{directory} is not a directory (give a transformers model directory)")
+    config = _read_json(directory / "config.json")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED:
+        raise NmtError(
+            f"{directory / 'config.json'}: model_type {model_type!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    return model_type
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NmtError(f"{path} is missing (not a transformers model directory)") from None
+    except (OSError, ValueError) as exc:
+        raise NmtError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise NmtError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise NmtError(f"{out} exists; remove it or pass --force to replace it")
+    if out.is_dir():
+        raise NmtError(f"{out} is a directory; give the checkpoint file to write")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        raise NmtError(f"cannot write {out}: the directory {out.parent} does not exist")
+
+
+# --------------------------------------------------------------------------- Marian
+
+
+def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None) -> dict:
+    """The checkpoint state of the Marian model in `directory` (see the module docstring)."""
+    from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
+    from nmt.config import config_from_dict, config_to_dict
+
+    hf = _load_marian(directory)
+    pre_norm = hf.config.model_type == "pegasus"
+    tokens = _tokenizer_settings(directory)
+    src_order, tgt_order = marian_orders(directory, hf.config, tokens)
+    src_spm, tgt_spm = _spm_pair(directory, src_order.pieces, tgt_order.pieces)
+    hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
+    bias = hf_state["final_logits_bias"][0]
+    output_bias = bool(bias.any()) or tgt_order.copied_bos or tgt_order.aliases > 0
+    langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
+    raw = marian_config(directory, hf, output_bias=output_bias, langs=langs, pre_norm=pre_norm)
+    cfg = config_from_dict(raw, source=str(directory / "config.json"))
+    weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
+    model = nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
+    joint = src_spm == tgt_spm
+    return {
+        "config": config_to_dict(cfg),
+        "spm": {"src": bytes_to_tensor(src_spm), "tgt": bytes_to_tensor(tgt_spm)},
+        "vocab": {"src": len(src_order.rows), "tgt": len(tgt_order.rows), "joint": joint},
+        "fingerprint": {"tokenizer": tokenizer_fingerprint(src_spm, tgt_spm), "data": None},
+        "model": model.state_dict(),
+        "imported": {"from": str(directory.resolve()), "model_type": hf.config.model_type},
+    }
+
+
+def _load_marian(directory: Path):
+    """MarianMTModel, or PegasusForConditionalGeneration (the same layout, pre-norm)."""
+    from transformers import AutoConfig, MarianMTModel, PegasusForConditionalGeneration
+
+    model_type = AutoConfig.from_pretrained(str(directory)).model_type
+    cls = PegasusForConditionalGeneration if model_type == "pegasus" else MarianMTModel
+    return load_transformers_model(cls, directory)
+
+
+def load_transformers_model(cls, directory: Path):
+    """`cls.from_pretrained(directory)` in float32 and eval mode; a failure is one line."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # no bar for a local load into one line
+    try:
+        model = cls.from_pretrained(str(directory), dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise NmtError(f"{directory}: transformers cannot load the model ({exc})") from None
+    return model.eval()
+
+
+def _tokenizer_settings(directory: Path) -> dict[str, Any]:
+    """tokenizer_config.json (optional) with MarianTokenizer's defaults."""
+    path = directory / "tokenizer_config.json"
+    settings = _read_json(path) if path.is_file() else {}
+    out = {"unk_token": "<unk>", "eos_token": "</s>", "pad_token": "<pad>"}
+    for key in out:
+        value = settings.get(key)
+        if isinstance(value, dict):  # an AddedToken written out
+            value = value.get("content")
+        if isinstance(value, str):
+            out[key] = value
+    out["separate_vocabs"] = bool(settings.get("separate_vocabs", False))
+    out["source_lang"] = settings.get("source_lang")
+    out["target_lang"] = settings.get("target_lang")
+    return out
+
+
+def marian_orders(directory: Path, config, tokens: dict[str, Any]):
+    """(source, target) ImportOrder; one shared order when the embeddings are shared. Pieces
+    of source.spm / target.spm that the vocabulary lacks become aliases of UNK (vocab.py)."""
+    from nmt.interop.vocab import lost_pieces, with_aliases
+
+    src, tgt = _marian_orders(directory, config, tokens)
+    src_lost, tgt_lost = (
+        lost_pieces((directory / name).read_bytes(), _names(order), where=str(directory / name))
+        for name, order in (("source.spm", src), ("target.spm", tgt))
+    )
+    if src is tgt:  # one order for both sides: the aliases of both models
+        shared = with_aliases(src, list(dict.fromkeys(src_lost + tgt_lost)))
+        return shared, shared
+    return with_aliases(src, src_lost), with_aliases(tgt, tgt_lost)
+
+
+def _names(order) -> dict[str, int]:
+    return {piece: i for i, piece in enumerate(order.pieces)}
+
+
+def _marian_orders(directory: Path, config, tokens: dict[str, Any]):
+    from nmt.interop.vocab import import_order
+
+    shared = getattr(config, "share_encoder_decoder_embeddings", True)
+    src_vocab = _read_vocab(directory / "vocab.json")
+    tgt_file = directory / "target_vocab.json"
+    if shared or not tokens["separate_vocabs"]:
+        tgt_vocab, tgt_where = src_vocab, directory / "vocab.json"
+    else:
+        tgt_vocab, tgt_where = _read_vocab(tgt_file), tgt_file
+    target = _order(tgt_vocab, tokens, config, where=tgt_where)
+    if shared:
+        return target, target
+    where = directory / "vocab.json"
+    pad = _special(src_vocab, tokens["pad_token"], where)
+    # The encoder reads no BOS: the source side takes the piece the target starts from if
+    # it has one (an nmt export's "<s>"), else a copy of PAD, never read.
+    start = src_vocab.get(target.pieces[2], pad)
+    source = import_order(
+        src_vocab,
+        pad=pad,
+        unk=_special(src_vocab, tokens["unk_token"], where),
+        eos=_special(src_vocab, tokens["eos_token"], where),
+        start=start,
+        where=str(where),
+    )
+    return source, target
+
+
+def _order(vocab: dict[str, int], tokens: dict[str, Any], config, *, where: Path):
+    from nmt.interop.vocab import import_order
+
+    pad = _special(vocab, tokens["pad_token"], where)
+    eos = _special(vocab, tokens["eos_token"], where)
+    start = config.decoder_start_token_id
+    start = pad if start is None else start
+    found_pad = pad
+    if start == pad and vocab.get("<pad>", start) != start:
+        # nmt's Pegasus export: the tokenizer pads with the start token "<s>" (for
+        # CTranslate2), while "<pad>" is a row of its own: it stays nmt's PAD.
+        pad = vocab["<pad>"]
+    for name, found, wanted in (
+        ("pad_token_id", found_pad, config.pad_token_id),
+        ("eos_token_id", eos, config.eos_token_id),
+    ):
+        if wanted is not None and found != wanted:
+            raise NmtError(
+                f"{where}: the tokenizer's {name[:-9]} token has id {found}, config.json's "
+                f"{name} is {wanted}"
+            )
+    unk = _special(vocab, tokens["unk_token"], where)
+    return import_order(vocab, pad=pad, unk=unk, eos=eos, start=start, where=str(where))
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    vocab = _read_json(path)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
+        raise NmtError(f"{path}: expected an object of piece -> integer id")
+    return vocab
+
+
+def _special(vocab: dict[str, int], piece: str, where: Path) -> int:
+    if piece not in vocab:
+        raise NmtError(f"{where}: the special token {piece!r} is not in the vocabulary")
+    return vocab[piece]
+
+
+def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
+    """The source and target SentencePiece models with nmt's ids (kept as they are when they
+    have them already; one model when both sides' rewritten models are the same bytes)."""
+    blobs = []
+    for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
+        blobs.append(spm_in_nmt_order(directory / name, pieces))
+    return blobs[0], blobs[1]
+
+
+def spm_in_nmt_order(path: Path, pieces: list[str]) -> bytes:
+    """The SentencePiece model at `path` with piece i = pieces[i] (nmt.interop.vocab)."""
+    from nmt.interop.vocab import reordered_spm, spm_ids_match
+
+    blob = path.read_bytes()
+    try:
+        if not spm_ids_match(blob, pieces):
+            blob = reordered_spm(blob, pieces, where=str(path))
+    except NmtError:
+        raise
+    except Exception as exc:  # sentencepiece's RuntimeError, protobuf's DecodeError
+        raise NmtError(f"{path}: not a SentencePiece model ({exc})") from None
+    return blob
+
+
+def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | None):
+    """(source, target) language names: the options, else tokenizer_config.json's, else
+    src / tgt."""
+    src = src_lang or tokens.get("source_lang") or "src"
+    tgt = tgt_lang or tokens.get("target_lang") or "tgt"
+    return str(src), str(tgt)
+
+
+def marian_config(
+    directory: Path, hf, *, output_bias: bool, langs: tuple[str, str], pre_norm: bool
+) -> dict:
+    """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
+    the config.json key, what nmt's Transformer cannot compute."""
+    c = hf.config
+    where = directory / "config.json"
+    refusals = []
+    if not c.scale_embedding:
+        refusals.append("scale_embedding is false (nmt always scales embeddings by sqrt(D))")
+    if c.encoder_attention_heads != c.decoder_attention_heads:
+        refusals.append("encoder_attention_heads != decoder_attention_heads")
+    if c.encoder_ffn_dim != c.decoder_ffn_dim:
+        refusals.append("encoder_ffn_dim != decoder_ffn_dim")
+    if c.activation_function not in ACTIVATIONS:
+        refusals.append(
+            f"activation_function {c.activation_function!r} (allowed: {', '.join(ACTIVATIONS)})"
+        )
+    if refusals:
+        raise NmtError(f"{where}: nmt cannot represent " + "; ".join(refusals))
+    shared = bool(getattr(c, "share_encoder_decoder_embeddings", True))
+    max_positions = c.max_position_embeddings
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).lstrip("._-")[:64]
+    beams = getattr(hf.generation_config, "num_beams", None) or 5
+    return {
+        "name": name or "imported",
+        "data": {
+            "src_lang": langs[0],
+            "tgt_lang": langs[1],
+            "joint_vocab": shared,
+            "vocab_size": hf.config.vocab_size,
+            "max_tokens_per_sentence": min(250, max_positions - 2),
+        },
+        "model": {
+            "d_model": c.d_model,
+            "heads": c.encoder_attention_heads,
+            "encoder_layers": c.encoder_layers,
+            "decoder_layers": c.decoder_layers,
+            "ffn_dim": c.encoder_ffn_dim,
+            "dropout": c.dropout,
+            "attention_dropout": c.attention_dropout,
+            "activation_dropout": c.activation_dropout,
+            "activation": ACTIVATIONS[c.activation_function],
+            "norm": "pre" if pre_norm else "post",
+            "share_embeddings": shared,
+            "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
+            "max_positions": max_positions,
+            "output_bias": output_bias,
+        },
+        "decode": {"beam_size": beams, "max_input_tokens": min(1000, max_positions - 2)},
+    }
+
+
+def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
+    """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
+    the vocabulary rows put in nmt's order (nmt.interop.vocab); the output bias from
+    final_logits_bias (zeros where the model has none, as M2M100)."""
+    from nmt.interop.layout import from_transformers
+    from nmt.interop.vocab import BOS_MARGIN
+
+    if "lm_head.weight" not in hf_state:  # tied and not saved under its own name
+        hf_state["lm_head.weight"] = hf_state["model.decoder.embed_tokens.weight"]
+    weights = from_transformers(hf_state, cfg=model_cfg)
+    src_rows, tgt_rows = torch.tensor(src_order.rows), torch.tensor(tgt_order.rows)
+    weights["src_embed.tokens.weight"] = weights["src_embed.tokens.weight"][src_rows]
+    weights["tgt_embed.tokens.weight"] = weights["tgt_embed.tokens.weight"][tgt_rows]
+    weights["output.weight"] = weights["output.weight"][tgt_rows]
+    if output_bias:
+        hf_bias = hf_state.get("final_logits_bias", torch.zeros(1, len(tgt_order.rows)))[0]
+        bias = hf_bias[tgt_rows].clone()
+        if tgt_order.copied_bos:  # a copy of the start row, kept out of the softmax (vocab.py)
+            from nmt.data.tokenizer import BOS_ID
+
+            bias[BOS_ID] -= BOS_MARGIN
+        if tgt_order.aliases:  # copies of UNK's row, the same
+            bias[-tgt_order.aliases :] -= BOS_MARGIN
+        weights["output.bias"] = bias
+    return weights
+
+
+def nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
+    """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
+    from nmt.model.transformer import build_model
+
+    model = build_model(cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()

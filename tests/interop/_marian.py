@@ -1,0 +1,194 @@
+"""Random-weight transformers Marian directories in the OPUS-MT conventions, over real
+SentencePiece models trained on Multi30k: vocab.json with ids of its own (EOS 0, UNK 1, the
+pieces, PAD last, so no id is SentencePiece's), the decoder starting from PAD, swish, a
+random final_logits_bias. As in _models.py, EOS gets a push (the last LayerNorm's bias and
+EOS's output row, along one direction) so that most searches end on their own, well before
+the length limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+# EOS's output row += PUSH x the all-ones direction: most outputs then end after 2 to 10
+# tokens (a few run to the limit); larger pushes end nearly every output after one token.
+EOS_PUSH = 1.1
+M2M_EOS_PUSH = 0.3
+
+
+@dataclass(frozen=True)
+class Opus:
+    shared: bool  # one vocab.json (union of both sides' pieces) and shared embeddings
+    tie: bool
+    activation: str = "swish"
+    # SentencePiece pieces left out of the vocabulary (MarianTokenizer reads them as <unk>)
+    missing: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        vocab = "shared" if self.shared else "separate"
+        return f"{vocab}-{'tied' if self.tie else 'untied'}" + ("-missing" if self.missing else "")
+
+
+def _pieces(blob: bytes) -> list[str]:
+    """The pieces encoding can produce, in SentencePiece order (control pieces left out)."""
+    p = spm.SentencePieceProcessor()
+    p.LoadFromSerializedProto(blob)
+    return [
+        p.id_to_piece(i)
+        for i in range(p.get_piece_size())
+        if not (p.is_control(i) or p.is_unknown(i))
+    ]
+
+
+def _opus_vocab(pieces: list[str], missing: tuple[str, ...] = (), size: int = 0):
+    """OPUS-MT's layout: </s> 0, <unk> 1, the pieces (but `missing`), fillers up to `size`
+    entries (MarianMTModel wants PAD's id the same on both sides), <pad> last."""
+    vocab = {"</s>": 0, "<unk>": 1}
+    for piece in dict.fromkeys(p for p in pieces if p not in missing):
+        vocab[piece] = len(vocab)
+    while len(vocab) < size - 1:
+        vocab[f"<filler{len(vocab)}>"] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    return vocab
+
+
+def make_marian_dir(out: Path, variant: Opus, spm_models: dict[str, bytes], *, seed: int = 0):
+    """Write a MarianMTModel + MarianTokenizer directory (save_pretrained) into `out`."""
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    de, en = spm_models["de"], spm_models["en"]
+    (out / "source.spm").write_bytes(de)
+    (out / "target.spm").write_bytes(en)
+    missing = variant.missing
+    if variant.shared:
+        src_vocab = tgt_vocab = _opus_vocab(_pieces(de) + _pieces(en), missing)
+    else:
+        size = max(len(_pieces(de)), len(_pieces(en))) + 3
+        src_vocab = _opus_vocab(_pieces(de), missing, size)
+        tgt_vocab = _opus_vocab(_pieces(en), missing, size)
+        (out / "target_vocab.json").write_text(json.dumps(tgt_vocab, ensure_ascii=False))
+    (out / "vocab.json").write_text(json.dumps(src_vocab, ensure_ascii=False))
+    tokenizer = MarianTokenizer(
+        source_spm=str(out / "source.spm"),
+        target_spm=str(out / "target.spm"),
+        vocab=str(out / "vocab.json"),
+        target_vocab_file=None if variant.shared else str(out / "target_vocab.json"),
+        separate_vocabs=not variant.shared,
+        source_lang="de",
+        target_lang="en",
+    )
+    tokenizer.save_pretrained(out)
+    pad = len(tgt_vocab) - 1
+    config = MarianConfig(
+        vocab_size=len(src_vocab),
+        decoder_vocab_size=len(tgt_vocab),
+        share_encoder_decoder_embeddings=variant.shared,
+        tie_word_embeddings=variant.tie,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        activation_function=variant.activation,
+        pad_token_id=pad,
+        eos_token_id=0,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=None,
+        max_position_embeddings=256,
+        scale_embedding=True,
+    )
+    torch.manual_seed(seed)
+    model = MarianMTModel(config).eval()
+    _randomize(model)
+    model.save_pretrained(out)
+    return out
+
+
+@torch.no_grad()
+def _randomize(model) -> None:
+    """Weights of the scale a trained model has (transformers initialises with std 0.02,
+    which makes every distribution nearly flat): matrices ~ normal(0, D^-0.5), LayerNorm
+    gains near 1, biases and final_logits_bias random, EOS pushed (module docstring)."""
+    d = model.config.d_model
+    for name, p in model.named_parameters():
+        if "layer_norm" in name:
+            p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+        elif p.dim() == 2:
+            p.normal_(0.0, d**-0.5)
+        else:
+            p.normal_(0.0, 0.1)
+    model.final_logits_bias.normal_(0.0, 0.5)
+    # EOS likely after a few tokens, differently per sentence: the all-ones direction (unit
+    # norm) added to the last LayerNorm's bias and to EOS's output row (_models.py).
+    direction = torch.full((d,), d**-0.5)
+    model.model.decoder.layers[-1].final_layer_norm.bias += 4.0 * direction
+    model.get_output_embeddings().weight[model.config.eos_token_id] += EOS_PUSH * direction
+
+
+# --------------------------------------------------------------------------- M2M100
+
+
+def make_m2m100_dir(out: Path, spm_models: dict[str, bytes], *, seed: int = 0) -> Path:
+    """A random-weight M2M100ForConditionalGeneration + M2M100Tokenizer directory over the
+    joint Multi30k SentencePiece model, in fairseq's layout (<s> 0, <pad> 1, </s> 2, <unk> 3,
+    the pieces, then 100 language tokens and 8 filler words)."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sentencepiece.bpe.model").write_bytes(spm_models["joint"])
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for piece in _pieces(spm_models["joint"]):
+        vocab.setdefault(piece, len(vocab))
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    tokenizer = M2M100Tokenizer(
+        vocab_file=str(out / "vocab.json"),
+        spm_file=str(out / "sentencepiece.bpe.model"),
+        src_lang="de",
+        tgt_lang="en",
+    )
+    tokenizer.save_pretrained(out)
+    config = M2M100Config(
+        # the pieces, the language tokens, 8 filler words (len(tokenizer) counts the pieces)
+        vocab_size=max(tokenizer.lang_token_to_id.values()) + 1 + 8,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        activation_function="relu",
+        max_position_embeddings=256,
+        scale_embedding=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        d = config.d_model
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            elif p.dim() == 2:
+                p.normal_(0.0, d**-0.5)
+            else:
+                p.normal_(0.0, 0.1)
+        # EOS likely after a few tokens (M2M100 has no final_logits_bias): the all-ones
+        # direction through the last LayerNorm's bias and EOS's (tied) embedding row.
+        direction = torch.full((d,), d**-0.5)
+        model.model.decoder.layer_norm.bias += 4.0 * direction
+        model.model.shared.weight[config.eos_token_id] += M2M_EOS_PUSH * direction
+    model.save_pretrained(out)
+    return out

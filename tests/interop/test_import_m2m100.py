@@ -1,0 +1,153 @@
+"""`nmt import huggingface` of an M2M100 directory for one language pair (de -> en): a
+random-weight M2M100ForConditionalGeneration (_marian.make_m2m100_dir) on real Multi30k
+sentences. The same checks as for Marian: the tokenizer's ids (with the __de__ prefix), the
+log-probabilities over the whole vocabulary within 1e-4, and beam-5 outputs of generate()
+started from [</s>, __en__] (so that, as in nmt, the forced language token is no generated
+token for the length penalty)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _marian import make_m2m100_dir
+
+from nmt.checkpoint import load_checkpoint
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.translator import Translator
+from nmt.interop.importer import import_command
+
+TOLERANCE = 1e-4
+SENTENCES = 60
+MAX_NEW = 40
+
+
+@pytest.fixture(scope="module")
+def m2m(tmp_path_factory, spm_models):
+    from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("m2m100")
+    directory = make_m2m100_dir(root / "m2m", spm_models)
+    checkpoint = root / "de-en.pt"
+    import_command(directory, checkpoint, src_lang="de", tgt_lang="en")
+    hf = M2M100ForConditionalGeneration.from_pretrained(directory).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory, src_lang="de", tgt_lang="en")
+    translator = Translator.from_checkpoint(checkpoint, beam_size=5, max_len_a=0, max_len_b=MAX_NEW)
+    rows = _rows(translator, tokenizer, hf)
+    return checkpoint, hf, tokenizer, translator, rows
+
+
+def _rows(translator, tokenizer, hf) -> torch.Tensor:
+    """nmt id -> M2M100 id, by piece name (the nmt ids' pieces are the tokenizer's)."""
+    from nmt.interop.m2m100 import _full_vocab
+
+    vocab = _full_vocab(tokenizer, hf.config.vocab_size, None)
+    pieces = translator.tokenizer.tgt
+    rows = [vocab.get(pieces.id_to_piece(i), -1) for i in range(pieces.get_piece_size())]
+    rows[BOS_ID] = hf.config.decoder_start_token_id  # the copied row
+    return torch.tensor(rows)
+
+
+@pytest.fixture(scope="module")
+def sentences(test_sentences) -> list[str]:
+    return test_sentences[:SENTENCES]
+
+
+def test_the_config_holds_the_pair_and_the_conventions(m2m):
+    checkpoint, hf, tokenizer, _, rows = m2m
+    model = load_checkpoint(checkpoint)["config"]["model"]
+    assert (model["norm"], model["positions"], model["position_offset"]) == ("pre", "fairseq", 2)
+    assert rows[model["source_prefix_id"]] == tokenizer.get_lang_id("de")
+    assert rows[model["target_prefix_id"]] == tokenizer.get_lang_id("en")
+
+
+def test_tokenization_is_the_m2m100_tokenizers(m2m, sentences):
+    _, _, tokenizer, translator, rows = m2m
+    src_prefix = tokenizer.get_lang_id("de")
+    nmt = [
+        [src_prefix] + rows[s + [EOS_ID]].tolist()
+        for s in translator.tokenizer.encode_src(sentences)
+    ]
+    assert nmt == tokenizer(sentences).input_ids
+
+
+def test_log_probs_agree(m2m, sentences):
+    _, hf, tokenizer, translator, rows = m2m
+    torch.set_num_threads(1)
+    hyps = [h[0].tokens for h in translator.translate(sentences).hypotheses]
+    ids = translator.tokenizer.encode_src(sentences)
+    width = max(map(len, ids)) + 1
+    src = torch.tensor([s + [EOS_ID] + [PAD_ID] * (width - len(s) - 1) for s in ids])
+    length = max(map(len, hyps)) + 1
+    tgt = torch.tensor([[BOS_ID] + h + [PAD_ID] * (length - len(h) - 1) for h in hyps])
+    with torch.inference_mode():
+        nmt = torch.log_softmax(translator.model(src, tgt).float(), -1)  # [B, T, V]
+        batch = tokenizer(sentences, return_tensors="pt", padding=True)
+        en = tokenizer.get_lang_id("en")
+        start = torch.tensor([[hf.config.decoder_start_token_id, en]] * len(hyps))
+        decoder = torch.cat([start, rows[tgt[:, 1:]]], dim=1)
+        # logits at __en__ and after: the predictions nmt makes from BOS on
+        theirs = torch.log_softmax(hf(**batch, decoder_input_ids=decoder).logits[:, 1:], -1)
+    real = tgt.ne(PAD_ID)
+    real[:, 0] = True
+    keep = torch.ones(len(rows), dtype=torch.bool)
+    keep[BOS_ID] = False
+    assert (nmt[..., keep] - theirs[..., rows[keep]]).abs()[real].max() < TOLERANCE
+    assert nmt[..., BOS_ID][real].max() < -100
+
+
+def test_beam_outputs_identical(m2m, sentences):
+    _, hf, tokenizer, translator, rows = m2m
+    torch.set_num_threads(1)
+    result = translator.translate(sentences)
+    batch = tokenizer(sentences, return_tensors="pt", padding=True)
+    start = [hf.config.decoder_start_token_id, tokenizer.get_lang_id("en")]
+    with torch.inference_mode():
+        out = hf.generate(
+            **batch,
+            decoder_input_ids=torch.tensor([start] * len(sentences)),
+            num_beams=5,
+            max_new_tokens=MAX_NEW,
+            length_penalty=1.0,
+            early_stopping=True,
+            min_new_tokens=1,
+            suppress_tokens=[hf.config.pad_token_id],
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            do_sample=False,
+        )
+    eos, ended = hf.config.eos_token_id, 0
+    for hyp, row in zip(result.hypotheses, out[:, 2:].tolist()):
+        if eos not in row:  # at the limit generate() cuts where nmt forces EOS
+            continue
+        row, ended = row[: row.index(eos)], ended + 1
+        assert rows[hyp[0].tokens].tolist() == row
+    assert ended >= 0.85 * len(sentences)
+
+
+def test_the_language_pair_must_be_chosen(m2m, tmp_path, cli_inline):
+    from _cli import assert_clean_failure
+
+    directory = load_checkpoint(m2m[0])["imported"]["from"]
+    result = cli_inline("import", "huggingface", directory, "-o", tmp_path / "x.pt")
+    assert_clean_failure(result, "choose the pair with --src-lang and --tgt-lang")
+    result = cli_inline(
+        "import", "huggingface", directory, "-o", tmp_path / "x.pt",
+        "--src-lang", "de", "--tgt-lang", "xx",
+    )  # fmt: skip
+    assert_clean_failure(result, "--tgt-lang xx: the tokenizer has no language token __xx__")
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "to, fragment",
+    [
+        ("ctranslate2", "model.source_prefix_id / model.target_prefix_id"),
+        ("huggingface", "model.positions=fairseq"),
+    ],
+)
+def test_exports_refuse_the_m2m100_conventions(m2m, to, fragment, tmp_path, cli_inline):
+    from _cli import assert_clean_failure
+
+    out = tmp_path / "out"
+    assert_clean_failure(cli_inline("export", m2m[0], out, "--to", to), fragment)
+    assert not out.exists()
