@@ -119,7 +119,7 @@ def _raw_to_npy(raw: Path, path: Path, dtype: np.dtype) -> None:
         shutil.copyfileobj(source, out, _COPY_BLOCK)
 
 
-_COPY_BLOCK = 1 << 20
+_COPY_BLOCK = 1 << 16
 
 
 def percentiles_of_counts(counts: np.ndarray, qs: Iterable[float]) -> list[float]:
