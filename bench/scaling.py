@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import corpus
@@ -63,42 +64,68 @@ BUCKETS = ((1, 10), (11, 20), (21, 40), (41, 60), (61, 100))
 
 
 def measured_run(command: list[str], *, log: Path) -> dict:
-    """Run `command` (its output to `log`); wall seconds and its peak RSS in MiB.
+    """Run `command` (its output to `log`); wall seconds, its peak RSS in MiB, and the peak
+    of the summed RSS of its child processes (prepare's encoding processes), sampled.
 
     The peak is the child's own VmHWM, which `nmt_command` makes it write at exit. Not
     ru_maxrss of os.wait4: Linux folds the RSS of the process that forked the child (this
     script, with torch loaded) into that figure at exec, which would hide the small peaks
-    this benchmark is about. Raises on a non-zero exit."""
+    this benchmark is about (the same fold-in makes the children's ru_maxrss useless, hence
+    the sampling, every CHILD_SAMPLE_S). Raises on a non-zero exit."""
     peak_file = log.with_name(log.name + ".peak")
     peak_file.unlink(missing_ok=True)
     env = {**os.environ, PEAK_FILE_ENV: str(peak_file)}
     with open(log, "w") as out:
         started = record.now()
-        process = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        children_peak_kib = 0
+        while process.poll() is None:
+            children_peak_kib = max(children_peak_kib, _children_rss_kib(process.pid))
+            time.sleep(CHILD_SAMPLE_S)
         seconds = record.now() - started
     if process.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{tail}")
-    own, children = (int(kib) for kib in peak_file.read_text().split())
-    return {"seconds": seconds, "peak_rss_mb": own / 1024, "children_peak_rss_mb": children / 1024}
+    own = int(peak_file.read_text())
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": own / 1024,
+        "children_peak_rss_mb": children_peak_kib / 1024,
+    }
+
+
+CHILD_SAMPLE_S = 0.2
+
+
+def _children_rss_kib(pid: int) -> int:
+    """The summed VmRSS (KiB) of the processes whose parent is `pid` (Linux /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    total = 0
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        found = re.search(r"VmRSS:\s+(\d+)", status)
+        total += int(found.group(1)) if found else 0
+    return total
 
 
 PEAK_FILE_ENV = "NMT_BENCH_PEAK_FILE"
 # `python -m nmt.cli ...`, plus an exit hook writing the process's VmHWM (KiB) to the file
-# named by PEAK_FILE_ENV, and the largest ru_maxrss of its children (prepare's encoding
-# processes). The children's figure is an upper bound: it includes the RSS of this process
-# at the moment it started them (the fold-in described in measured_run).
+# named by PEAK_FILE_ENV.
 _CLI_WITH_PEAK = f"""
 import atexit, os, re, runpy, sys
 def _write_peak():
     if "{PEAK_FILE_ENV}" not in os.environ:
         return
-    import resource
     with open("/proc/self/status") as f:
         peak = re.search(r"VmHWM:\\s+(\\d+)", f.read()).group(1)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with open(os.environ["{PEAK_FILE_ENV}"], "w") as f:
-        f.write(f"{{peak}} {{children}}")
+        f.write(peak)
 atexit.register(_write_peak)
 sys.argv[0] = "nmt"
 runpy.run_module("nmt.cli", run_name="__main__")
