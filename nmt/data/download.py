@@ -304,11 +304,7 @@ def write_hub_split(
         for n, row in enumerate(rows, start=1):
             texts = _translation_of(row, n, dataset)
             for lang, out in outs.items():
-                if lang not in texts:
-                    raise DataError(
-                        f"dataset {dataset!r} row {n - 1} has no language {lang!r}: {list(texts)}"
-                    )
-                out.write(str(texts[lang]).replace("\n", " ") + "\n")
+                out.write(_text_of(texts, lang, n, dataset).replace("\n", " ") + "\n")
             if n % _PROGRESS_EVERY == 0:
                 advance(_PROGRESS_EVERY)
     return n
@@ -325,6 +321,16 @@ def _translation_of(row: dict, n: int, dataset: str) -> dict:
             f"dataset {dataset!r} row {n - 1} has no 'translation' mapping (columns: {columns})"
         )
     return texts
+
+
+def _text_of(texts: dict, lang: str, n: int, dataset: str) -> str:
+    if lang not in texts:
+        raise DataError(f"dataset {dataset!r} row {n - 1} has no language {lang!r}: {list(texts)}")
+    if not isinstance(texts[lang], str):
+        raise DataError(
+            f"dataset {dataset!r} row {n - 1}: its {lang!r} text is {texts[lang]!r}, not a string"
+        )
+    return texts[lang]
 
 
 def _common_stem(files: dict[str, Path]) -> str:

@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -455,6 +456,9 @@ _PROCESS_TOKENIZER: Tokenizer | None = None  # in an encoding process: the split
 
 def _start_encoding_process(src_model: bytes, tgt_model: bytes | None) -> None:
     global _PROCESS_TOKENIZER
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker that
+    # raised KeyboardInterrupt itself would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROCESS_TOKENIZER = Tokenizer(src_model, tgt_model)
 
 

@@ -251,4 +251,6 @@ def test_a_hub_row_without_the_language_leaves_no_file(tmp_path):
         write_hub_split(iter(rows), files, dataset="mine")
     with pytest.raises(DataError, match=r"row 0 has no 'translation' mapping \(columns: \['x'\]"):
         write_hub_split(iter([{"x": 1}]), files, dataset="mine")
+    with pytest.raises(DataError, match=r"row 0: its 'en' text is None, not a string"):
+        write_hub_split(iter([{"translation": {"de": "a", "en": None}}]), files, dataset="mine")
     assert list(tmp_path.iterdir()) == []
