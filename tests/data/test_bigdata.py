@@ -17,6 +17,7 @@ from nmt.checkpoint import checkpoint_config
 from nmt.config import config_from_dict, load_config
 from nmt.data import prepare as prepare_module
 from nmt.data.binarize import TokenArray, TokenArrayWriter, write_token_array
+from nmt.data.clean import CleanStats, FilterSettings, SeenHashes, filter_pairs
 from nmt.data.download import download, write_hub_split
 from nmt.data.prepare import prepare, prepared_dir
 from nmt.data.text import read_lines
@@ -89,6 +90,35 @@ def test_sentencepiece_trains_on_the_sample_only(corpus_slice):
     chosen = sample_sentences(iter(lines), 600, seed=3)
     assert model == train_sentencepiece(chosen, settings)
     assert model != train_sentencepiece(lines[:600], settings)
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def test_dedup_keeps_the_first_of_each_pair_across_merges(monkeypatch):
+    """Hashes move from the recent set into the sorted array every 7: duplicates are found
+    in either, as a plain set finds them."""
+    monkeypatch.setattr(SeenHashes, "MERGE_EVERY", 7)
+    pairs = [(f"s{i % 40}", f"t{i % 40}") for i in range(300)] + [("s1", "other")]
+    stats = CleanStats()
+    kept = list(filter_pairs(iter(pairs), FilterSettings(), stats))
+    assert kept == pairs[:40] + [("s1", "other")]
+    assert stats.dropped == {"duplicate": 260} and stats.kept == 41
+
+
+def test_dedup_memory_is_8_bytes_a_pair(monkeypatch):
+    """50,000 distinct pairs: a set of their hashes takes about 90 bytes each (4.5 MB);
+    SeenHashes 8 each, 16 while a merge copies the array (0.8 MB), plus the recent set."""
+    monkeypatch.setattr(SeenHashes, "MERGE_EVERY", 500)
+    pairs = ((f"Satz {i}", f"sentence {i}") for i in range(50_000))
+    tracemalloc.start()
+    try:
+        kept = sum(1 for _ in filter_pairs(pairs, FilterSettings(), CleanStats()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept == 50_000
+    assert peak < 1_500_000, peak
 
 
 # --------------------------------------------------------------------------- the key
