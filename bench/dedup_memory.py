@@ -82,8 +82,12 @@ def main() -> None:
     p.add_argument("--pairs", nargs="+", type=int, default=[1_000_000, 5_000_000])
     p.add_argument("--kinds", nargs="+", default=["none", "set", "seenhashes"])
     p.add_argument("--data-root", type=Path, default=corpus.DATA_ROOT)
-    p.add_argument("--output", type=Path, default=record.RESULTS / "dedup_memory.json")
+    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--quick", action="store_true", help="smoke run: 20,000 pairs")
     args = p.parse_args()
+    args.output = record.output_path("dedup_memory", output=args.output, quick=args.quick)
+    if args.quick:
+        args.pairs = [20_000]
     rows = []
     for pairs in args.pairs:
         for kind in args.kinds:
