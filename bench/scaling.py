@@ -4,15 +4,20 @@
     python bench/scaling.py --quick    # smoke test: 2000-line corpus, 1x/4x, ~1 min
     python bench/scaling.py --parts prepare --spm-sample 50000 --output \
         bench/results/scaling_prepare_sample50k.json    # prepare memory with a bounded sample
+    python bench/scaling.py --parts prepare --pairs --factors 49176 1000000 5000000 \
+        --spm-sample 100000 --output bench/results/scaling_prepare_5m.json   # 1M and 5M pairs
 
 1. prepare: Multi30k train (de-en) repeated 1x, 4x, 16x is registered as a user corpus
    (`nmt download NAME --src --tgt`, plus Multi30k val as its dev split) in a temporary
    directory and prepared with `nmt prepare` (SentencePiece --vocab, dedup off so the copies
    stay). Each run is its own process; wall time is taken around it, and its peak RSS is its
-   own VmHWM (see measured_run). SentencePiece trains on a sample of at most
-   data.spm_input_sentence_size sentences (default 2M) and holds that sample in memory; with
-   --spm-sample below the corpus size, the rest of prepare streams, so peak memory should stay
-   flat as the corpus grows.
+   own VmHWM (see measured_run); the encoding processes' peak is recorded beside it.
+   SentencePiece trains on a random sample of at most data.spm_sample sentences (default
+   2M) and holds that sample in memory; with --spm-sample below the corpus size, the rest of
+   prepare streams, so peak memory should stay flat as the corpus grows (but for dedup's
+   set of pair hashes). With --pairs, the --factors are corpus sizes in pairs, built from
+   Multi30k train + newstest 2012-2018 (49,176 pairs) repeated with the repetition number
+   appended to both sides (write_numbered), prepared with dedup on; ratios are to the first.
 2. one epoch: `nmt train` on the prepared 1x, 4x and 16x data, nmt's `tiny` model, CPU, no
    validation, `train.max_epochs=1`. The loop time of the epoch is taken from the trainer's
    metrics.jsonl: seconds per update from the `elapsed_s` of the first and last log records
@@ -30,6 +35,7 @@ Prints the tables last and writes bench/results/scaling.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -37,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import corpus
@@ -57,23 +64,54 @@ BUCKETS = ((1, 10), (11, 20), (21, 40), (41, 60), (61, 100))
 
 
 def measured_run(command: list[str], *, log: Path) -> dict:
-    """Run `command` (its output to `log`); wall seconds and its peak RSS in MiB.
+    """Run `command` (its output to `log`); wall seconds, its peak RSS in MiB, and the peak
+    of the summed RSS of its child processes (prepare's encoding processes), sampled.
 
     The peak is the child's own VmHWM, which `nmt_command` makes it write at exit. Not
     ru_maxrss of os.wait4: Linux folds the RSS of the process that forked the child (this
     script, with torch loaded) into that figure at exec, which would hide the small peaks
-    this benchmark is about. Raises on a non-zero exit."""
+    this benchmark is about (the same fold-in makes the children's ru_maxrss useless, hence
+    the sampling, every CHILD_SAMPLE_S). Raises on a non-zero exit."""
     peak_file = log.with_name(log.name + ".peak")
     peak_file.unlink(missing_ok=True)
     env = {**os.environ, PEAK_FILE_ENV: str(peak_file)}
     with open(log, "w") as out:
         started = record.now()
-        process = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        children_peak_kib = 0
+        while process.poll() is None:
+            children_peak_kib = max(children_peak_kib, _children_rss_kib(process.pid))
+            time.sleep(CHILD_SAMPLE_S)
         seconds = record.now() - started
     if process.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{tail}")
-    return {"seconds": seconds, "peak_rss_mb": int(peak_file.read_text()) / 1024}
+    own = int(peak_file.read_text())
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": own / 1024,
+        "children_peak_rss_mb": children_peak_kib / 1024,
+    }
+
+
+CHILD_SAMPLE_S = 0.2
+
+
+def _children_rss_kib(pid: int) -> int:
+    """The summed VmRSS (KiB) of the processes whose parent is `pid` (Linux /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    total = 0
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        found = re.search(r"VmRSS:\s+(\d+)", status)
+        total += int(found.group(1)) if found else 0
+    return total
 
 
 PEAK_FILE_ENV = "NMT_BENCH_PEAK_FILE"
@@ -111,17 +149,49 @@ def write_repeated(src: Path, dst: Path, *, factor: int, lines: int) -> int:
     return len(text) * factor
 
 
+def write_numbered(bases: list[tuple[Path, Path]], raw: Path, *, pairs: int) -> int:
+    """`pairs` pairs into raw/train.{de,en}: the base corpora's pairs, over and over; the
+    pairs of the k-th repetition (k >= 1) end in " k" on both sides, so that dedup keeps
+    them. Streams: the base is read again for each repetition."""
+    written = 0
+    with (
+        open(raw / "train.de", "w", encoding="utf-8") as out_de,
+        open(raw / "train.en", "w", encoding="utf-8") as out_en,
+    ):
+        for copy in itertools.count():
+            suffix = f" {copy}" if copy else ""
+            for de_file, en_file in bases:
+                for de, en in zip(iter_lines(de_file), iter_lines(en_file)):
+                    if written == pairs:
+                        return written
+                    out_de.write(f"{de}{suffix}\n")
+                    out_en.write(f"{en}{suffix}\n")
+                    written += 1
+    return written  # pragma: no cover - the loop returns
+
+
+def base_pairs(data_root: Path) -> list[tuple[Path, Path]]:
+    """Multi30k train and newstest 2012-2018 (de, en): 49,176 pairs."""
+    newstest = sorted((data_root / "wmt_newstest" / "de-en").glob("newstest*.de"))
+    m30k = data_root / "multi30k" / "train.de"
+    return [(de, de.with_suffix(".en")) for de in [m30k, *newstest]]
+
+
 def register_corpus(work: Path, factor: int, args) -> dict:
-    """data/m30k_x<factor>/{train,val}.{de,en} under `work`, via `nmt download --src --tgt`."""
-    name = f"m30k_x{factor}"
+    """data/<name>/{train,val}.{de,en} under `work`, via `nmt download --src --tgt`: with
+    --pairs, `factor` pairs of Multi30k + newstest (write_numbered); else `factor` copies of
+    Multi30k train."""
+    name = f"pairs_{factor}" if args.pairs else f"m30k_x{factor}"
     raw = work / "raw" / name
     raw.mkdir(parents=True)
     m30k = args.data_root / "multi30k"
-    pairs = 0
-    for lang in ("de", "en"):
-        pairs = write_repeated(
-            m30k / f"train.{lang}", raw / f"train.{lang}", factor=factor, lines=args.base_lines
-        )
+    if args.pairs:
+        pairs = write_numbered(base_pairs(args.data_root), raw, pairs=factor)
+    else:
+        for lang in ("de", "en"):
+            pairs = write_repeated(
+                m30k / f"train.{lang}", raw / f"train.{lang}", factor=factor, lines=args.base_lines
+            )
     for split, folder in (("train", raw), ("val", m30k)):
         subprocess.run(
             nmt_command(
@@ -143,6 +213,8 @@ def register_corpus(work: Path, factor: int, args) -> dict:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+    for path in raw.iterdir():  # `nmt download` copied it
+        path.unlink()
     config = {
         "name": name,
         "run_dir": str(work / "runs" / name),
@@ -153,8 +225,9 @@ def register_corpus(work: Path, factor: int, args) -> dict:
             "data_dir": str(work / "data"),
             "test_splits": [],
             "vocab_size": args.vocab,
-            "dedup": False,
-            **({"spm_input_sentence_size": args.spm_sample} if args.spm_sample else {}),
+            "dedup": bool(args.pairs),  # the copies of --factors are exact duplicates
+            **({"spm_sample": args.spm_sample} if args.spm_sample else {}),
+            **({"encode_workers": args.encode_workers} if args.encode_workers else {}),
         },
         "model": {"preset": "tiny"},
         "train": {
@@ -180,7 +253,7 @@ def register_corpus(work: Path, factor: int, args) -> dict:
 def measure_prepare(corpora: dict[int, dict], args, work: Path) -> list[dict]:
     rows = []
     for factor, c in corpora.items():
-        print(f"prepare {factor}x ...", file=sys.stderr, flush=True)
+        print(f"prepare {c['name']} ...", file=sys.stderr, flush=True)
         runs = [
             measured_run(
                 nmt_command("prepare", str(c["config"]), "--force"),
@@ -194,8 +267,13 @@ def measure_prepare(corpora: dict[int, dict], args, work: Path) -> list[dict]:
                 "pairs": c["pairs"],
                 "seconds": record.summary([r["seconds"] for r in runs]),
                 "peak_rss_mb": record.summary([r["peak_rss_mb"] for r in runs]),
+                "children_peak_rss_mb": record.summary([r["children_peak_rss_mb"] for r in runs]),
             }
         )
+    first = rows[0]
+    for row in rows:  # against the smallest corpus, the "1x" run
+        row["seconds_ratio"] = row["seconds"]["median"] / first["seconds"]["median"]
+        row["peak_rss_ratio"] = row["peak_rss_mb"]["median"] / first["peak_rss_mb"]["median"]
     return rows
 
 
@@ -289,6 +367,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1, 4, 16],
         help="corpus sizes for prepare, in copies of Multi30k train",
     )
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="--factors are sizes in pairs of Multi30k + newstest (numbered copies, dedup on)",
+    )
     p.add_argument("--epoch-factors", nargs="+", type=int, default=[1, 4, 16])
     p.add_argument(
         "--epoch-updates",
@@ -302,7 +385,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--spm-sample",
         type=int,
         default=0,
-        help="data.spm_input_sentence_size for prepare (0: nmt's default, 2M sentences)",
+        help="data.spm_sample for prepare (0: nmt's default, 2M sentences)",
+    )
+    p.add_argument(
+        "--encode-workers", type=int, default=0, help="data.encode_workers (0: nmt's default)"
     )
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--log-every", type=int, default=10)
@@ -362,19 +448,23 @@ def main(argv: list[str] | None = None) -> None:
 def print_tables(result: dict, args) -> None:
     if result["prepare"]:
         sample = f"sample {args.spm_sample} sentences" if args.spm_sample else "default sample"
+        dedup = "dedup on" if args.pairs else "dedup off"
         print(
-            f"\nnmt prepare (SentencePiece {args.vocab}, {sample}, dedup off), "
+            f"\nnmt prepare (SentencePiece {args.vocab}, {sample}, {dedup}), "
             f"median of {args.repeats}"
         )
         print(
             record.table(
-                ["corpus", "pairs", "seconds", "peak RSS MB"],
+                ["corpus", "pairs", "seconds", "x 1st", "peak RSS MB", "x 1st", "encoders MB"],
                 [
                     [
-                        f"{r['factor']}x",
+                        f"{r['pairs']}" if args.pairs else f"{r['factor']}x",
                         r["pairs"],
                         r["seconds"]["median"],
+                        r["seconds_ratio"],
                         r["peak_rss_mb"]["median"],
+                        r["peak_rss_ratio"],
+                        r["children_peak_rss_mb"]["median"],
                     ]
                     for r in result["prepare"]
                 ],

@@ -91,7 +91,8 @@ class DataConfig:
     # null = by language: 0.9995 for a model with Chinese/Japanese/Korean text, else 1.0
     character_coverage: float | None = None
     byte_fallback: bool = True
-    spm_input_sentence_size: int = 2_000_000  # sample at most this many lines to train SPM
+    spm_sample: int = 2_000_000  # SPM trains on a seeded random sample of at most this many lines
+    encode_workers: int = 0  # processes encoding ids in `prepare` (0 = min(4, CPUs))
     max_tokens_per_sentence: int = 250  # training pairs longer than this (in pieces) are dropped
 
 
@@ -405,12 +406,18 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
+# Keys that were renamed: old dotted key -> new one. Configs, checkpoints and exports written
+# before the rename store the old name; it keeps working (one value: giving both is refused).
+RENAMED_KEYS: dict[str, str] = {"data.spm_input_sentence_size": "data.spm_sample"}
+
+
 def config_from_dict(
     raw: dict[str, Any], *, overrides: dict[str, Any] | None = None, source: str | None = None
 ) -> ExperimentConfig:
     """Build and validate an `ExperimentConfig`; every problem is reported in one error."""
     problems: list[str] = []
     tree = _merge_overrides(raw, overrides or {}, problems)
+    _rename_old_keys(tree, problems)
     _apply_model_preset(tree, problems)
     cfg = _build(ExperimentConfig, tree, "", problems)
     if not problems:
@@ -472,6 +479,20 @@ def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any], problems: l
         else:
             node[parts[-1]] = value
     return tree
+
+
+def _rename_old_keys(tree: dict[str, Any], problems: list[str]) -> None:
+    """Move the value of every key in `RENAMED_KEYS` (in `tree`, in place) to its new name."""
+    for old, new in RENAMED_KEYS.items():
+        (section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        node, target = tree.get(section), tree.get(new_section)
+        if not isinstance(node, dict) or old_name not in node or not isinstance(target, dict):
+            continue
+        value = node.pop(old_name)
+        if new_name in target:
+            problems.append(f"{old}: renamed {new}; give only {new}")
+        else:
+            target[new_name] = value
 
 
 def _deep_copy(value: Any) -> Any:
@@ -681,7 +702,8 @@ _RANGES: dict[str, Range] = {
     "data.max_length_ratio": Range(0),
     "data.vocab_size": Range(8, 1_000_000),
     "data.character_coverage": Range(0, 1, lo_open=True),
-    "data.spm_input_sentence_size": Range(1, 10**9),
+    "data.spm_sample": Range(1, 10**9),
+    "data.encode_workers": Range(0, 256),
     "data.max_tokens_per_sentence": Range(1, _SIZE),
     # An epoch holds weight x the corpus: a factor beyond 1000 is a typo, not a plan.
     "data.corpora.weight": Range(0, 1000, lo_open=True),

@@ -8,6 +8,8 @@ corpora larger than RAM train fine. Ids exclude BOS/EOS: batching adds them.
 
 from __future__ import annotations
 
+import math
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,43 +24,73 @@ def ids_dtype(vocab_size: int) -> np.dtype:
 
 
 class TokenArrayWriter:
-    """Append sentences one at a time; `close()` writes the arrays atomically.
+    """Append sentences (one at a time or a chunk at once); `close()` writes the arrays
+    atomically.
 
-    Ids stream into a temporary raw file so memory stays flat however large the corpus;
-    only the offsets (8 bytes a sentence) are held in memory.
+    Ids and offsets stream into temporary raw files, and `close()` copies each behind an
+    `.npy` header block by block, so memory stays flat however large the corpus (the files
+    are byte for byte what `np.save` writes). `length_counts[n]` counts the sentences of n
+    ids, for length statistics without reading the arrays back.
     """
 
     def __init__(self, stem: Path, *, vocab_size: int):
         self.stem = Path(stem)
         self.dtype = ids_dtype(vocab_size)
-        self._raw_path = self.stem.with_name(self.stem.name + ".ids.raw.tmp")
-        self._raw = open(self._raw_path, "wb")  # noqa: SIM115 - closed by close()/abort()
-        self._offsets = [0]
+        self._raw_paths = {
+            part: self.stem.with_name(f"{self.stem.name}.{part}.raw.tmp")
+            for part in ("ids", "offsets")
+        }
+        self._raw = {part: open(path, "wb") for part, path in self._raw_paths.items()}  # noqa: SIM115 - closed by close()/abort()
+        self._raw["offsets"].write(np.zeros(1, np.int64).tobytes())
+        self._sentences = 0
+        self._tokens = 0
+        self.length_counts = np.zeros(0, np.int64)
 
     def add(self, ids: list[int]) -> None:
-        arr = np.asarray(ids, dtype=self.dtype)
-        self._raw.write(arr.tobytes())
-        self._offsets.append(self._offsets[-1] + len(arr))
+        self.add_many(np.asarray(ids, dtype=self.dtype), np.array([len(ids)], np.int64))
+
+    def add_many(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Append len(lengths) sentences whose ids are `flat`, concatenated (N = sum of
+        lengths): flat (N,), lengths (len,)."""
+        lengths = np.asarray(lengths, np.int64)
+        self._raw["ids"].write(np.asarray(flat, dtype=self.dtype).tobytes())
+        ends = self._tokens + np.cumsum(lengths)
+        self._raw["offsets"].write(ends.tobytes())
+        self._tokens = int(ends[-1]) if len(ends) else self._tokens
+        self._sentences += len(lengths)
+        counts = np.bincount(lengths)
+        grow = len(counts) - len(self.length_counts)
+        if grow > 0:
+            self.length_counts = np.pad(self.length_counts, (0, grow))
+        self.length_counts[: len(counts)] += counts
 
     @property
     def num_tokens(self) -> int:
-        return self._offsets[-1]
+        return self._tokens
+
+    @property
+    def sentences(self) -> int:
+        return self._sentences
 
     def close(self) -> int:
         """Write `stem.ids.npy` and `stem.offsets.npy`; returns the number of tokens."""
-        self._raw.close()
-        total = self._offsets[-1]
+        for raw in self._raw.values():
+            raw.close()
         try:
-            flat = np.fromfile(self._raw_path, dtype=self.dtype, count=total)
-            _save_npy_atomic(Path(f"{self.stem}.ids.npy"), flat)
-            _save_npy_atomic(Path(f"{self.stem}.offsets.npy"), np.asarray(self._offsets, np.int64))
+            _raw_to_npy(self._raw_paths["ids"], Path(f"{self.stem}.ids.npy"), self.dtype)
+            _raw_to_npy(self._raw_paths["offsets"], Path(f"{self.stem}.offsets.npy"), np.int64)
         finally:
-            self._raw_path.unlink(missing_ok=True)
-        return total
+            self._remove_raw()
+        return self._tokens
 
     def abort(self) -> None:
-        self._raw.close()
-        self._raw_path.unlink(missing_ok=True)
+        for raw in self._raw.values():
+            raw.close()
+        self._remove_raw()
+
+    def _remove_raw(self) -> None:
+        for path in self._raw_paths.values():
+            path.unlink(missing_ok=True)
 
 
 def write_token_array(stem: Path, sentences: Iterable[list[int]], *, vocab_size: int) -> int:
@@ -73,9 +105,40 @@ def write_token_array(stem: Path, sentences: Iterable[list[int]], *, vocab_size:
     return writer.close()
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    with atomic_write(path, "wb") as f:
-        np.save(f, array)
+def _raw_to_npy(raw: Path, path: Path, dtype: np.dtype) -> None:
+    """`raw` (the bare bytes of a 1-D `dtype` array) as the `.npy` file `path`, atomically,
+    copied in blocks: the header `np.save` would write, then the bytes as they are."""
+    dtype = np.dtype(dtype)
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": (raw.stat().st_size // dtype.itemsize,),
+    }
+    with atomic_write(path, "wb") as out, open(raw, "rb") as source:
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(source, out, _COPY_BLOCK)
+
+
+_COPY_BLOCK = 1 << 16
+
+
+def percentiles_of_counts(counts: np.ndarray, qs: Iterable[float]) -> list[float]:
+    """`np.percentile(lengths, qs)` (linear interpolation) from `counts[n]`, the number of
+    lengths equal to n, without the lengths themselves: position p = q / 100 * (N - 1) of
+    the sorted lengths, between the order statistics at floor(p) and ceil(p)."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+
+    def order_statistic(k: int) -> int:  # the k-th smallest length, 0-based
+        return int(np.searchsorted(cumulative, k + 1))
+
+    out = []
+    for q in qs:
+        position = q / 100 * (total - 1)
+        lo, hi = math.floor(position), math.ceil(position)
+        a, b = order_statistic(lo), order_statistic(hi)
+        out.append(a + (b - a) * (position - lo))
+    return out
 
 
 class TokenArray:

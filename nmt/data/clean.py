@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from nmt.data.languages import length_units
 
 # Control characters (category Cc) other than whitespace are deleted; whitespace runs
@@ -85,17 +87,41 @@ def filter_pairs(
     pairs: Iterable[tuple[str, str]], settings: FilterSettings, stats: CleanStats
 ) -> Iterator[tuple[str, str]]:
     """Yield the pairs that pass every filter; count the others in `stats.dropped`."""
-    seen: set[int] = set()
+    seen = SeenHashes()
     for src, tgt in pairs:
         stats.read += 1
         reason = drop_reason(src, tgt, settings)
-        if reason is None and settings.dedup:
-            key = hash((src, tgt))
-            if key in seen:
-                reason = "duplicate"
-            seen.add(key)
+        if reason is None and settings.dedup and not seen.add(hash((src, tgt))):
+            reason = "duplicate"
         if reason is None:
             stats.kept += 1
             yield src, tgt
         else:
             stats.dropped[reason] += 1
+
+
+class SeenHashes:
+    """A set of 64-bit hashes (the pairs kept so far) in 8 bytes each, not the ~90 of a
+    Python set of ints, so that dedup of a corpus of many millions of pairs fits in memory:
+    a sorted numpy array, plus a set of the latest hashes, merged into it every
+    `MERGE_EVERY` (a membership test is then a binary search of the array)."""
+
+    MERGE_EVERY = 1 << 16
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, np.int64)
+        self._recent: set[int] = set()
+
+    def add(self, key: int) -> bool:
+        """Add `key`; False when it was there already."""
+        if key in self._recent:
+            return False
+        i = int(np.searchsorted(self._sorted, key))
+        if i < len(self._sorted) and self._sorted[i] == key:
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= self.MERGE_EVERY:
+            merged = np.concatenate([self._sorted, np.fromiter(self._recent, np.int64)])
+            merged.sort()
+            self._sorted, self._recent = merged, set()
+        return True

@@ -9,6 +9,7 @@ manifest records line counts, sha256 and source. Re-running is a no-op while fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,9 +18,12 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nmt.config import file_name_problem
 from nmt.data.corpora import CorpusSpec, HubCorpus, SacrebleuCorpus, UrlCorpus, get_corpus
@@ -240,7 +244,8 @@ def _fetch_sacrebleu(spec: SacrebleuCorpus, split: str, lang: str, dest: Path) -
 def _download_hub(
     spec: HubCorpus, *, languages: list[str], splits: list[str] | None, data_dir: str | Path
 ) -> DownloadResult:
-    """Write each split of a hub translation dataset as plain text per language."""
+    """Write each split of a hub translation dataset as plain text per language, row by row
+    as the dataset streams: no split is ever held in memory, however large."""
     try:
         import datasets  # lazy: not installed on every machine
     except ImportError:
@@ -253,7 +258,7 @@ def _download_hub(
     config = spec.config or (None if local else "-".join(languages))
     target = corpus_dir(data_dir, spec.name)
     try:
-        dsets = datasets.load_dataset(spec.dataset, config)
+        dsets = datasets.load_dataset(spec.dataset, config, streaming=True)
     except Exception as exc:  # datasets raises many unrelated types for a missing dataset
         raise DataError(
             f"cannot load Hugging Face dataset {spec.dataset!r} ({config}): {exc}"
@@ -268,26 +273,87 @@ def _download_hub(
     with run_lock(target, command=command_line()):
         manifest = _read_manifest(target)
         for split in chosen:
-            for lang in languages:
-                dest = target / f"{split}.{lang}"
-                _write_hub_column(dsets[split], lang, dest, spec.dataset)
+            rows = dsets[split]
+            files = {lang: target / f"{split}.{lang}" for lang in languages}
+            write_hub_split(rows, files, dataset=spec.dataset, total=_split_size(rows, split))
+            for dest in files.values():
                 manifest[dest.name] = _describe_file(dest, f"hf:{spec.dataset}:{config}:{split}")
         _write_manifest(target, manifest)
     return DownloadResult(target, {k: v for k, v in manifest.items()}, skipped=False)
 
 
-def _write_hub_column(rows, lang: str, dest: Path, dataset: str) -> None:
-    if "translation" not in rows.column_names:
+def _split_size(rows, split: str) -> int | None:
+    """The rows of `split` as the dataset's metadata gives them (None where unknown)."""
+    known = getattr(getattr(rows, "info", None), "splits", None) or {}
+    return known[split].num_examples if split in known else None
+
+
+def write_hub_split(
+    rows: Iterable[dict], files: dict[str, Path], *, dataset: str, total: int | None = None
+) -> int:
+    """Write the `translation` column of `rows`, one language per file of `files`
+    ({lang: path}), as the rows arrive: one pass, nothing kept but the row in hand; both
+    files atomic (a bad row leaves neither). A progress bar on a terminal. Returns the rows.
+
+    Every row must be {"translation": {lang: text, ...}}; a newline inside a text becomes a
+    space (a line is a sentence)."""
+    n = 0
+    with contextlib.ExitStack() as stack:
+        outs = {lang: stack.enter_context(atomic_write(path)) for lang, path in files.items()}
+        advance = stack.enter_context(_row_progress(f"{dataset} -> {_common_stem(files)}", total))
+        for n, row in enumerate(rows, start=1):
+            texts = _translation_of(row, n, dataset)
+            for lang, out in outs.items():
+                out.write(_text_of(texts, lang, n, dataset).replace("\n", " ") + "\n")
+            if n % _PROGRESS_EVERY == 0:
+                advance(_PROGRESS_EVERY)
+    return n
+
+
+_PROGRESS_EVERY = 1000  # rows between progress bar updates (an update per row is costly)
+
+
+def _translation_of(row: dict, n: int, dataset: str) -> dict:
+    texts = row.get("translation") if isinstance(row, dict) else None
+    if not isinstance(texts, dict):
+        columns = list(row) if isinstance(row, dict) else type(row).__name__
         raise DataError(
-            f"dataset {dataset!r} has no 'translation' column (columns: {rows.column_names})"
+            f"dataset {dataset!r} row {n - 1} has no 'translation' mapping (columns: {columns})"
         )
-    with atomic_write(dest) as out:
-        for i, row in enumerate(rows["translation"]):
-            if lang not in row:
-                raise DataError(
-                    f"dataset {dataset!r} row {i} has no language {lang!r}: {list(row)}"
-                )
-            out.write(row[lang].replace("\n", " ") + "\n")
+    return texts
+
+
+def _text_of(texts: dict, lang: str, n: int, dataset: str) -> str:
+    if lang not in texts:
+        raise DataError(f"dataset {dataset!r} row {n - 1} has no language {lang!r}: {list(texts)}")
+    if not isinstance(texts[lang], str):
+        raise DataError(
+            f"dataset {dataset!r} row {n - 1}: its {lang!r} text is {texts[lang]!r}, not a string"
+        )
+    return texts[lang]
+
+
+def _common_stem(files: dict[str, Path]) -> str:
+    first = next(iter(files.values()))
+    return str(first.with_suffix(".{" + ",".join(files) + "}"))
+
+
+@contextlib.contextmanager
+def _row_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """`advance(rows)` of a progress bar of rows written, on stderr when it is a terminal
+    (rich; gone when done); silent otherwise."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+    with progress:
+        task = progress.add_task(description, total=total)
+        yield lambda rows: progress.advance(task, rows)
 
 
 # --------------------------------------------------------------------------- checks & manifest

@@ -13,14 +13,19 @@ the trainer's weighted sampling. Validation and test splits come from `data.corp
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +34,7 @@ import numpy as np
 
 from nmt import __version__
 from nmt.config import CorpusWeight, DataConfig, ExperimentConfig
-from nmt.data.binarize import TokenArray, TokenArrayWriter
+from nmt.data.binarize import TokenArray, TokenArrayWriter, percentiles_of_counts
 from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
 from nmt.data.corpora import REGISTRY
 from nmt.data.download import corpus_dir, corpus_dirname
@@ -44,6 +49,9 @@ if TYPE_CHECKING:
 
 STATS_FILE = "prepare.json"
 _ENCODE_CHUNK = 10_000  # lines per SentencePiece call: bounded memory, threads stay busy
+_CHUNKS_IN_FLIGHT = 2  # per encoding process: each has the next chunk queued, no more
+# Data settings that do not change what prepare writes (left out of its input fingerprint).
+_SAME_OUTPUT_KEYS = frozenset({"encode_workers"})
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,7 @@ def _raw_eval_files(d: DataConfig, extra: tuple[str, ...] = ()) -> dict[str, tup
 
 def _fingerprint(d: DataConfig, raw: dict[str, tuple[Path, Path]]) -> str:
     digest = hashlib.sha256()
-    settings = dataclasses.asdict(d)
+    settings = {k: v for k, v in dataclasses.asdict(d).items() if k not in _SAME_OUTPUT_KEYS}
     if settings["corpora"] is None:  # as before data.corpora existed: prepared runs stay valid
         del settings["corpora"]
     digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -324,7 +332,7 @@ def _train_tokenizer(d: DataConfig, out: Path, *, seed: int) -> Tokenizer:
         vocab_size=d.vocab_size,
         model_type=d.spm_model_type,
         byte_fallback=d.byte_fallback,
-        input_sentence_size=d.spm_input_sentence_size,
+        sample=d.spm_sample,
         seed=seed,
     )
     src_text = out / f"{d.train_split}.{d.src_lang}"
@@ -350,48 +358,157 @@ def spm_coverage(d: DataConfig, *languages: str) -> float:
 
 
 def _binarize_split(d: DataConfig, split: str, tok: Tokenizer, out: Path) -> dict:
-    """Encode one split. Training pairs over the token limit are dropped (and counted);
-    dev/test sentences are truncated instead so no reference line goes missing."""
+    """Encode one split into its id arrays, streaming (`_encoded_chunks`). Training pairs
+    over the token limit are dropped (and counted); dev/test sentences are truncated
+    instead so no reference line goes missing."""
     is_train = split == d.train_split
-    limit = d.max_tokens_per_sentence
     stem = out / split
     writers = (
         TokenArrayWriter(Path(f"{stem}.{d.src_lang}"), vocab_size=tok.src_vocab_size),
         TokenArrayWriter(Path(f"{stem}.{d.tgt_lang}"), vocab_size=tok.tgt_vocab_size),
     )
-    over = pairs = 0
+    rule = _LengthRule(limit=d.max_tokens_per_sentence, drop=is_train)
+    over = 0
     try:
         text = aligned_lines(out / f"{split}.{d.src_lang}", out / f"{split}.{d.tgt_lang}")
-        for chunk in _chunks(text, _ENCODE_CHUNK):
-            srcs = tok.encode_src([s for s, _ in chunk])
-            tgts = tok.encode_tgt([t for _, t in chunk])
-            for s, t in zip(srcs, tgts):
-                if len(s) > limit or len(t) > limit:
-                    over += 1
-                    if is_train:
-                        continue
-                    s, t = s[:limit], t[:limit]
-                writers[0].add(s)
-                writers[1].add(t)
-                pairs += 1
+        for encoded in _encoded_chunks(tok, text, rule, workers=encode_workers(d)):
+            writers[0].add_many(encoded.src_ids, encoded.src_lengths)
+            writers[1].add_many(encoded.tgt_ids, encoded.tgt_lengths)
+            over += encoded.over_limit
     except BaseException:
         for w in writers:
             w.abort()
         raise
     n_src, n_tgt = writers[0].close(), writers[1].close()
-    src_arr, tgt_arr = (
-        TokenArray(Path(f"{stem}.{d.src_lang}")),
-        TokenArray(Path(f"{stem}.{d.tgt_lang}")),
-    )
     return {
         ("dropped_too_many_tokens" if is_train else "truncated"): over,
-        "pairs": pairs,
+        "pairs": writers[0].sentences,
         "tokens": {"src": n_src, "tgt": n_tgt},
         "length_percentiles": {
-            "src": _percentiles(src_arr.lengths),
-            "tgt": _percentiles(tgt_arr.lengths),
+            "src": _percentiles(writers[0].length_counts),
+            "tgt": _percentiles(writers[1].length_counts),
         },
     }
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_workers(d: DataConfig) -> int:
+    """Processes that encode a split: data.encode_workers, or (0) min(4, usable CPUs)."""
+    if d.encode_workers:
+        return d.encode_workers
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, usable or 1)
+
+
+@dataclass(frozen=True)
+class _LengthRule:
+    """Sentences over `limit` pieces: the pair is dropped (`drop`) or both sides truncated."""
+
+    limit: int
+    drop: bool
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """The ids of a chunk of pairs, each side flat with its sentence lengths: src_ids (N,),
+    src_lengths (P,) where N = sum(src_lengths); the same for tgt. `over_limit`: pairs of
+    the chunk over the token limit (dropped or truncated)."""
+
+    src_ids: np.ndarray
+    src_lengths: np.ndarray
+    tgt_ids: np.ndarray
+    tgt_lengths: np.ndarray
+    over_limit: int
+
+
+def encode_chunk(
+    tok: Tokenizer, pairs: list[tuple[str, str]], rule: _LengthRule, *, threads: int | None = None
+) -> EncodedChunk:
+    """Encode (src, tgt) pairs and apply the length rule; the one encoding of prepare,
+    whether it runs here or in an encoding process."""
+    srcs = tok.encode_src([s for s, _ in pairs], threads=threads)
+    tgts = tok.encode_tgt([t for _, t in pairs], threads=threads)
+    kept_src, kept_tgt, over = [], [], 0
+    for s, t in zip(srcs, tgts):
+        if len(s) > rule.limit or len(t) > rule.limit:
+            over += 1
+            if rule.drop:
+                continue
+            s, t = s[: rule.limit], t[: rule.limit]
+        kept_src.append(s)
+        kept_tgt.append(t)
+    return EncodedChunk(*_flat(kept_src), *_flat(kept_tgt), over_limit=over)
+
+
+def _flat(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids of all rows concatenated (N,) int32, lengths (R,) int64)."""
+    lengths = np.fromiter(map(len, rows), np.int64, count=len(rows))
+    ids = np.fromiter(itertools.chain.from_iterable(rows), np.int32, count=int(lengths.sum()))
+    return ids, lengths
+
+
+def _encoded_chunks(
+    tok: Tokenizer, pairs: Iterator[tuple[str, str]], rule: _LengthRule, *, workers: int
+) -> Iterator[EncodedChunk]:
+    """`encode_chunk` of every chunk of `pairs`, in order. A split of more than one chunk
+    is encoded by `workers` processes (when more than 1), with at most _CHUNKS_IN_FLIGHT
+    chunks per process read ahead, so memory is bounded by the chunk size, not the split."""
+    chunks = _chunks(pairs, _ENCODE_CHUNK)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if workers <= 1 or second is None:
+        for chunk in itertools.chain([first], [second] if second else [], chunks):
+            yield encode_chunk(tok, chunk, rule)
+        return
+    yield from _encode_in_processes(tok, itertools.chain([first, second], chunks), rule, workers)
+
+
+def _encode_in_processes(
+    tok: Tokenizer, chunks: Iterator[list], rule: _LengthRule, workers: int
+) -> Iterator[EncodedChunk]:
+    # spawn, not fork: the parent may hold threads (SentencePiece's, torch's) that a forked
+    # child would inherit mid-lock.
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_encoding_process,
+        initargs=(tok.src_model, None if tok.joint else tok.tgt_model),
+    )
+    pending: collections.deque = collections.deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(_encode_in_process, chunk, rule))
+            if len(pending) >= _CHUNKS_IN_FLIGHT * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise DataError(
+            f"an encoding process of nmt prepare died (out of memory?); with fewer processes, "
+            f"set data.encode_workers (now {workers}), e.g. data.encode_workers=1"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_PROCESS_TOKENIZER: Tokenizer | None = None  # in an encoding process: the split's tokenizer
+
+
+def _start_encoding_process(src_model: bytes, tgt_model: bytes | None) -> None:
+    global _PROCESS_TOKENIZER
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker that
+    # raised KeyboardInterrupt itself would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _PROCESS_TOKENIZER = Tokenizer(src_model, tgt_model)
+
+
+def _encode_in_process(chunk: list[tuple[str, str]], rule: _LengthRule) -> EncodedChunk:
+    # One SentencePiece thread each: the processes are the parallelism.
+    return encode_chunk(_PROCESS_TOKENIZER, chunk, rule, threads=1)
 
 
 def _chunks(items, size: int):
@@ -400,11 +517,13 @@ def _chunks(items, size: int):
         yield chunk
 
 
-def _percentiles(lengths: np.ndarray) -> dict:
-    if len(lengths) == 0:
+def _percentiles(length_counts: np.ndarray) -> dict:
+    """Sentence-length percentiles from `length_counts[n]`, the sentences of n pieces."""
+    if length_counts.sum() == 0:
         return {}
-    p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": int(lengths.max())}
+    p50, p90, p99 = percentiles_of_counts(length_counts, [50, 90, 99])
+    longest = int(np.flatnonzero(length_counts)[-1])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": longest}
 
 
 def load_prepared(cfg: ExperimentConfig, split: str) -> tuple[TokenArray, TokenArray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,27 +25,31 @@ class SpmSettings:
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 1.0
     byte_fallback: bool = True
-    input_sentence_size: int = 2_000_000
+    sample: int = 2_000_000  # train on a random sample of at most this many sentences
     seed: int = 1
 
 
 def train_sentencepiece(sentences: Iterable[str], settings: SpmSettings) -> bytes:
-    """Train a SentencePiece model on `sentences`; returns the serialized model.
+    """Train a SentencePiece model on a sample of the non-empty `sentences`; returns the
+    serialized model.
 
-    SentencePiece samples `input_sentence_size` lines, so memory stays bounded however large
-    the corpus. A vocabulary larger than the text supports is reported as a config error.
+    The sample (`sample_sentences`) is drawn here, in one pass, so memory holds at most
+    `settings.sample` sentences however large the corpus, and SentencePiece reads the
+    sample only (a corpus within the sample size is passed whole, in its order). A
+    vocabulary larger than the text supports is reported as a config error.
     """
+    sample = sample_sentences(_non_empty(sentences), settings.sample, seed=settings.seed)
     model = io.BytesIO()
-    spm.set_random_generator_seed(settings.seed)  # the sentence sample is then reproducible
+    spm.set_random_generator_seed(settings.seed)  # SentencePiece's own draws are reproducible
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_non_empty(sentences),
+            sentence_iterator=iter(sample),
             model_writer=model,
             vocab_size=settings.vocab_size,
             model_type=settings.model_type,
             character_coverage=settings.character_coverage,
             byte_fallback=settings.byte_fallback,
-            input_sentence_size=settings.input_sentence_size,
+            input_sentence_size=settings.sample,  # >= len(sample): SentencePiece keeps all
             shuffle_input_sentence=True,
             # Text is already NFC-normalised by `clean.normalize`; identity keeps
             # decode(encode(line)) == line, which NFKC would break ("²" -> "2").
@@ -60,6 +65,26 @@ def train_sentencepiece(sentences: Iterable[str], settings: SpmSettings) -> byte
     except RuntimeError as exc:
         raise _explain_training_error(str(exc), settings.vocab_size) from None
     return model.getvalue()
+
+
+def sample_sentences(sentences: Iterable[str], size: int, *, seed: int) -> list[str]:
+    """A uniform random sample of at most `size` of `sentences`, drawn in one pass with
+    reservoir sampling (Vitter's algorithm R): memory holds `size` sentences, never more.
+
+    The i-th sentence (0-based) replaces a random slot with probability size / (i + 1), so
+    every sentence ends up in the sample with probability size / n. Seeded: the same input,
+    size and seed give the same sample. With n <= size the sample is the input, in order.
+    """
+    rng = random.Random(seed)
+    reservoir: list[str] = []
+    for i, sentence in enumerate(sentences):
+        if i < size:
+            reservoir.append(sentence)
+            continue
+        slot = rng.randrange(i + 1)
+        if slot < size:
+            reservoir[slot] = sentence
+    return reservoir
 
 
 def _explain_training_error(message: str, vocab_size: int) -> Exception:
@@ -107,12 +132,12 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
 
-    def encode_src(self, lines: list[str]) -> list[list[int]]:
-        """Subword ids without BOS/EOS."""
-        return self.src.encode(lines, out_type=int)
+    def encode_src(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
+        """Subword ids without BOS/EOS; `threads`: SentencePiece's (None: every core)."""
+        return self.src.encode(lines, out_type=int, num_threads=threads)
 
-    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
-        return self.tgt.encode(lines, out_type=int)
+    def encode_tgt(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
+        return self.tgt.encode(lines, out_type=int, num_threads=threads)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         return self.tgt.decode(ids)

@@ -39,6 +39,7 @@ TAKES_EFFECT_ON_RESUME = frozenset(
         "run_dir",
         "data.data_dir",
         "data.mirror",
+        "data.encode_workers",  # prepare's output is the same with any number of processes
         "data.valid_split",
         "data.test_splits",
         "train.device",
