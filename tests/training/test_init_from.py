@@ -235,9 +235,7 @@ def test_resuming_a_fine_tuning_run_continues_from_its_own_checkpoint(
         fine_tune(parts, 5, f"train.init_from={trained_run / 'checkpoints' / 'step_2.pt'}")
 
 
-def test_the_resume_refusal_of_a_changed_lr_points_to_init_from(
-    tiny_corpus, trained_run, tmp_path
-):
+def test_the_resume_refusal_of_a_changed_lr_points_to_init_from(tiny_corpus, trained_run, tmp_path):
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     with pytest.raises(TrainingError) as error:
         Trainer(tiny_corpus.config(run, "train.lr=1e-4"), CPU, **QUIET).fit()
