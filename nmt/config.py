@@ -269,7 +269,7 @@ def _init_checkpoint_config(tree: dict[str, Any], source: str | None) -> Experim
     that is missing or no valid checkpoint is a problem of that key."""
     train = tree.get("train")
     value = train.get("init_from") if isinstance(train, dict) else None
-    if not isinstance(value, str) or not value or "\0" in value:
+    if not isinstance(value, str) or "\0" in value:
         return None
     # Imported here: nmt.checkpoint builds on this module.
     from nmt.checkpoint import read_model_checkpoint
