@@ -279,6 +279,10 @@ def _init_checkpoint_config(tree: dict[str, Any], source: str | None) -> Experim
         return read_model_checkpoint(Path(value)).config
     except CheckpointError as exc:
         raise ConfigError([f"train.init_from: {exc}"], source) from None
+    except OSError as exc:  # a name too long for the file system, say (before any read)
+        raise ConfigError(
+            [f"train.init_from: cannot read {value}: {exc.strerror}"], source
+        ) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

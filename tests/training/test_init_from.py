@@ -164,6 +164,8 @@ def test_a_corrupt_init_checkpoint_is_refused_naming_the_key(tiny_corpus, traine
         + error.value.problems[0].split(" is corrupt: ")[1]
     ]
     assert "does not match its CRC-32 checksum" in error.value.problems[0]
+    with pytest.raises(ConfigError, match="train.init_from: cannot read a+: File name too long"):
+        tiny_corpus.config(tmp_path / "ft", "train.init_from=" + "a" * 300)
 
 
 # --------------------------------------------------------------------------- the tokenizer
