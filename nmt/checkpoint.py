@@ -21,6 +21,8 @@ state the trainer writes (format version 2):
     scaler          dict   `GradScaler.state_dict()`         } trainer checks it on resume
     train_state     dict   progress: updates done, epoch, position in the epoch, best score
     rng             dict   `capture_rng_state()`
+    init_from       dict   {"path", "step", "sha256"} of the checkpoint the run started from
+                           (`train.init_from`), or None; optional (older files lack it)
 
 Three layers of checks, each refusing with a `CheckpointError` that names the file:
 `load_checkpoint` reads the file (CRC-32 of every zip member, weights-only unpickling, file

@@ -7,6 +7,7 @@ Stage modules are imported inside the commands so `nmt --help` stays fast and ne
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -92,10 +93,24 @@ OverridesArg = Annotated[
 ]
 
 
-def load(config: Path, overrides: list[str] | None):
+InitFromOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-from",
+        help="Start a new run from this checkpoint's weights, architecture and tokenizer "
+        "(the same as train.init_from=CHECKPOINT).",
+        show_default=False,
+    ),
+]
+
+
+def load(config: Path, overrides: list[str] | None, init_from: Path | None = None):
     from nmt.config import load_config
 
-    return load_config(config, overrides or [])
+    overrides = list(overrides or [])
+    if init_from is not None:  # as a JSON string, which YAML reads back verbatim
+        overrides.append(f"train.init_from={json.dumps(str(init_from))}")
+    return load_config(config, overrides)
 
 
 # --------------------------------------------------------------------------- download
@@ -178,15 +193,16 @@ def prepare(
     force: Annotated[
         bool, typer.Option(help="Redo the work even if inputs are unchanged.")
     ] = False,
+    init_from: InitFromOption = None,
 ) -> None:
-    """Clean the corpus, train SentencePiece and binarize every split."""
+    """Clean the corpus, train SentencePiece (or reuse --init-from's) and binarize every split."""
     from nmt.config import write_resolved_config
     from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.files import command_line, run_lock
     from nmt.report import print_prepare_summary
 
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, init_from)
     with run_lock(cfg.run_path, command=command_line()):
         result = run_prepare(cfg, force=force)
         if result.orphaned_checkpoints:
@@ -213,6 +229,7 @@ def train(
     evaluate_at_end: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Score data.test_splits at the end.")
     ] = True,
+    init_from: InitFromOption = None,
 ) -> None:
     """Train (or resume: re-running continues from the run directory's last checkpoint).
 
@@ -228,7 +245,7 @@ def train(
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, init_from)
     t = cfg.train
     runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
     try:
@@ -250,7 +267,9 @@ def train(
 
 @app.command()
 @user_errors
-def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def run(
+    config: ConfigArg, overrides: OverridesArg = None, init_from: InitFromOption = None
+) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
     from nmt.config import write_resolved_config
     from nmt.data.prepare import existing_checkpoints
@@ -267,7 +286,7 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
     from nmt.training.trainer import Trainer
 
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, init_from)
     check_scoring(cfg, evaluate_at_end=True)  # refused now, not after training
     with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
         ensure_downloaded(cfg)

@@ -169,6 +169,9 @@ class TrainConfig:
     max_nonfinite_in_row: int = 10
     average_last: int = 0  # `nmt run` averages the last N checkpoints (0 = use best)
     tensorboard: bool = False  # also write metrics.jsonl's numbers as TensorBoard scalars
+    # A checkpoint whose weights start this new run (fresh optimizer, schedule and data
+    # position); the run takes its architecture and tokenizer (`inherited_from_init`).
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,31 @@ SECTIONS = {
     "eval": EvalConfig,
 }
 
+# Model keys that do not change what the weights mean: a run started from a checkpoint may
+# set them (fine-tuning often changes dropout), and averaging may mix them.
+NOT_ARCHITECTURE = frozenset({"preset", "dropout", "attention_dropout", "activation_dropout"})
+# Data keys that describe the SentencePiece models: a run started from a checkpoint reuses
+# that checkpoint's models (`nmt prepare` copies them instead of training new ones).
+TOKENIZER_KEYS = (
+    "joint_vocab",
+    "vocab_size",
+    "spm_model_type",
+    "character_coverage",
+    "byte_fallback",
+    "spm_sample",
+)
+
+
+def inherited_from_init() -> list[str]:
+    """The dotted keys a run with `train.init_from` takes from that checkpoint's config: the
+    architecture (every model key but `NOT_ARCHITECTURE`, so that a new model option counts
+    as architecture) and the tokenizer (`TOKENIZER_KEYS`). A config that sets one of them to
+    another value is refused; one that leaves it unset gets the checkpoint's."""
+    model = [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
+    return [k for k in model if k.split(".")[1] not in NOT_ARCHITECTURE] + [
+        f"data.{name}" for name in TOKENIZER_KEYS
+    ]
+
 
 # --------------------------------------------------------------------------- loading
 
@@ -239,8 +267,9 @@ def load_config(
     if path is not None:
         raw = read_yaml_mapping(Path(path))
     overrides_map = parse_overrides(overrides)
+    init = _init_checkpoint_config(_merge_overrides(raw, overrides_map, []), source)
     try:
-        return config_from_dict(raw, overrides=overrides_map, source=source)
+        return config_from_dict(raw, overrides=overrides_map, source=source, init=init)
     except ConfigError as exc:
         marked = _mark_override_problems(exc.problems, overrides_map)
         raise ConfigError(marked, exc.source) from None
@@ -277,6 +306,28 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
             [f"the top level must be a mapping, got {type(data).__name__}"], str(path)
         )
     return data
+
+
+def _init_checkpoint_config(tree: dict[str, Any], source: str | None) -> ExperimentConfig | None:
+    """The config stored in the checkpoint `train.init_from` names (schema-checked), or None
+    when the key is unset or not a usable string (then `_build` reports its type). A file
+    that is missing or no valid checkpoint is a problem of that key."""
+    train = tree.get("train")
+    value = train.get("init_from") if isinstance(train, dict) else None
+    if not isinstance(value, str) or "\0" in value:
+        return None
+    # Imported here: nmt.checkpoint builds on this module.
+    from nmt.checkpoint import read_model_checkpoint
+    from nmt.errors import CheckpointError
+
+    try:
+        return read_model_checkpoint(Path(value)).config
+    except CheckpointError as exc:
+        raise ConfigError([f"train.init_from: {exc}"], source) from None
+    except OSError as exc:  # a name too long for the file system, say (before any read)
+        raise ConfigError(
+            [f"train.init_from: cannot read {value}: {exc.strerror}"], source
+        ) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -412,14 +463,23 @@ RENAMED_KEYS: dict[str, str] = {"data.spm_input_sentence_size": "data.spm_sample
 
 
 def config_from_dict(
-    raw: dict[str, Any], *, overrides: dict[str, Any] | None = None, source: str | None = None
+    raw: dict[str, Any],
+    *,
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    init: ExperimentConfig | None = None,
 ) -> ExperimentConfig:
-    """Build and validate an `ExperimentConfig`; every problem is reported in one error."""
+    """Build and validate an `ExperimentConfig`; every problem is reported in one error.
+
+    `init` is the config of the checkpoint `train.init_from` names: the keys of
+    `inherited_from_init` that the config leaves unset are taken from it."""
     problems: list[str] = []
     tree = _merge_overrides(raw, overrides or {}, problems)
     _rename_old_keys(tree, problems)
     _apply_model_preset(tree, problems)
     cfg = _build(ExperimentConfig, tree, "", problems)
+    if init is not None and not problems:
+        cfg = _take_from_init(cfg, tree, init, problems)
     if not problems:
         problems.extend(cross_field_problems(cfg))
         problems.extend(corpora_problems(cfg.data, named_corpus="corpus" in _section(tree, "data")))
@@ -431,6 +491,50 @@ def config_from_dict(
 def _section(tree: dict[str, Any], name: str) -> dict[str, Any]:
     section = tree.get(name)
     return section if isinstance(section, dict) else {}
+def _take_from_init(
+    cfg: ExperimentConfig, tree: dict[str, Any], init: ExperimentConfig, problems: list[str]
+) -> ExperimentConfig:
+    """`cfg` with the architecture and tokenizer keys it leaves unset taken from `init` (and
+    its model.preset name, if the config names none); keys it sets to other values are one
+    problem, each shown as config vs checkpoint value."""
+    conflicts = init_conflicts(cfg, init, only=lambda key: _is_set(tree, key))
+    if conflicts:
+        problems.append(
+            f"train.init_from: {cfg.train.init_from} fixes the model's architecture and "
+            f"tokenizer, and the config sets other values: {'; '.join(conflicts)}; remove "
+            "these keys from the config (the run takes them from the checkpoint)"
+        )
+        return cfg
+    taken: dict[str, dict[str, Any]] = {"data": {}, "model": {}}
+    for key in [*inherited_from_init(), "model.preset"]:
+        section, name = key.split(".")
+        if not _is_set(tree, key):
+            taken[section][name] = getattr(getattr(init, section), name)
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, **taken["data"]),
+        model=dataclasses.replace(cfg.model, **taken["model"]),
+    )
+
+
+def init_conflicts(
+    cfg: ExperimentConfig, init: ExperimentConfig, *, only: Any = lambda key: True
+) -> list[str]:
+    """`key <config value> (config) vs <checkpoint value> (checkpoint)` for every key of
+    `inherited_from_init` (passing `only`) on which `cfg` and the checkpoint's `init` differ."""
+    shown = []
+    for key in inherited_from_init():
+        section, name = key.split(".")
+        ours, theirs = getattr(getattr(cfg, section), name), getattr(getattr(init, section), name)
+        if only(key) and ours != theirs:
+            shown.append(f"{key} {ours!r} (config) vs {theirs!r} (checkpoint)")
+    return shown
+
+
+def _is_set(tree: dict[str, Any], key: str) -> bool:
+    """Whether the merged YAML and overrides (model preset applied) give dotted `key`."""
+    section, name = key.split(".")
+    return isinstance(tree.get(section), dict) and name in tree[section]
 
 
 def replace_decode(decode: DecodeConfig, values: dict[str, Any]) -> DecodeConfig:

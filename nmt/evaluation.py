@@ -151,10 +151,12 @@ class CheckpointIdentity:
     step: int | None
     sha256: str
     averaged_from: list[str] | None = None
+    init_from: dict | None = None  # the checkpoint its run started from (train.init_from)
 
     def as_dict(self) -> dict:
         out = {"path": self.path, "step": self.step, "sha256": self.sha256}
-        return out | ({"averaged_from": self.averaged_from} if self.averaged_from else {})
+        out |= {"averaged_from": self.averaged_from} if self.averaged_from else {}
+        return out | ({"init_from": self.init_from} if self.init_from else {})
 
 
 def load_for_evaluation(checkpoint: Path, **options):
@@ -195,9 +197,10 @@ def identify_checkpoint(checkpoint: Path) -> CheckpointIdentity:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         step = checkpoint_step(state)
         averaged = state.get("averaged_from")
+        init = state.get("init_from") if isinstance(state.get("init_from"), dict) else None
     except Exception:  # an old or foreign layout: the hash still identifies it
-        step, averaged = None, None
-    return CheckpointIdentity(str(path), step, sha, averaged)
+        step, averaged, init = None, None, None
+    return CheckpointIdentity(str(path), step, sha, averaged, init)
 
 
 def _file_state(path: Path) -> tuple | None:

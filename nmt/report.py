@@ -53,4 +53,5 @@ def print_prepare_summary(result: PrepareResult) -> None:
     console.print(table)
     vocab = stats["vocab"]
     kind = "joint" if vocab["joint"] else "separate"
-    console.print(f"vocabulary: {kind}, source {vocab['src']}, target {vocab['tgt']}")
+    reused = f" (SentencePiece from {stats['tokenizer_from']})" if "tokenizer_from" in stats else ""
+    console.print(f"vocabulary: {kind}, source {vocab['src']}, target {vocab['tgt']}{reused}")

@@ -73,7 +73,8 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     d = cfg.data
     out = prepared_dir(cfg)
     raw = _raw_files(cfg)
-    fingerprint = _fingerprint(d, raw)
+    reused = reused_tokenizer(cfg)
+    fingerprint = _with_reused_tokenizer(_fingerprint(d, raw), reused)
     previous = _read_stats(out)
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
         return PrepareResult(out, previous, skipped=True)
@@ -91,7 +92,7 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     except OSError as exc:
         raise OutputError(f"cannot create {staging.parent}: {os_reason(exc)}") from exc
     try:
-        stats = _prepare_into(staging, cfg, raw, fingerprint)
+        stats = _prepare_into(staging, cfg, raw, fingerprint, reused=reused)
         # Checkpoints trained on the data being replaced cannot go on with other data.
         # (No prepared data left to compare: nmt train's fingerprint check decides.)
         changed = before is not None and before != _fingerprint_of(staging, d)
@@ -156,15 +157,20 @@ def _fingerprint_of(out: Path, d: DataConfig) -> str | None:
     return digest.hexdigest()
 
 
-def _prepare_into(out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str) -> dict:
-    """Clean, train SentencePiece and binarize into the (empty) directory `out`."""
+def _prepare_into(
+    out: Path, cfg: ExperimentConfig, raw: dict, fingerprint: str, *, reused: Tokenizer | None
+) -> dict:
+    """Clean, train SentencePiece (or write the `reused` models) and binarize into the
+    (empty) directory `out`."""
     d = cfg.data
     stats: dict = {"fingerprint": fingerprint, "nmt_version": __version__, "splits": {}}
     if d.corpora:
         stats["corpora"], stats["splits"][d.train_split] = _clean_corpora(d, raw, out)
     else:
         stats["splits"][d.train_split] = _clean_train(d, raw[d.train_split], out)
-    tokenizer = _train_tokenizer(d, out, seed=cfg.train.seed)
+    tokenizer = reused or _train_tokenizer(d, out, seed=cfg.train.seed)
+    if reused is not None:
+        stats["tokenizer_from"] = str(Path(cfg.train.init_from).resolve())
     tokenizer.save(out)
     stats["vocab"] = {
         "src": tokenizer.src_vocab_size,
@@ -325,6 +331,28 @@ def _clean_eval(d: DataConfig, split: str, raw: tuple[Path, Path], out: Path) ->
 
 
 # --------------------------------------------------------------------------- subwords
+
+
+def reused_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
+    """The SentencePiece models of the checkpoint a run starts from (`train.init_from`),
+    which `prepare` writes and encodes with instead of training new ones: the weights only
+    make sense with the vocabulary they were trained on. None for a run from scratch."""
+    if cfg.train.init_from is None:
+        return None
+    from nmt.checkpoint import read_model_checkpoint  # imported here: it loads torch
+
+    return read_model_checkpoint(Path(cfg.train.init_from)).tokenizer
+
+
+def _with_reused_tokenizer(fingerprint: str, reused: Tokenizer | None) -> str:
+    """The inputs' fingerprint, extended by the reused models' bytes: another init_from
+    checkpoint with another vocabulary must not count as unchanged inputs."""
+    if reused is None:
+        return fingerprint
+    digest = hashlib.sha256(fingerprint.encode())
+    for blob in (reused.src_model, reused.tgt_model):
+        digest.update(hashlib.sha256(blob).digest())
+    return digest.hexdigest()
 
 
 def _train_tokenizer(d: DataConfig, out: Path, *, seed: int) -> Tokenizer:

@@ -27,15 +27,12 @@ from nmt.checkpoint import (
     replace_atomically,
     save_checkpoint,
 )
-from nmt.config import config_to_dict
+from nmt.config import NOT_ARCHITECTURE, config_to_dict
 from nmt.errors import CheckpointError
 from nmt.files import remove_stale_temporaries
 
 # Fields that belong to one training trajectory and are meaningless for an averaged model.
 _TRAJECTORY_KEYS = ("optimizer", "scheduler", "scaler")
-
-# model keys that do not change the weights' meaning: averaging may mix them.
-_NOT_ARCHITECTURE = {"preset", "dropout", "attention_dropout", "activation_dropout"}
 
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 
@@ -233,7 +230,7 @@ def _architecture_changes(first: ModelCheckpoint, other: ModelCheckpoint) -> str
     return ", ".join(
         f"model.{key} {theirs[key]!r} there, {ours[key]!r} in the first"
         for key in ours
-        if key not in _NOT_ARCHITECTURE and ours[key] != theirs[key]
+        if key not in NOT_ARCHITECTURE and ours[key] != theirs[key]
     )
 
 

@@ -9,9 +9,11 @@ key is in exactly one of two sets (a test checks that none is forgotten):
   update on.
 - `FIXED_FOR_A_RUN`: everything the saved weights, optimizer moments, schedule or data
   order depend on (architecture, data and tokenizer, optimizer and schedule, batching,
-  seed, precision, dropout, label smoothing). The checkpoint restores those, so a new value
-  could not take effect: the resume is refused, naming every changed key old -> new, and the
-  way out (a fresh run directory).
+  seed, precision, dropout, label smoothing, and `train.init_from`: a resumed run continues
+  from its own checkpoint and never starts again from the one it was initialised from). The
+  checkpoint restores those, so a new value could not take effect: the resume is refused,
+  naming every changed key old -> new, and the ways out (a fresh run directory, or a new run
+  that starts from the checkpoint's weights with `train.init_from`).
 
 A checkpoint is resumed from only if, besides the model schema `nmt.checkpoint` checks, its
 training state is well-formed and restores; otherwise (`CheckpointError`) the run falls back
@@ -101,7 +103,8 @@ def check_same_settings(path: Path, saved: ExperimentConfig, cfg: ExperimentConf
             f"cannot resume {cfg.run_path} from {path} with changed settings: {listed}. A "
             "resumed run restores these from its checkpoint, so they cannot change; to train "
             "with them, use a fresh run directory (another name or run_dir), or start a new "
-            "run from this checkpoint's weights (train.init_from, once available)"
+            f"run from this checkpoint's weights with a fresh optimizer and schedule: "
+            f"train.init_from={path} (or --init-from {path}) with another name or run_dir"
         )
 
 
@@ -128,7 +131,8 @@ def check_same_data(
         f"cannot resume {run_dir} from {path}: it was trained on another {what} than the "
         f"prepared data in {run_dir / 'data'} now (nmt prepare ran again since); the run must "
         "restart: use a fresh run directory (another name or run_dir) or delete "
-        f"{path.parent}, or start a new run from its weights (train.init_from, once available)"
+        f"{path.parent}, or start a new run from its weights (train.init_from={path} with "
+        "another name or run_dir)"
     )
 
 

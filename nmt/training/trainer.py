@@ -35,6 +35,7 @@ from nmt.errors import CheckpointError, NmtError, TrainingError
 from nmt.model.transformer import Transformer
 from nmt.runtime import Runtime, peak_memory_mb, seed_everything
 from nmt.training.checkpoints import CheckpointManager
+from nmt.training.init_from import load_init_weights, restored_init_source
 from nmt.training.metrics import MetricsLog, Window
 from nmt.training.progress import ProgressBar
 from nmt.training.resume import (
@@ -126,6 +127,8 @@ class Trainer:
         self._bar: ProgressBar | None = None
         self._epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
         self._data_fingerprint: str | None = None  # computed once, at the first need
+        # The checkpoint this run started from (train.init_from), as its checkpoints record it.
+        self.init_source: dict | None = None
 
     def log(self, message: str) -> None:
         if self._log is not None:
@@ -457,6 +460,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "train_state": asdict(self.state),
             "rng": capture_rng_state(),
+            "init_from": self.init_source,
         }
 
     def _save(self, *, is_best: bool) -> Path:
@@ -483,6 +487,8 @@ class Trainer:
             # No checkpoint: any records in metrics.jsonl come from a run that died before
             # its first save (perhaps mid-line). This run redoes those updates: drop them.
             self.metrics.truncate_after(0)
+            if self.cfg.train.init_from is not None:
+                self._initialise_from_checkpoint()
             return
         path, _ = found
         self.metrics.truncate_after(self.state.step)
@@ -490,6 +496,18 @@ class Trainer:
         # Where a run was resumed (`nmt plot` marks it): the step and the file it continued.
         resumed = {"step": self.state.step, "elapsed_s": round(self.state.elapsed, 2)}
         self.metrics.write("resume", resumed | {"checkpoint": str(path)})
+
+    def _initialise_from_checkpoint(self) -> None:
+        """A new run from `train.init_from`'s weights; the optimizer, schedule, data position
+        and RNG streams stay those of a fresh run (nothing else is read from the file)."""
+        weights, source = load_init_weights(self.cfg, self.tokenizer)
+        self.model.load_state_dict(weights)
+        self.init_source = source.as_dict()
+        step = "" if source.step is None else f" (update {source.step})"
+        self.log(
+            f"starting from the weights of {source.path}{step}, sha256 {source.sha256[:12]}: "
+            "fresh optimizer, schedule and data position"
+        )
 
     def _restore(self, path: Path, ckpt: dict) -> None:
         """Continue from `ckpt`, or refuse: `CheckpointError` for a file that is malformed
@@ -499,6 +517,7 @@ class Trainer:
         check_training_state(path, ckpt, TrainState)
         check_same_settings(path, saved.config, self.cfg)
         check_same_data(path, saved.fingerprint, self._fingerprint(), self.run_dir)
+        init_source = restored_init_source(path, ckpt)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -516,6 +535,7 @@ class Trainer:
             ) from exc
         self.state = TrainState(**ckpt["train_state"])
         self.state.stop_reason = ""
+        self.init_source = init_source
 
     def _fingerprint(self) -> dict[str, str | None]:
         """What this run trains on: its tokenizer and its prepared data (see nmt.checkpoint)."""

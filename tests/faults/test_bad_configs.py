@@ -299,8 +299,7 @@ KEYS_OF_TRAIN = [
     *("adam_betas", "adam_eps", "weight_decay", "clip_norm", "label_smoothing", "log_every"),
     *("valid_every", "save_every", "keep_last", "valid_bleu", "valid_bleu_beam"),
     *("valid_bleu_max_sentences", "best_metric", "patience", "max_nonfinite_in_row"),
-    "average_last",
-    "tensorboard",
+    *("average_last", "tensorboard", "init_from"),
 ]
 
 
