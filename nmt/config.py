@@ -491,6 +491,8 @@ def config_from_dict(
 def _section(tree: dict[str, Any], name: str) -> dict[str, Any]:
     section = tree.get(name)
     return section if isinstance(section, dict) else {}
+
+
 def _take_from_init(
     cfg: ExperimentConfig, tree: dict[str, Any], init: ExperimentConfig, problems: list[str]
 ) -> ExperimentConfig:
