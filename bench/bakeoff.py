@@ -631,18 +631,6 @@ def plot_dev_curves(
     plt.close(figure)
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's vector instruction sets (avx, avx2, avx512*, amx*) from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    return sorted(f for f in set(flags) if f.startswith(("avx", "amx")))
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -782,7 +770,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "benchmark": "bakeoff",
         "smoke": args.smoke,
-        "machine": record.machine() | {"cpu_flags": cpu_flags()},
+        "machine": record.machine() | {"cpu_flags": record.cpu_flags()},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "wall_minutes": (record.now() - started) / 60,

@@ -170,7 +170,6 @@ def main(argv=None) -> None:
     result = {
         "machine": record.machine()
         | {
-            "isa": _isa(),
             "ctranslate2": ctranslate2.__version__,
             "transformers": transformers.__version__,
         },
@@ -194,13 +193,6 @@ def main(argv=None) -> None:
         f"nmt translate: checkpoint {speed['checkpoint']['median']:.1f}s, "
         f"CTranslate2 {speed['ct2_float32']['median']:.1f}s (x{ratio:.2f}); {path}"
     )
-
-
-def _isa() -> str:
-    import re
-
-    found = re.search(r"avx512[a-z]*|avx2", Path("/proc/cpuinfo").read_text())
-    return found.group() if found else "neither avx2 nor avx512"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector instruction set flags (avx, avx2, avx512*, amx*) from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
+    return sorted(f for f in set(flags) if f.startswith(("avx", "amx")))
+
+
+def vector_isa(flags: Sequence[str] | None = None) -> str:
+    """The widest x86 vector instruction set: "AVX-512" (avx512f), "AVX2" or "neither". Rankings
+    against CTranslate2 flip between AVX2 and AVX-512, so every record says which. (The first
+    `avx...` flag in /proc/cpuinfo is avx2 even on an AVX-512 CPU: look for avx512f itself.)"""
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "neither AVX2 nor AVX-512"
+
+
 def machine() -> dict:
     """Date, host, CPU, GPU and the versions every record carries."""
     info = {
@@ -40,6 +62,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "isa": vector_isa(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -59,7 +59,6 @@ def main() -> None:
         exit_code = server.wait(120)
     record = {
         "machine": machine(),
-        "cpu_flags": cpu_flags(),
         "versions": versions(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "offline": {
@@ -234,12 +233,6 @@ def batch_stats(metrics: str) -> dict:
         found[name] = float(match.group(1)) if match else None
     count, total = found.values()
     return {"batches": count, "lines": total, "mean_lines": total / count if count else None}
-
-
-def cpu_flags() -> str | None:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    match = re.search(r"avx512[a-z]*|avx2", text)
-    return match.group(0) if match else None
 
 
 def versions() -> dict:
