@@ -137,6 +137,13 @@ class ListSequences:
         return np.asarray(self.sentences[i], dtype=np.int64)
 
 
+def decoder_length_cap(cfg) -> int:
+    """Most tokens (EOS included) a hypothesis of a model with ModelConfig `cfg` can have: its
+    decoder's position table, less the position of a forced target prefix token
+    (model.target_prefix_id, an imported M2M100 model's language token)."""
+    return cfg.max_positions - (cfg.target_prefix_id is not None)
+
+
 class Translator:
     def __init__(
         self,
@@ -160,9 +167,7 @@ class Translator:
         self.tokenizer = tokenizer
         # Outputs never outgrow the decoder's position table (1.2 * 1001 + 10 > 1024 with the
         # defaults): long inputs get max_len = max_positions, as in fairseq.
-        # A forced target prefix token (model.target_prefix_id) takes one decoder position.
-        cap = model.cfg.max_positions - (model.cfg.target_prefix_id is not None)
-        self.settings = replace(settings, max_len_cap=cap)
+        self.settings = replace(settings, max_len_cap=decoder_length_cap(model.cfg))
         self.device = torch.device(device)
         self.batch_tokens = batch_tokens
         self.max_input_tokens = max_input_tokens
@@ -229,7 +234,8 @@ class Translator:
         check_same_tokenizer([m.tokenizer for m in members], paths)
         ensemble = copy.copy(members[0])
         ensemble.model = Ensemble([m.model for m in members])
-        ensemble.settings = replace(ensemble.settings, max_len_cap=ensemble.model.cfg.max_positions)
+        cap = min(decoder_length_cap(m.model.cfg) for m in members)
+        ensemble.settings = replace(ensemble.settings, max_len_cap=cap)
         return ensemble
 
     def with_search(self, **overrides) -> Translator:
@@ -311,12 +317,16 @@ class Translator:
 
     def _check_prefixes(self, prefixes: Sequence[Sequence[int]] | None) -> None:
         """A prefix the decoder's position table cannot hold with EOS is refused by line."""
-        limit = self.model.cfg.max_positions - 1
+        limit = self.settings.max_len_cap - 1
+        forced = self.model.cfg.target_prefix_id is not None
+        why = f"model.max_positions {self.model.cfg.max_positions}" + (
+            ", one taken by the target language token" if forced else ""
+        )
         for line, prefix in enumerate(prefixes or (), start=1):
             if len(prefix) > limit:
                 raise DataError(
                     f"prefix line {line} has {len(prefix)} pieces; the model's decoder holds "
-                    f"at most {limit} (model.max_positions {limit + 1})"
+                    f"at most {limit} ({why})"
                 )
 
     @torch.inference_mode()

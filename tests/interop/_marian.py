@@ -1,23 +1,36 @@
 """Random-weight transformers Marian directories in the OPUS-MT conventions, over real
 SentencePiece models trained on Multi30k: vocab.json with ids of its own (EOS 0, UNK 1, the
 pieces, PAD last, so no id is SentencePiece's), the decoder starting from PAD, swish, a
-random final_logits_bias. As in _models.py, EOS gets a push (the last LayerNorm's bias and
-EOS's output row, along one direction) so that most searches end on their own, well before
-the length limit."""
+random final_logits_bias; and M2M100 directories (language tokens, fairseq positions).
+
+As in _models.py, the random weights get one nudge so that every search ends on its own,
+well before the length limit (where generate() cuts a hypothesis and nmt ends it with EOS:
+a different rule, not a different model, so the import tests compare only whole searches):
+EOS's logit rises with the decoder position (`_eos_rises_with_position`, through a channel
+of the sinusoid table that nothing else writes), from a constant start (Marian: EOS's
+final_logits_bias; M2M100, which has none: a push along the all-ones direction). Searches
+then end after 11 to 21 tokens on the first 100 Multi30k test sentences (greedy and beam 5),
+never at the tests' limit of 40; the tests check that premise.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
 
-# EOS's output row += PUSH x the all-ones direction: most outputs then end after 2 to 10
-# tokens (a few run to the limit); larger pushes end nearly every output after one token.
-EOS_PUSH = 1.1
+# Where EOS's logit starts (Marian: its final_logits_bias; M2M100: its row += PUSH x the
+# all-ones direction, which the final LayerNorm's bias also gets) and how fast it rises with
+# position (`_eos_rises_with_position`). Chosen by measurement: searches end after 11 to 21
+# tokens; a weaker rise lets some greedy searches of the shared-vocabulary model run to 39.
+EOS_BIAS = 2.0
+EOS_SLOPE = 40.0
 M2M_EOS_PUSH = 0.3
+M2M_EOS_SLOPE = 25.0
 
 
 @dataclass(frozen=True)
@@ -116,9 +129,12 @@ def make_marian_dir(out: Path, variant: Opus, spm_models: dict[str, bytes], *, s
 def _randomize(model) -> None:
     """Weights of the scale a trained model has (transformers initialises with std 0.02,
     which makes every distribution nearly flat): matrices ~ normal(0, D^-0.5), LayerNorm
-    gains near 1, biases and final_logits_bias random, EOS pushed (module docstring)."""
+    gains near 1, biases and final_logits_bias random; then EOS made to rise with position
+    (module docstring)."""
     d = model.config.d_model
     for name, p in model.named_parameters():
+        if "embed_positions" in name:  # the sinusoids (not saved: from_pretrained makes them)
+            continue
         if "layer_norm" in name:
             p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
         elif p.dim() == 2:
@@ -126,11 +142,57 @@ def _randomize(model) -> None:
         else:
             p.normal_(0.0, 0.1)
     model.final_logits_bias.normal_(0.0, 0.5)
-    # EOS likely after a few tokens, differently per sentence: the all-ones direction (unit
-    # norm) added to the last LayerNorm's bias and to EOS's output row (_models.py).
-    direction = torch.full((d,), d**-0.5)
-    model.model.decoder.layers[-1].final_layer_norm.bias += 4.0 * direction
-    model.get_output_embeddings().weight[model.config.eos_token_id] += EOS_PUSH * direction
+    model.final_logits_bias[0, model.config.eos_token_id] = EOS_BIAS
+    table = model.model.decoder.embed_positions.weight
+    _eos_rises_with_position(model, table, slope=EOS_SLOPE)
+
+
+@torch.no_grad()
+def _eos_rises_with_position(model, table: torch.Tensor, *, slope: float) -> None:
+    """EOS's logit made to grow with the decoder position, as _models._end_sentences_sooner
+    does for nmt's models, here in transformers' layout: `table` [positions, D] is the
+    decoder's sinusoid table (row p: position p; sines in the first half, cosines in the
+    second). Its sine and cosine of frequency ~1/18 (`_position_channel`) become a channel
+    that only the position table writes: every token embedding and output row is zero there
+    (shared or tied ones too: the encoder's input loses two random dimensions, nothing else),
+    so are the rows of every decoder sub-layer's output projection (attention out_proj, fc2),
+    and every decoder LayerNorm has gain 1 and bias 0 there. The decoder's residual stream
+    then carries sin - cos there (pre-norm: exactly; post-norm: rescaled by each LayerNorm),
+    and EOS's output row alone reads it, +slope * (sin - cos): its logit rises with position
+    (sin - cos goes from -1 at position 0 to +1 at about 28), the rest of the model random.
+    (M2M100's decoder starts from </s>, whose tied embedding is EOS's output row: position 0
+    carries that row too, which later positions read only through attention, not on the
+    channel.)"""
+    sine, cosine = _position_channel(table)
+    channel = [sine, cosine]
+    decoder = model.model.decoder
+    decoder.embed_tokens.weight[:, channel] = 0
+    output = model.get_output_embeddings().weight
+    output[:, channel] = 0
+    for layer in decoder.layers:
+        for linear in (layer.self_attn.out_proj, layer.encoder_attn.out_proj, layer.fc2):
+            linear.weight[channel] = 0
+            linear.bias[channel] = 0
+    for norm in decoder.modules():
+        if isinstance(norm, torch.nn.LayerNorm):
+            norm.weight[channel] = 1
+            norm.bias[channel] = 0
+    output[model.config.eos_token_id, channel] = torch.tensor([slope, -slope])
+
+
+def _position_channel(table: torch.Tensor, frequency: float = 1 / 18) -> tuple[int, int]:
+    """The columns (sine, cosine) of the sinusoid table whose frequency is closest to
+    `frequency`, read off the table itself (the phase step from its row 0 to row 1) and
+    checked over every row, so that a change of layout in transformers fails here rather
+    than as outputs that run to the length limit."""
+    half = table.shape[1] // 2
+    phases = torch.atan2(table[:2, :half], table[:2, half:]).double()  # [2, half]
+    steps = (phases[1] - phases[0]) % (2 * math.pi)
+    sine = int((steps - frequency).abs().argmin())
+    angles = phases[0, sine] + torch.arange(len(table), dtype=torch.float64) * steps[sine]
+    assert torch.allclose(table[:, sine].double(), angles.sin(), atol=1e-4)
+    assert torch.allclose(table[:, half + sine].double(), angles.cos(), atol=1e-4)
+    return sine, half + sine
 
 
 # --------------------------------------------------------------------------- M2M100
@@ -190,5 +252,8 @@ def make_m2m100_dir(out: Path, spm_models: dict[str, bytes], *, seed: int = 0) -
         direction = torch.full((d,), d**-0.5)
         model.model.decoder.layer_norm.bias += 4.0 * direction
         model.model.shared.weight[config.eos_token_id] += M2M_EOS_PUSH * direction
+        # the table's rows from padding_idx + 1 on are positions 0, 1, ...
+        table = model.model.decoder.embed_positions.weights[config.pad_token_id + 1 :]
+        _eos_rises_with_position(model, table, slope=M2M_EOS_SLOPE)
     model.save_pretrained(out)
     return out

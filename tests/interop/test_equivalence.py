@@ -34,6 +34,15 @@ from pathlib import Path
 import pytest
 import torch
 from _models import VARIANTS, Variant, make_checkpoint
+from _searches import (
+    MIN_SAME,
+    TOLERANCE,
+    compare_outputs,
+    nmt_log_probs,
+    pad,
+    reached_limit,
+    score,
+)
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding.translator import Translator
@@ -41,8 +50,6 @@ from nmt.interop.ctranslate2 import CTranslate2Translator, export_ctranslate2
 from nmt.interop.huggingface import export_huggingface
 from nmt.interop.source import load_source
 
-TOLERANCE = 1e-4
-MIN_SAME = 0.99
 BEAMS = (1, 5)
 # A limit most greedy searches of these models reach (0.4 * source length + 2).
 SHORT_LIMIT = {"max_len_a": 0.4, "max_len_b": 2}
@@ -99,65 +106,21 @@ def built(request, tmp_path_factory, spm_models, test_sentences) -> Built:
         reached = [
             i
             for i, (hyps, src) in enumerate(zip(nbest, src_ids))
-            if _reached_limit(hyps, translator.settings.max_len(len(src) + 1), beam)
+            if reached_limit(hyps, translator.settings.max_len(len(src) + 1), beam)
         ]
         assert not reached, f"beam {beam}: the searches of lines {reached} reached the limit"
         nmt[beam] = [hyps[0] for hyps in nbest]
     return Built(variant, checkpoint, ct2_dir, hf_dir, source, src_ids, nmt, nbest)
 
 
-def _reached_limit(nbest: list, max_len: int, beam: int) -> bool:
-    """Whether a search ran to its last step, max_len - 1, from its `beam` best hypotheses.
-
-    Only there does a hypothesis of max_len - 1 tokens end (nmt.decoding.search). A search
-    stops early once `beam` hypotheses have finished; if it ran to its last step, fewer had,
-    and the `beam` rows still alive all ended there: either way one of the `beam` best (or
-    fewer than `beam` in all) has max_len - 1 tokens exactly when the limit was reached.
-    """
-    return len(nbest) < beam or any(len(h.tokens) == max_len - 1 for h in nbest)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
-
-
-def _nmt_log_probs(model, src: list[list[int]], tgt: list[list[int]]) -> list[list[float]]:
-    """Teacher-forced log p(y_i | y_<i, x) of each target + EOS under nmt's model."""
-    with torch.inference_mode():
-        logits = model(
-            _pad([s + [EOS_ID] for s in src], PAD_ID), _pad([[BOS_ID] + t for t in tgt], PAD_ID)
-        )
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-    return [
-        log_probs[i, torch.arange(len(t) + 1), torch.tensor(t + [EOS_ID])].tolist()
-        for i, t in enumerate(tgt)
-    ]
-
-
-def _score(log_probs: list[float], alpha: float = 1.0) -> float:
-    return sum(log_probs) / len(log_probs) ** alpha
-
-
 def _compare(built: Built, beam: int, other: list[list[int]], system: str) -> None:
-    """>= 99 % identical, and each differing line (printed with its score gap under nmt's
-    model) a near-tie: the gap is < 1e-4."""
+    """_searches.compare_outputs: >= 99 % identical, each differing line a near-tie."""
     mine = [h.tokens for h in built.nmt[beam]]
-    differ = [i for i, (a, b) in enumerate(zip(mine, other)) if a != b]
-    gaps = {}
-    for i in differ:
-        a, b = _nmt_log_probs(built.source.model, [built.src_ids[i]] * 2, [mine[i], other[i]])
-        gaps[i] = abs(_score(a) - _score(b))
-        print(
-            f"{built.variant.name} beam {beam} line {i}: nmt {mine[i]} {system} {other[i]} "
-            f"score gap {gaps[i]:.2e}"
-        )
-    assert len(differ) <= (1 - MIN_SAME) * len(mine), f"{len(differ)} lines differ"
-    wide = {i: f"{gap:.2e}" for i, gap in gaps.items() if gap >= TOLERANCE}
-    assert not wide, f"lines differing by more than a near-tie (line: score gap): {wide}"
+    label = f"{built.variant.name} {system} beam {beam}"
+    compare_outputs(label, built.source.model, built.src_ids, mine, other)
 
 
 def _until_eos(tokens: list[int]) -> list[int]:
@@ -177,7 +140,7 @@ def test_ctranslate2_log_probs_agree(built: Built):
     src = [[tok.src.id_to_piece(t) for t in s] for s in built.src_ids]
     tgt = [[tok.tgt.id_to_piece(t) for t in h] for h in hyps]
     theirs = [r.log_probs for r in translator.score_batch(src, tgt)]
-    mine = _nmt_log_probs(built.source.model, built.src_ids, hyps)
+    mine = nmt_log_probs(built.source.model, built.src_ids, hyps)
     worst = max(abs(a - b) for m, t in zip(mine, theirs) for a, b in zip(m, t, strict=True))
     assert worst < TOLERANCE
 
@@ -189,8 +152,8 @@ def test_transformers_log_probs_agree(built: Built):
 
     model = AutoModelForSeq2SeqLM.from_pretrained(built.hf_dir).eval()
     hyps = [h.tokens for h in built.nmt[5]]
-    src = _pad([s + [EOS_ID] for s in built.src_ids], PAD_ID)
-    tgt = _pad([[BOS_ID] + t for t in hyps], PAD_ID)
+    src = pad([s + [EOS_ID] for s in built.src_ids], PAD_ID)
+    tgt = pad([[BOS_ID] + t for t in hyps], PAD_ID)
     with torch.inference_mode():
         mask = src.ne(PAD_ID).long()
         hf = torch.log_softmax(
@@ -263,8 +226,8 @@ def test_ctranslate2_beam_at_the_limit_scores_what_nmt_scores(built: Built, test
     limits = [translator.settings.max_len(len(s) + 1) for s in built.src_ids]
     at_limit = sum(len(h.tokens) == n - 1 for h, n in zip(best, limits))
     assert at_limit >= len(limits) // 3, f"only {at_limit} searches reached the limit"
-    mine = _nmt_log_probs(built.source.model, built.src_ids, [h.tokens for h in best])
-    worst = max(abs(_score(m) - h.score) for m, h in zip(mine, best))
+    mine = nmt_log_probs(built.source.model, built.src_ids, [h.tokens for h in best])
+    worst = max(abs(score(m) - h.score) for m, h in zip(mine, best))
     assert worst < TOLERANCE
 
 
@@ -280,7 +243,7 @@ def test_transformers_outputs_equal(built: Built, beam: int):
     model = AutoModelForSeq2SeqLM.from_pretrained(built.hf_dir).eval()
     settings = Translator.from_checkpoint(built.checkpoint, device="cpu").settings
     max_len = max(settings.max_len(len(s) + 1) for s in built.src_ids)
-    src = _pad([s + [EOS_ID] for s in built.src_ids], model.generation_config.pad_token_id)
+    src = pad([s + [EOS_ID] for s in built.src_ids], model.generation_config.pad_token_id)
     lengths = torch.tensor([len(s) + 1 for s in built.src_ids])
     mask = (torch.arange(src.shape[1])[None, :] < lengths[:, None]).long()
     with torch.inference_mode():

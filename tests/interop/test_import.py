@@ -8,7 +8,10 @@ untied output, pieces missing from the vocabulary) on real Multi30k sentences:
     MarianTokenizer's ids;
   * log-probabilities of nmt and transformers over the whole vocabulary agree within 1e-4
     (teacher forcing on nmt's beam outputs);
-  * beam-5 outputs of nmt and generate() are the same tokens and the same text.
+  * greedy and beam-5 outputs of nmt and generate() on every sentence are the same tokens
+    (>= 99 %; every line that differs is printed with its score gap under nmt's model, which
+    must be < 1e-4, a near-tie) and the same text: the models end every search on their own
+    before the length limit (_marian.py), and a fixture checks that premise.
 Round trip: import(export(x)) == x (tensors, config, SentencePiece bytes, translations) for
 every variant the transformers export writes (Marian for post-norm, Pegasus for pre-norm).
 """
@@ -21,6 +24,7 @@ import pytest
 import torch
 from _marian import Opus, make_marian_dir
 from _models import VARIANTS, make_checkpoint
+from _searches import TOLERANCE, compare_outputs, pad, reached_limit
 
 from nmt.checkpoint import load_checkpoint, load_trained_model
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -29,8 +33,8 @@ from nmt.interop.huggingface import export_huggingface
 from nmt.interop.importer import _tokenizer_settings, import_command, marian_orders
 from nmt.interop.source import load_source
 
-TOLERANCE = 1e-4
 SENTENCES = 100
+BEAMS = (1, 5)
 MAX_NEW = 40  # nmt: max_len_a 0, max_len_b MAX_NEW; generate(): max_new_tokens MAX_NEW
 # Frequent pieces of both sides' SentencePiece models, left out of the second vocabulary.
 MISSING = ("▁Ein", "▁Mann", "▁mit", "▁A", "▁man", "▁with")
@@ -57,9 +61,22 @@ def sentences(test_sentences) -> list[str]:
     return test_sentences[:SENTENCES]
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(map(len, rows))
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+@pytest.fixture(scope="module")
+def searched(imported, sentences):
+    """(translator, {beam: nmt's Translation with 1-best lists}) for greedy and beam 5, once
+    the premise of the comparisons is checked: no search reached the length limit (where
+    generate() cuts a hypothesis and nmt ends it with EOS, see test_equivalence), which the
+    models of _marian.py ensure by making EOS more likely the longer a hypothesis gets."""
+    torch.set_num_threads(1)
+    translator = Translator.from_checkpoint(imported[1], max_len_a=0, max_len_b=MAX_NEW)
+    best = {}
+    for beam in BEAMS:
+        result = translator.with_search(beam_size=beam, n_best=beam).translate(sentences)
+        nbest = result.hypotheses
+        reached = [i for i, h in enumerate(nbest) if reached_limit(h, MAX_NEW, beam)]
+        assert not reached, f"beam {beam}: the searches of lines {reached} reached the limit"
+        best[beam] = result
+    return translator, best
 
 
 def test_tokenization_is_the_marian_tokenizers(imported, sentences):
@@ -70,16 +87,24 @@ def test_tokenization_is_the_marian_tokenizers(imported, sentences):
     assert mapped == tokenizer(sentences).input_ids
 
 
-def test_log_probs_agree(imported, sentences):
+def _kept(order) -> torch.Tensor:
+    """nmt ids whose rows are in Marian's softmax: all but BOS (a copy of PAD, the decoder
+    start) and the aliases of UNK (pieces the vocabulary lacks)."""
+    keep = torch.ones(len(order.rows), dtype=torch.bool)
+    keep[BOS_ID] = False
+    keep[len(order.rows) - order.aliases :] = False
+    return keep
+
+
+def test_log_probs_agree(imported, searched, sentences):
     """Every target position of nmt's beam outputs, every vocabulary entry (nmt's BOS, a
     copy of PAD that Marian does not have, and the aliases of UNK are out of the softmax:
     below -100)."""
-    _, checkpoint, hf, _, (src_order, tgt_order) = imported
-    torch.set_num_threads(1)
-    translator = Translator.from_checkpoint(checkpoint, beam_size=5, max_len_a=0, max_len_b=MAX_NEW)
-    hyps = [h[0].tokens for h in translator.translate(sentences).hypotheses]
-    src = _pad([s + [EOS_ID] for s in translator.tokenizer.encode_src(sentences)], PAD_ID)
-    tgt = _pad([[BOS_ID] + h for h in hyps], PAD_ID)
+    _, _, hf, _, (src_order, tgt_order) = imported
+    translator, best = searched
+    hyps = [h[0].tokens for h in best[5].hypotheses]
+    src = pad([s + [EOS_ID] for s in translator.tokenizer.encode_src(sentences)], PAD_ID)
+    tgt = pad([[BOS_ID] + h for h in hyps], PAD_ID)
     src_rows, tgt_rows = torch.tensor(src_order.rows), torch.tensor(tgt_order.rows)
     with torch.inference_mode():
         nmt = torch.log_softmax(translator.model(src, tgt).float(), -1)
@@ -90,42 +115,47 @@ def test_log_probs_agree(imported, sentences):
         theirs = torch.log_softmax(logits, -1)
     real = tgt.ne(PAD_ID)
     real[:, 0] = True
-    keep = torch.ones(len(tgt_rows), dtype=torch.bool)
-    keep[BOS_ID] = False
-    keep[len(tgt_rows) - tgt_order.aliases :] = False
+    keep = _kept(tgt_order)
     assert (nmt[..., keep] - theirs[..., tgt_rows[keep]]).abs()[real].max() < TOLERANCE
     assert nmt[..., ~keep][real].max() < -100
 
 
-def test_beam_outputs_identical(imported, sentences):
-    """generate(num_beams=5) with nmt's rules (length penalty 1 over the tokens, EOS
-    included; stop once 5 hypotheses finished; PAD suppressed; at least one token)."""
-    _, checkpoint, hf, tokenizer, (_, tgt_order) = imported
-    torch.set_num_threads(1)
-    translator = Translator.from_checkpoint(checkpoint, beam_size=5, max_len_a=0, max_len_b=MAX_NEW)
-    result = translator.translate(sentences)
+@pytest.mark.parametrize("beam", BEAMS)
+def test_outputs_identical(imported, searched, sentences, beam):
+    """generate(num_beams=beam) with nmt's rules (length penalty 1 over the tokens, EOS
+    included; stop once `beam` hypotheses finished; PAD suppressed; at least one token) on
+    every sentence: the same tokens as nmt's (_searches.compare_outputs: >= 99 %, the rest
+    near-ties) and, where the tokens are the same, the same text."""
+    _, _, hf, tokenizer, (_, tgt_order) = imported
+    translator, best = searched
     batch = tokenizer(sentences, return_tensors="pt", padding=True)
     with torch.inference_mode():
         out = hf.generate(
             **batch,
-            num_beams=5,
+            num_beams=beam,
             max_new_tokens=MAX_NEW,
             length_penalty=1.0,
-            early_stopping=True,
             min_new_tokens=1,
+            **({"early_stopping": True} if beam > 1 else {}),  # a beam-search flag
             suppress_tokens=[hf.config.pad_token_id],
             do_sample=False,
         )
-    eos, ended = hf.config.eos_token_id, 0
-    for hyp, row in zip(result.hypotheses, out[:, 1:].tolist()):
-        if eos not in row:  # at the limit generate() cuts where nmt forces EOS
-            continue
-        row, ended = row[: row.index(eos)], ended + 1
-        assert [tgt_order.rows[i] for i in hyp[0].tokens] == row
-    assert ended >= 0.85 * len(sentences)  # the comparison is of searches that ended
+    rows = out[:, 1:].tolist()  # after the decoder start
+    eos = hf.config.eos_token_id
+    assert all(eos in row for row in rows)  # generate()'s searches ended too
+    to_nmt = _inverse(tgt_order.rows, _kept(tgt_order))
+    theirs = [[to_nmt[i] for i in row[: row.index(eos)]] for row in rows]
+    mine = [h[0].tokens for h in best[beam].hypotheses]
+    src = translator.tokenizer.encode_src(sentences)
+    compare_outputs(f"marian beam {beam}", translator.model, src, mine, theirs)
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-    finished = [i for i, row in enumerate(out[:, 1:].tolist()) if eos in row]
-    assert [result.best[i] for i in finished] == [texts[i] for i in finished]
+    same = [i for i in range(len(mine)) if mine[i] == theirs[i]]
+    assert [best[beam].best[i] for i in same] == [texts[i] for i in same]
+
+
+def _inverse(rows: list[int], keep: torch.Tensor) -> dict[int, int]:
+    """transformers id -> nmt id, over the nmt ids in the softmax (`keep`)."""
+    return {row: i for i, row in enumerate(rows) if keep[i] and row >= 0}
 
 
 def test_checkpoint_is_a_release_checkpoint(imported):
