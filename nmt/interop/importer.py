@@ -311,8 +311,33 @@ def marian_config(
 ) -> dict:
     """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
     the config.json key, what nmt's Transformer cannot compute."""
+    shared = bool(getattr(hf.config, "share_encoder_decoder_embeddings", True))
+    return seq2seq_config(
+        directory,
+        hf,
+        langs=langs,
+        shared=shared,
+        pre_norm=pre_norm,
+        reserved_positions=2,  # BOS-or-start and EOS
+        model={"output_bias": output_bias},
+    )
+
+
+def seq2seq_config(
+    directory: Path,
+    hf,
+    *,
+    langs: tuple[str, str],
+    shared: bool,
+    pre_norm: bool,
+    reserved_positions: int,
+    model: dict[str, Any],
+) -> dict:
+    """The nmt config (a dict for `config_from_dict`) of a transformers encoder-decoder of the
+    BART family (Marian, Pegasus, M2M100: the same config.json keys), with the layout's own
+    `model` keys added; refuses, naming the config.json key, what nmt's Transformer cannot
+    compute. `reserved_positions`: decoder positions the layout's special tokens take."""
     c = hf.config
-    where = directory / "config.json"
     refusals = []
     if not c.scale_embedding:
         refusals.append("scale_embedding is false (nmt always scales embeddings by sqrt(D))")
@@ -325,8 +350,7 @@ def marian_config(
             f"activation_function {c.activation_function!r} (allowed: {', '.join(ACTIVATIONS)})"
         )
     if refusals:
-        raise NmtError(f"{where}: nmt cannot represent " + "; ".join(refusals))
-    shared = bool(getattr(c, "share_encoder_decoder_embeddings", True))
+        raise NmtError(f"{directory / 'config.json'}: nmt cannot represent " + "; ".join(refusals))
     max_positions = c.max_position_embeddings
     name = re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).lstrip("._-")[:64]
     beams = getattr(hf.generation_config, "num_beams", None) or 5
@@ -336,8 +360,8 @@ def marian_config(
             "src_lang": langs[0],
             "tgt_lang": langs[1],
             "joint_vocab": shared,
-            "vocab_size": hf.config.vocab_size,
-            "max_tokens_per_sentence": min(250, max_positions - 2),
+            "vocab_size": c.vocab_size,
+            "max_tokens_per_sentence": min(250, max_positions - reserved_positions),
         },
         "model": {
             "d_model": c.d_model,
@@ -353,9 +377,12 @@ def marian_config(
             "share_embeddings": shared,
             "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
             "max_positions": max_positions,
-            "output_bias": output_bias,
+            **model,
         },
-        "decode": {"beam_size": beams, "max_input_tokens": min(1000, max_positions - 2)},
+        "decode": {
+            "beam_size": beams,
+            "max_input_tokens": min(1000, max_positions - reserved_positions),
+        },
     }
 
 

@@ -120,52 +120,20 @@ def _language_id(vocab: dict[str, int], lang: str, rows: list[int], option: str)
 def m2m100_config(directory: Path, hf, *, langs, prefixes) -> dict:
     """The nmt config (a dict for `config_from_dict`); refuses, naming the config.json key,
     what nmt's Transformer cannot compute."""
-    c = hf.config
-    refusals = []
-    if not c.scale_embedding:
-        refusals.append("scale_embedding is false (nmt always scales embeddings by sqrt(D))")
-    if c.encoder_attention_heads != c.decoder_attention_heads:
-        refusals.append("encoder_attention_heads != decoder_attention_heads")
-    if c.encoder_ffn_dim != c.decoder_ffn_dim:
-        refusals.append("encoder_ffn_dim != decoder_ffn_dim")
-    if c.activation_function not in ("relu", "gelu", "swish", "silu"):
-        refusals.append(f"activation_function {c.activation_function!r}")
-    if refusals:
-        raise NmtError(f"{directory / 'config.json'}: nmt cannot represent " + "; ".join(refusals))
-    max_positions = c.max_position_embeddings
-    name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in directory.resolve().name)
-    activation = "swish" if c.activation_function == "silu" else c.activation_function
-    return {
-        "name": name.lstrip("._-")[:64] or "imported",
-        "data": {
-            "src_lang": langs[0],
-            "tgt_lang": langs[1],
-            "joint_vocab": True,
-            "vocab_size": c.vocab_size,
-            "max_tokens_per_sentence": min(250, max_positions - 3),
-        },
-        "model": {
-            "d_model": c.d_model,
-            "heads": c.encoder_attention_heads,
-            "encoder_layers": c.encoder_layers,
-            "decoder_layers": c.decoder_layers,
-            "ffn_dim": c.encoder_ffn_dim,
-            "dropout": c.dropout,
-            "attention_dropout": c.attention_dropout,
-            "activation_dropout": c.activation_dropout,
-            "activation": activation,
-            "norm": "pre",
-            "share_embeddings": True,
-            "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
-            "max_positions": max_positions,
+    from nmt.interop.importer import seq2seq_config
+
+    return seq2seq_config(
+        directory,
+        hf,
+        langs=langs,
+        shared=True,
+        pre_norm=True,
+        reserved_positions=3,  # the language token, </s> as decoder start, and EOS
+        model={
             "output_bias": True,  # the copied BOS row (and aliases) kept out of the softmax
             "positions": "fairseq",
-            "position_offset": c.pad_token_id + 1,
+            "position_offset": hf.config.pad_token_id + 1,
             "source_prefix_id": prefixes[0],
             "target_prefix_id": prefixes[1],
         },
-        "decode": {
-            "beam_size": getattr(hf.generation_config, "num_beams", None) or 5,
-            "max_input_tokens": min(1000, max_positions - 3),
-        },
-    }
+    )
