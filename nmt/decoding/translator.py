@@ -228,6 +228,8 @@ class Translator:
         ensemble = copy.copy(members[0])
         ensemble.model = Ensemble([m.model for m in members])
         ensemble.settings = replace(ensemble.settings, max_len_cap=ensemble.model.cfg.max_positions)
+        # Every member encodes the same source: longer inputs are cut to the shortest limit.
+        ensemble.max_input_tokens = min(m.max_input_tokens for m in members)
         return ensemble
 
     def with_search(self, **overrides) -> Translator:

@@ -98,3 +98,24 @@ def test_members_with_other_tokenizers_are_refused(
         "their SentencePiece models differ",
     )
     assert not out.exists()
+
+
+def test_members_with_shorter_position_tables_cut_long_inputs(tiny_run, tmp_path):
+    """A member that reads at most 40 source pieces (max_positions 42) beside one that reads
+    1000: a 96-piece line is cut to 40 for both, with the usual truncation count (before:
+    `ValueError: position 96 is beyond max_positions (42)` from the short member's encoder)."""
+    from nmt.checkpoint import load_checkpoint, save_checkpoint
+    from nmt.decoding.translator import Translator
+
+    state = load_checkpoint(tiny_run.checkpoint)
+    state["config"]["model"]["max_positions"] = 42
+    state["config"]["data"]["max_tokens_per_sentence"] = 40
+    state["config"]["decode"]["max_input_tokens"] = 40
+    short = tmp_path / "short.pt"
+    save_checkpoint(short, state)
+    line = " ".join(["Ein Hund rennt über die Wiese."] * 12)
+    for members in ([tiny_run.checkpoint, short], [short, tiny_run.checkpoint]):
+        ensemble = Translator.from_checkpoints(members, device="cpu", beam_size=1)
+        assert ensemble.max_input_tokens == 40
+        result = ensemble.translate([line])
+        assert result.stats.truncated == 1 and len(result.best) == 1
