@@ -587,4 +587,12 @@ def load_corpus_mix(cfg: ExperimentConfig, num_pairs: int) -> CorpusMix | None:
             f"{path.parent} holds the corpora {recorded} ({sum(sizes)} pairs), not data.corpora "
             f"{wanted}; run `nmt prepare` with this config"
         )
-    return CorpusMix(sizes=sizes, weights=tuple(c.weight for c in d.corpora))
+    mix = CorpusMix(sizes=sizes, weights=tuple(c.weight for c in d.corpora))
+    for i, (n, drawn) in enumerate(zip(sizes, mix.pairs_per_epoch())):
+        if n and not drawn:  # the corpus would be prepared, listed and never trained on
+            raise DataError(
+                f"data.corpora[{i}].weight: {d.corpora[i].weight:g} draws none of the {n} "
+                f"pairs of {d.corpora[i].name!r} an epoch (weight x pairs rounds to 0); "
+                f"use a weight of at least {0.5 / n:.2g}, or leave the corpus out"
+            )
+    return mix
