@@ -330,7 +330,7 @@ def evaluate_command(
         )
         if ref is None:
             raise DataError("--hyp needs --ref")
-        bleu_tok = bleu_tokenizer(language_of_file(ref), tokenize or "auto")
+        bleu_tok = bleu_tokenizer(language_of_file(ref), "auto" if tokenize is None else tokenize)
         scores = score_files(hyp, ref, lowercase=lowercase, tokenize=bleu_tok)
         report = scores_as_json(
             scores,
@@ -433,7 +433,9 @@ def _translate_and_score(
     if batch_tokens:
         translator.batch_tokens = batch_tokens
     cfg = translator.config
-    bleu_tok = bleu_tokenizer(cfg.data.tgt_lang, tokenize or cfg.eval.bleu_tokenize)
+    bleu_tok = bleu_tokenizer(
+        cfg.data.tgt_lang, cfg.eval.bleu_tokenize if tokenize is None else tokenize
+    )
     check_bleu_tokenizer(bleu_tok)  # before translating, not after
     if src is not None:
         if ref is None:
