@@ -463,10 +463,21 @@ def _raw_corpora_files(d: DataConfig) -> dict[str, tuple[Path, Path]]:
         if directory in seen:
             raise DataError(f"{key}: the same corpus directory as {seen[directory]}; list it once")
         seen[directory] = key
-    return {
+    files = {
         _corpus_key(d, corpus): _corpus_train_files(d, corpus.name, key)
         for key, corpus in zip(keys, d.corpora)
     }
+    # Two names, one file (a symlinked directory, a case-insensitive file system): the same
+    # pairs would be trained on twice as often as listed.
+    inodes: dict[tuple[int, int], str] = {}
+    for key, (src, _) in zip(keys, files.values()):
+        st = src.stat()
+        if (st.st_dev, st.st_ino) in inodes:
+            raise DataError(
+                f"{key}: {src} is the file of {inodes[st.st_dev, st.st_ino]}; list it once"
+            )
+        inodes[st.st_dev, st.st_ino] = key
+    return files
 
 
 def _corpus_train_files(d: DataConfig, name: str, key: str) -> tuple[Path, Path]:
