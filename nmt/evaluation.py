@@ -213,12 +213,14 @@ def result_tag(
     translator,
     *,
     prefixes: str | None = None,
+    inputs: str | None = None,
 ) -> str:
     """`step<N>-<8 hex>` for hypothesis file names: the hex digits hash the checkpoint's
     content (every member's, for an ensemble; N is the first member's step), the decoding
-    settings and the sha256 of the target prefixes, if any, so no later evaluation (another
-    checkpoint behind the same name, another beam, other prefixes) overwrites a file an
-    earlier result points at."""
+    settings and the sha256 of the target prefixes, if any, and of `--src` files' content
+    (`inputs`: a/test.de and b/test.de share a name), so no later evaluation (another
+    checkpoint behind the same name, another beam, other prefixes, other files) overwrites a
+    file an earlier result points at."""
     members = [identity] if isinstance(identity, CheckpointIdentity) else list(identity)
     shas = [m.sha256 for m in members]
     settings = {
@@ -227,6 +229,7 @@ def result_tag(
         "numerics": translator.numerics,
         "device": translator.device.type,
     } | ({"prefixes": prefixes} if prefixes is not None else {})
+    settings |= {"inputs": inputs} if inputs is not None else {}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     step = members[0].step
     return f"step{step}-{digest}" if step is not None else digest
@@ -437,6 +440,7 @@ def _translate_and_score(
         cfg.data.tgt_lang, cfg.eval.bleu_tokenize if tokenize is None else tokenize
     )
     check_bleu_tokenizer(bleu_tok)  # before translating, not after
+    named_by_file = src is not None  # a split's files are named by the split
     if src is not None:
         if ref is None:
             raise DataError("--src needs --ref")
@@ -463,7 +467,8 @@ def _translate_and_score(
     hyps = translation.best
     out_dir = Path(output_dir or default_output_dir(checkpoints[0]))
     prefix_files = {} if prefix_file is None else {"prefixes": _file_identity(prefix_file)}
-    tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes))
+    inputs = _lines_digest(sources + ["\0"] + refs) if named_by_file else None
+    tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes), inputs=inputs)
     hyp_path = out_dir / f"{name}.{tag}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     cased = score_lines(hyps, refs, tokenize=bleu_tok)
@@ -502,9 +507,11 @@ def _read_prefixes(prefix_file: str | None, src: Path, lines: int) -> list[str] 
 
 def _prefix_digest(prefixes: list[str] | None) -> str | None:
     """The prefixes' content in the result's tag (stdin has no file to hash afterwards)."""
-    if prefixes is None:
-        return None
-    return hashlib.sha256("\n".join(prefixes).encode()).hexdigest()
+    return None if prefixes is None else _lines_digest(prefixes)
+
+
+def _lines_digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _identify_export(directory: Path) -> CheckpointIdentity:
