@@ -242,4 +242,7 @@ def test_decoded_chinese_has_no_spaces_between_characters(newstest2017):
     assert output_line(raw, "zh") == "我的人。"
     assert output_line(raw, "en") == raw  # other languages' spaces are their own
     assert without_spurious_spaces("使用 iPhone 的 用户 ，", "zh-CN") == "使用 iPhone 的用户，"
+    # quotes and ellipses of Chinese text (before: '他说：“ 你好 ”' kept both spaces)
+    assert without_spurious_spaces("他 说 ： “ 你好 ” …… 。", "zh") == "他说：“你好”……。"
+    assert without_spurious_spaces("他 说 “ Python ”", "zh") == "他说“ Python ”"
     assert not SPACE_IN_CHINESE.search(without_spurious_spaces(" ".join(zh[:50]), "zh"))
