@@ -256,8 +256,8 @@ def decoding_description(translator) -> dict:
 
 def record_results(out_dir: Path, records: list[dict]) -> Path:
     """Merge `records` into out_dir/results.json under the directory's lock: a record of the
-    same split, checkpoint content and decoding replaces the old one, every other record
-    stays (an evaluation never erases another's result)."""
+    same split, checkpoint content, decoding and BLEU signature replaces the old one, every
+    other record stays (an evaluation never erases another's result)."""
     from nmt.files import atomic_write, command_line, run_lock
 
     path = Path(out_dir) / "results.json"
@@ -284,7 +284,11 @@ def _result_key(record: dict) -> tuple:
     ensemble = record.get("ensemble")
     if isinstance(ensemble, list):  # every member's content, not only the first's
         sha = tuple(m.get("sha256") if isinstance(m, dict) else m for m in ensemble)
-    return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name)
+    # The same hypotheses scored with another BLEU tokenizer (--tokenize) is another result.
+    cased = record.get("cased")
+    bleu = cased.get("bleu") if isinstance(cased, dict) else None
+    signature = bleu.get("signature") if isinstance(bleu, dict) else None
+    return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name, signature)
 
 
 # --------------------------------------------------------------------------- nmt evaluate

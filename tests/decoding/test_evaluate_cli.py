@@ -210,6 +210,22 @@ def test_results_are_merged_never_written_over(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # lock note gone
 
 
+def test_scores_with_another_bleu_tokenizer_are_another_result(tmp_path):
+    """`nmt evaluate --tokenize zh` after the default 13a (before: the 13a result was erased,
+    as the same split, checkpoint and hypotheses)."""
+    from nmt.evaluation import record_results
+
+    def result(tokenizer: str, bleu: float) -> dict:
+        signature = f"nrefs:1|case:mixed|eff:no|tok:{tokenizer}|smooth:exp|version:2.6.0"
+        return {"split": "test", "checkpoint": {"sha256": "aaaa"}, "hypotheses": "t.hyp.zh",
+                "cased": {"bleu": {"score": bleu, "signature": signature}}}  # fmt: skip
+
+    for record in (result("13a", 1.0), result("zh", 20.0), result("zh", 21.0)):
+        record_results(tmp_path, [record])
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["cased"]["bleu"]["score"] for r in saved] == [1.0, 21.0]
+
+
 def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, monkeypatch):
     """Training rewrites best.pt under the same name: the hash taken after loading would
     describe other bytes than those translated with, so the evaluation is refused."""
