@@ -219,7 +219,9 @@ class Translator:
         if len(paths) == 1:
             return cls.from_checkpoint(paths[0], **options)
         from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
+        from nmt.training.checkpoints import refuse_duplicates
 
+        refuse_duplicates(paths, verb="ensemble")
         members = [cls.from_checkpoint(path, **options) for path in paths]
         for path, member in zip(paths, members):
             if not isinstance(member, Translator):
