@@ -216,12 +216,14 @@ def result_tag(
     translator,
     *,
     prefixes: str | None = None,
+    inputs: str | None = None,
 ) -> str:
     """`step<N>-<8 hex>` for hypothesis file names: the hex digits hash the checkpoint's
     content (every member's, for an ensemble; N is the first member's step), the decoding
-    settings and the sha256 of the target prefixes, if any, so no later evaluation (another
-    checkpoint behind the same name, another beam, other prefixes) overwrites a file an
-    earlier result points at."""
+    settings and the sha256 of the target prefixes, if any, and of `--src` files' content
+    (`inputs`: a/test.de and b/test.de share a name), so no later evaluation (another
+    checkpoint behind the same name, another beam, other prefixes, other files) overwrites a
+    file an earlier result points at."""
     members = [identity] if isinstance(identity, CheckpointIdentity) else list(identity)
     shas = [m.sha256 for m in members]
     settings = {
@@ -230,6 +232,7 @@ def result_tag(
         "numerics": translator.numerics,
         "device": translator.device.type,
     } | ({"prefixes": prefixes} if prefixes is not None else {})
+    settings |= {"inputs": inputs} if inputs is not None else {}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     step = members[0].step
     return f"step{step}-{digest}" if step is not None else digest
@@ -256,8 +259,8 @@ def decoding_description(translator) -> dict:
 
 def record_results(out_dir: Path, records: list[dict]) -> Path:
     """Merge `records` into out_dir/results.json under the directory's lock: a record of the
-    same split, checkpoint content and decoding replaces the old one, every other record
-    stays (an evaluation never erases another's result)."""
+    same split, checkpoint content, decoding and BLEU signature replaces the old one, every
+    other record stays (an evaluation never erases another's result)."""
     from nmt.files import atomic_write, command_line, run_lock
 
     path = Path(out_dir) / "results.json"
@@ -284,7 +287,11 @@ def _result_key(record: dict) -> tuple:
     ensemble = record.get("ensemble")
     if isinstance(ensemble, list):  # every member's content, not only the first's
         sha = tuple(m.get("sha256") if isinstance(m, dict) else m for m in ensemble)
-    return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name)
+    # The same hypotheses scored with another BLEU tokenizer (--tokenize) is another result.
+    cased = record.get("cased")
+    bleu = cased.get("bleu") if isinstance(cased, dict) else None
+    signature = bleu.get("signature") if isinstance(bleu, dict) else None
+    return (record.get("split"), sha, Path(str(record.get("hypotheses"))).name, signature)
 
 
 # --------------------------------------------------------------------------- nmt evaluate
@@ -333,7 +340,7 @@ def evaluate_command(
         )
         if ref is None:
             raise DataError("--hyp needs --ref")
-        bleu_tok = bleu_tokenizer(language_of_file(ref), tokenize or "auto")
+        bleu_tok = bleu_tokenizer(language_of_file(ref), "auto" if tokenize is None else tokenize)
         scores = score_files(hyp, ref, lowercase=lowercase, tokenize=bleu_tok)
         report = scores_as_json(
             scores,
@@ -436,8 +443,11 @@ def _translate_and_score(
     if batch_tokens:
         translator.batch_tokens = batch_tokens
     cfg = translator.config
-    bleu_tok = bleu_tokenizer(cfg.data.tgt_lang, tokenize or cfg.eval.bleu_tokenize)
+    bleu_tok = bleu_tokenizer(
+        cfg.data.tgt_lang, cfg.eval.bleu_tokenize if tokenize is None else tokenize
+    )
     check_bleu_tokenizer(bleu_tok)  # before translating, not after
+    named_by_file = src is not None  # a split's files are named by the split
     if src is not None:
         if ref is None:
             raise DataError("--src needs --ref")
@@ -464,7 +474,8 @@ def _translate_and_score(
     hyps = translation.best
     out_dir = Path(output_dir or default_output_dir(checkpoints[0]))
     prefix_files = {} if prefix_file is None else {"prefixes": _file_identity(prefix_file)}
-    tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes))
+    inputs = _lines_digest(sources + ["\0"] + refs) if named_by_file else None
+    tag = result_tag(identities, translator, prefixes=_prefix_digest(prefixes), inputs=inputs)
     hyp_path = out_dir / f"{name}.{tag}.hyp.{cfg.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
     cased = score_lines(hyps, refs, tokenize=bleu_tok)
@@ -503,9 +514,11 @@ def _read_prefixes(prefix_file: str | None, src: Path, lines: int) -> list[str] 
 
 def _prefix_digest(prefixes: list[str] | None) -> str | None:
     """The prefixes' content in the result's tag (stdin has no file to hash afterwards)."""
-    if prefixes is None:
-        return None
-    return hashlib.sha256("\n".join(prefixes).encode()).hexdigest()
+    return None if prefixes is None else _lines_digest(prefixes)
+
+
+def _lines_digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _identify_export(directory: Path) -> CheckpointIdentity:

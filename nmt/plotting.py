@@ -8,6 +8,7 @@ computed apart from the drawing, so what a plot shows can be checked without pix
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,9 @@ def _draw_panel(ax, runs: list[RunCurves], key: str, *, by_minutes: bool) -> Non
         series = run.series[key]
         xs = series.minutes if by_minutes else series.steps
         (line,) = ax.plot(
-            xs, series.values, marker=None if key == "loss" else "o", markersize=3, label=run.name
-        )
+            xs, drawable(series.values), marker=None if key == "loss" else "o", markersize=3,
+            label=run.name,
+        )  # fmt: skip
         for x in run.resumed_minutes if by_minutes else run.resumed_at:
             ax.axvline(x, color=line.get_color(), linestyle=":", linewidth=1)
         values += series.values
@@ -127,6 +129,16 @@ def _draw_panel(ax, runs: list[RunCurves], key: str, *, by_minutes: bool) -> Non
         ax.set_yscale("log")
     if len(runs) > 1:
         ax.legend(fontsize="small")
+
+
+# matplotlib's axis limits and ticks overflow near float's end (a loss of 1e308 throughout:
+# "arange: cannot compute length"); a diverged run's values beyond this are not drawn.
+_LARGEST_DRAWN = 1e300
+
+
+def drawable(values: list[float]) -> list[float]:
+    """The values with those matplotlib cannot place (inf, NaN, beyond 1e300) as NaN, a gap."""
+    return [v if math.isfinite(v) and abs(v) <= _LARGEST_DRAWN else math.nan for v in values]
 
 
 def legend_names(run_dirs: Sequence[Path]) -> list[str]:

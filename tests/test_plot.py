@@ -115,3 +115,17 @@ def test_a_bad_run_among_several_is_one_error_line_and_no_file(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == f"error: {message}"
     assert not (tmp_path / "out.png").exists()
+
+
+def test_values_beyond_what_matplotlib_can_place_are_gaps(cli_inline, tmp_path, monkeypatch):
+    """A diverged run: every loss 1e308, an infinite and a NaN perplexity (before: the
+    traceback `ValueError: arange: cannot compute length` from matplotlib's ticks)."""
+    monkeypatch.chdir(tmp_path)
+    huge = [r | {"loss": 1e308} if r["kind"] == "train" else r for r in RESUMED]
+    huge[2] = huge[2] | {"ppl": float("inf")}
+    huge[6] = huge[6] | {"ppl": float("nan")}
+    write_run(tmp_path / "runs" / "diverged", huge)
+    assert run_curves(tmp_path / "runs" / "diverged").series["loss"].values[0] == 1e308
+    result = cli_inline("plot", "runs/diverged", "-o", "out.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

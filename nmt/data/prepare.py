@@ -610,10 +610,21 @@ def _raw_corpora_files(d: DataConfig) -> dict[str, tuple[Path, Path]]:
         if directory in seen:
             raise DataError(f"{key}: the same corpus directory as {seen[directory]}; list it once")
         seen[directory] = key
-    return {
+    files = {
         _corpus_key(d, corpus): _corpus_train_files(d, corpus.name, key)
         for key, corpus in zip(keys, d.corpora)
     }
+    # Two names, one file (a symlinked directory, a case-insensitive file system): the same
+    # pairs would be trained on twice as often as listed.
+    inodes: dict[tuple[int, int], str] = {}
+    for key, (src, _) in zip(keys, files.values()):
+        st = src.stat()
+        if (st.st_dev, st.st_ino) in inodes:
+            raise DataError(
+                f"{key}: {src} is the file of {inodes[st.st_dev, st.st_ino]}; list it once"
+            )
+        inodes[st.st_dev, st.st_ino] = key
+    return files
 
 
 def _corpus_train_files(d: DataConfig, name: str, key: str) -> tuple[Path, Path]:
@@ -734,4 +745,12 @@ def load_corpus_mix(cfg: ExperimentConfig, num_pairs: int) -> CorpusMix | None:
             f"{path.parent} holds the corpora {recorded} ({sum(sizes)} pairs), not data.corpora "
             f"{wanted}; run `nmt prepare` with this config"
         )
-    return CorpusMix(sizes=sizes, weights=tuple(c.weight for c in d.corpora))
+    mix = CorpusMix(sizes=sizes, weights=tuple(c.weight for c in d.corpora))
+    for i, (n, drawn) in enumerate(zip(sizes, mix.pairs_per_epoch())):
+        if n and not drawn:  # the corpus would be prepared, listed and never trained on
+            raise DataError(
+                f"data.corpora[{i}].weight: {d.corpora[i].weight:g} draws none of the {n} "
+                f"pairs of {d.corpora[i].name!r} an epoch (weight x pairs rounds to 0); "
+                f"use a weight of at least {0.5 / n:.2g}, or leave the corpus out"
+            )
+    return mix

@@ -226,7 +226,9 @@ class Translator:
         if len(paths) == 1:
             return cls.from_checkpoint(paths[0], **options)
         from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
+        from nmt.training.checkpoints import refuse_duplicates
 
+        refuse_duplicates(paths, verb="ensemble")
         members = [cls.from_checkpoint(path, **options) for path in paths]
         for path, member in zip(paths, members):
             if not isinstance(member, Translator):
@@ -236,6 +238,8 @@ class Translator:
         ensemble.model = Ensemble([m.model for m in members])
         cap = min(decoder_length_cap(m.model.cfg) for m in members)
         ensemble.settings = replace(ensemble.settings, max_len_cap=cap)
+        # Every member encodes the same source: longer inputs are cut to the shortest limit.
+        ensemble.max_input_tokens = min(m.max_input_tokens for m in members)
         return ensemble
 
     def with_search(self, **overrides) -> Translator:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,15 +152,16 @@ def _file_key(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _refuse_duplicates(paths: list[Path]) -> None:
+def refuse_duplicates(paths: Sequence[Path], *, verb: str = "average") -> None:
     """One file given twice (or `last.pt` / `best.pt`, hard links to a step file, beside that
-    step file) would silently count twice in the mean."""
+    step file) would silently count twice in the mean (of weights, or of an ensemble's
+    log-probs: a model ensembled with itself is that model, at twice the cost)."""
     seen: dict[tuple[int, int], Path] = {}
     for path in paths:
         key = _file_key(path)
         if key is not None and key in seen:
             raise CheckpointError(
-                f"cannot average {path} with {seen[key]}: they are the same file "
+                f"cannot {verb} {path} with {seen[key]}: they are the same file "
                 "(last.pt and best.pt are links to step files); give each checkpoint once"
             )
         if key is not None:
@@ -193,7 +194,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     if not paths:
         raise CheckpointError("no checkpoints to average")
     first = read_model_checkpoint(paths[0])  # a file that is no checkpoint is named first
-    _refuse_duplicates(paths)
+    refuse_duplicates(paths)
     reference = first.state["model"]
     sums = {k: v.to(torch.float64, copy=True) for k, v in reference.items() if _is_float(v)}
     for path in paths[1:]:

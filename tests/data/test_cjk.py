@@ -127,10 +127,11 @@ def test_tokenize_option_overrides_and_the_signature_says_so(zh_hyp_ref, cli_inl
     assert f"  signature: {bleu.get_signature()}" in lines and "tok:13a" in lines[1]
 
 
-def test_an_unknown_tokenizer_is_refused_in_one_line(zh_hyp_ref, cli_inline):
+@pytest.mark.parametrize("name", ["spm", ""])  # "" was taken as auto (13a here), silently
+def test_an_unknown_tokenizer_is_refused_in_one_line(zh_hyp_ref, cli_inline, name):
     hyp, ref, _, _ = zh_hyp_ref
-    result = cli_inline("evaluate", "--hyp", hyp, "--ref", ref, "--tokenize", "spm")
-    assert_clean_failure(result, "--tokenize", "'spm'", "allowed: auto, 13a, intl, zh")
+    result = cli_inline("evaluate", "--hyp", hyp, "--ref", ref, "--tokenize", name)
+    assert_clean_failure(result, "--tokenize", f"{name!r}", "allowed: auto, 13a, intl, zh")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("MeCab") is not None, reason="MeCab is installed")
@@ -241,4 +242,7 @@ def test_decoded_chinese_has_no_spaces_between_characters(newstest2017):
     assert output_line(raw, "zh") == "我的人。"
     assert output_line(raw, "en") == raw  # other languages' spaces are their own
     assert without_spurious_spaces("使用 iPhone 的 用户 ，", "zh-CN") == "使用 iPhone 的用户，"
+    # quotes and ellipses of Chinese text (before: '他说：“ 你好 ”' kept both spaces)
+    assert without_spurious_spaces("他 说 ： “ 你好 ” …… 。", "zh") == "他说：“你好”……。"
+    assert without_spurious_spaces("他 说 “ Python ”", "zh") == "他说“ Python ”"
     assert not SPACE_IN_CHINESE.search(without_spurious_spaces(" ".join(zh[:50]), "zh"))

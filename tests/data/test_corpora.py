@@ -311,3 +311,31 @@ def test_prepared_data_of_another_corpus_list_is_refused(corpora, prepared, tmp_
         Trainer(corpora.config(run, MIX.replace("2.5", "2")), CPU, log=lambda message: None)
     with pytest.raises(DataError, match="was prepared from data.corpora"):
         Trainer(corpora.config(run), CPU, log=lambda message: None)
+
+
+def test_a_weight_that_draws_no_pair_is_refused_naming_the_key(corpora, tmp_path):
+    """Weight 0.01 of 32 pairs rounds to none an epoch: the corpus would be prepared and
+    listed but never trained on (before: silently; a lone such corpus gave "no batch to
+    this process; use fewer processes or a smaller train.max_tokens")."""
+    weak = "data.corpora=[{name: multi30k, weight: 1}, {name: mydomain, weight: 0.01}]"
+    cfg = corpora.config(tmp_path / "run", weak)
+    prepare(cfg)
+    with pytest.raises(DataError, match=r"^data.corpora\[1\].weight: 0.01 draws none of the 32 "
+                       r"pairs of 'mydomain' an epoch .* at least 0.016"):  # fmt: skip
+        Trainer(cfg, CPU, log=lambda message: None)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_one_corpus_under_two_names_by_a_symlink_is_refused(corpora, tmp_path):
+    """`data/alias -> data/multi30k`: two entries, one set of files; its pairs would be seen
+    twice as often as listed (before: prepared and trained silently, 128 pairs of 64)."""
+    alias = corpora.data_dir / "alias"
+    alias.symlink_to(corpora.data_dir / "multi30k", target_is_directory=True)
+    try:
+        both = "data.corpora=[{name: multi30k}, {name: alias}]"
+        with pytest.raises(DataError, match=r"^data.corpora\[1\] \(alias\): .*train.de is the "
+                           r"file of data.corpora\[0\] \(multi30k\); list it once"):  # fmt: skip
+            prepare(corpora.config(tmp_path / "run", both))
+    finally:
+        alias.unlink()
+    assert not (tmp_path / "run").exists()

@@ -121,7 +121,7 @@ def test_an_ensemble_cannot_print_alignments(tiny_run, nmt_inline, tmp_path):
     source, out = tmp_path / "in.de", tmp_path / "out.en"
     source.write_text("Ein Hund.\n", encoding="utf-8")
     result = nmt_inline(
-        "translate", tiny_run.checkpoint, tiny_run.checkpoint, "-i", source, "-o", out,
+        "translate", tiny_run.checkpoint, tiny_run.step_checkpoints[0], "-i", source, "-o", out,
         "--print-alignment", "--device", "cpu", cwd=tmp_path,
     )  # fmt: skip
     assert_clean_failure(result, "--print-alignment needs one checkpoint")

@@ -66,14 +66,17 @@ def test_an_ensemble_of_one_or_of_copies_is_the_model(beam):
     assert decode(Ensemble([random_model(3), random_model(4)])) != alone
 
 
-def test_real_ensemble_of_copies_translates_like_the_model(tiny_run):
+def test_real_ensemble_of_copies_translates_like_the_model(tiny_run, tmp_path):
+    import shutil
+
     from nmt.decoding.translator import Translator
 
     torch.set_num_threads(1)
     lines = tiny_run.raw("val", "de").read_text(encoding="utf-8").splitlines()[:6] + [""]
     one = Translator.from_checkpoint(tiny_run.checkpoint, device="cpu").translate(lines)
     steps = tiny_run.step_checkpoints
-    two = Translator.from_checkpoints([tiny_run.checkpoint, tiny_run.checkpoint], device="cpu")
+    copy = shutil.copy(tiny_run.checkpoint, tmp_path / "copy.pt")  # one file twice is refused
+    two = Translator.from_checkpoints([tiny_run.checkpoint, copy], device="cpu")
     result = two.translate(lines)
     assert result.best == one.best
     got = [n[0].log_prob for n in result.hypotheses if n]
@@ -98,3 +101,44 @@ def test_members_with_other_tokenizers_are_refused(
         "their SentencePiece models differ",
     )
     assert not out.exists()
+
+
+def test_members_with_shorter_position_tables_cut_long_inputs(tiny_run, tmp_path):
+    """A member that reads at most 40 source pieces (max_positions 42) beside one that reads
+    1000: a 96-piece line is cut to 40 for both, with the usual truncation count (before:
+    `ValueError: position 96 is beyond max_positions (42)` from the short member's encoder)."""
+    from nmt.checkpoint import load_checkpoint, save_checkpoint
+    from nmt.decoding.translator import Translator
+
+    state = load_checkpoint(tiny_run.checkpoint)
+    state["config"]["model"]["max_positions"] = 42
+    state["config"]["data"]["max_tokens_per_sentence"] = 40
+    state["config"]["decode"]["max_input_tokens"] = 40
+    short = tmp_path / "short.pt"
+    save_checkpoint(short, state)
+    line = " ".join(["Ein Hund rennt über die Wiese."] * 12)
+    for members in ([tiny_run.checkpoint, short], [short, tiny_run.checkpoint]):
+        ensemble = Translator.from_checkpoints(members, device="cpu", beam_size=1)
+        assert ensemble.max_input_tokens == 40
+        result = ensemble.translate([line])
+        assert result.stats.truncated == 1 and len(result.best) == 1
+
+
+def test_one_file_twice_is_refused(tiny_run, nmt_inline, tmp_path):
+    """`nmt translate last.pt last.pt` (or last.pt beside the step file it links to): the
+    model ensembled with itself is that model at twice the cost, recorded as an ensemble
+    (before: accepted silently); refused as `nmt average` refuses it."""
+    source = tmp_path / "in.de"
+    source.write_text("Ein Hund.\n", encoding="utf-8")
+    for command in ("translate", "evaluate"):
+        inputs = ("-i", source) if command == "translate" else ("--src", source, "--ref", source)
+        result = nmt_inline(
+            command, tiny_run.checkpoint, tiny_run.checkpoint, *inputs, "--device", "cpu",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert_clean_failure(
+            result,
+            f"cannot ensemble {tiny_run.checkpoint} with {tiny_run.checkpoint}: they are the "
+            "same file",
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.de"]

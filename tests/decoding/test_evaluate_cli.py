@@ -210,6 +210,22 @@ def test_results_are_merged_never_written_over(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # lock note gone
 
 
+def test_scores_with_another_bleu_tokenizer_are_another_result(tmp_path):
+    """`nmt evaluate --tokenize zh` after the default 13a (before: the 13a result was erased,
+    as the same split, checkpoint and hypotheses)."""
+    from nmt.evaluation import record_results
+
+    def result(tokenizer: str, bleu: float) -> dict:
+        signature = f"nrefs:1|case:mixed|eff:no|tok:{tokenizer}|smooth:exp|version:2.6.0"
+        return {"split": "test", "checkpoint": {"sha256": "aaaa"}, "hypotheses": "t.hyp.zh",
+                "cased": {"bleu": {"score": bleu, "signature": signature}}}  # fmt: skip
+
+    for record in (result("13a", 1.0), result("zh", 20.0), result("zh", 21.0)):
+        record_results(tmp_path, [record])
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["cased"]["bleu"]["score"] for r in saved] == [1.0, 21.0]
+
+
 def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, monkeypatch):
     """Training rewrites best.pt under the same name: the hash taken after loading would
     describe other bytes than those translated with, so the evaluation is refused."""
@@ -244,3 +260,28 @@ def test_decoding_options_follow_the_config_rules(tiny_run, nmt_inline, assert_c
         result, "invalid decoding options: --beam-size: 5000 is out of range; allowed >= 1"
     )
     assert not (tiny_run.root / "out").exists()
+
+
+def test_source_files_of_one_name_in_two_folders_keep_both_results(tiny_run, nmt_inline, tmp_path):
+    """a/test.de then b/test.de with one checkpoint (before: the same hypothesis file name
+    and result key, so the second run overwrote the first's hypotheses and erased its
+    record from results.json)."""
+    val_de = read_lines(tiny_run.raw("val", "de"))
+    val_en = read_lines(tiny_run.raw("val", "en"))
+    for folder, lines in (("a", slice(0, 3)), ("b", slice(3, 5))):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "test.de", val_de[lines])
+        write(tmp_path / folder / "test.en", val_en[lines])
+    hypotheses = {}
+    for folder in ("a", "b"):
+        result = nmt_inline(
+            "evaluate", tiny_run.checkpoint, "--src", f"{folder}/test.de",
+            "--ref", f"{folder}/test.en", "--output-dir", "out", "--json", "--beam-size", "1",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        hypotheses[folder] = Path(json.loads(result.stdout)["hypotheses"])
+    assert hypotheses["a"] != hypotheses["b"]
+    assert [len(read_lines(hypotheses[f])) for f in "ab"] == [3, 2]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert sorted(r["source"] for r in saved) == ["a/test.de", "b/test.de"]

@@ -124,3 +124,12 @@ def test_a_prefix_file_of_another_length_is_refused_in_one_line(tiny_run, tmp_pa
     )
     assert_clean_failure(result, "has 1 lines but the input (stdin) has")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.de", "prefix.en"]
+
+
+def test_prefixes_and_input_both_from_stdin_are_refused(tiny_run, nmt_inline, tmp_path):
+    """Before: the prefixes took every stdin line, and the error blamed the input for having
+    none ("--prefix-file - has 3 lines but the input (stdin) has 0")."""
+    result = nmt_inline("translate", tiny_run.checkpoint, "--prefix-file", "-", cwd=tmp_path)
+    assert_clean_failure(
+        result, "--input and --prefix-file are both - (stdin): only one input can be stdin"
+    )
