@@ -48,7 +48,7 @@ import shutil
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,35 @@ _SNIFF_BYTES = 64 * 1024
 _CONFIG_LINE = re.compile(r"^(name|run_dir|data|model|train|decode)\s*:", re.MULTILINE)
 _WANTED = "give a .pt checkpoint written by nmt train (runs/<name>/checkpoints/*.pt)"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def file_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, to tell one file under two names; None if it cannot be
+    read."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None  # read_model_checkpoint names a missing file
+    return (st.st_dev, st.st_ino)
+
+
+def refuse_duplicates(paths: Sequence[Path], *, verb: str = "average") -> None:
+    """One file given twice (or `last.pt` / `best.pt`, hard links to a step file, beside that
+    step file) would silently count twice in the mean (of weights, or of an ensemble's
+    log-probs: a model ensembled with itself is that model, at twice the cost)."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        key = file_key(path)
+        if key is not None and key in seen:
+            raise CheckpointError(
+                f"cannot {verb} {path} with {seen[key]}: they are the same file "
+                "(last.pt and best.pt are links to step files); give each checkpoint once"
+            )
+        if key is not None:
+            seen[key] = path
 
 
 # --------------------------------------------------------------------------- save / load

@@ -225,8 +225,8 @@ class Translator:
         `from_checkpoint`, applied to every member."""
         if len(paths) == 1:
             return cls.from_checkpoint(paths[0], **options)
+        from nmt.checkpoint import refuse_duplicates
         from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
-        from nmt.training.checkpoints import refuse_duplicates
 
         refuse_duplicates(paths, verb="ensemble")
         members = [cls.from_checkpoint(path, **options) for path in paths]

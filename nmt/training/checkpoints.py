@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ import torch
 
 from nmt.checkpoint import (
     ModelCheckpoint,
+    file_key,
     link_or_copy,
     load_checkpoint,
     read_model_checkpoint,
+    refuse_duplicates,
     replace_atomically,
     save_checkpoint,
 )
@@ -144,36 +146,12 @@ class CheckpointManager:
 # --------------------------------------------------------------------------- averaging
 
 
-def _file_key(path: Path) -> tuple[int, int] | None:
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None  # read_model_checkpoint names a missing file
-    return (st.st_dev, st.st_ino)
-
-
-def refuse_duplicates(paths: Sequence[Path], *, verb: str = "average") -> None:
-    """One file given twice (or `last.pt` / `best.pt`, hard links to a step file, beside that
-    step file) would silently count twice in the mean (of weights, or of an ensemble's
-    log-probs: a model ensembled with itself is that model, at twice the cost)."""
-    seen: dict[tuple[int, int], Path] = {}
-    for path in paths:
-        key = _file_key(path)
-        if key is not None and key in seen:
-            raise CheckpointError(
-                f"cannot {verb} {path} with {seen[key]}: they are the same file "
-                "(last.pt and best.pt are links to step files); give each checkpoint once"
-            )
-        if key is not None:
-            seen[key] = path
-
-
 def check_average_output(paths: list[Path], output: Path) -> None:
     """Refuse an output that is one of the inputs: a run's step file replaced by averaged
     weights (no optimizer state) is a checkpoint lost, not a new file."""
-    key = _file_key(output)
+    key = file_key(output)
     for path in paths:
-        if key is not None and _file_key(path) == key:
+        if key is not None and file_key(path) == key:
             raise CheckpointError(
                 f"--output {output} is one of the checkpoints being averaged ({path}); "
                 "write the average to another file"

@@ -8,6 +8,8 @@ other line a near-tie (score gap < 1e-4 under nmt's model), no search cut by the
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from _marian import make_m2m100_dir
@@ -143,7 +145,7 @@ def test_outputs_identical(m2m, searched, sentences, beam):
     compare_outputs(f"m2m100 beam {beam}", translator.model, src, searched[beam], theirs)
 
 
-def test_a_target_prefix_leaves_room_for_the_language_token(m2m):
+def test_a_target_prefix_leaves_room_for_the_language_token(m2m, tmp_path):
     """The forced __en__ takes one decoder position: a user's target prefix may have at most
     max_positions - 2 pieces, with room for EOS after it (one more was let through and
     crashed in the decoder's cache: now it is refused by line); an ensemble of imports has
@@ -158,7 +160,9 @@ def test_a_target_prefix_leaves_room_for_the_language_token(m2m):
     message = rf"prefix line 2 has {cap} pieces; .* at most {cap - 1} .*target language token"
     with pytest.raises(DataError, match=message):
         translator.translate_ids([[5], [6]], prefixes=[[], longest + longest[:1]])
-    ensemble = Translator.from_checkpoints([checkpoint, checkpoint])
+    copy = tmp_path / "copy.pt"  # the same file twice is refused (an ensemble of itself)
+    shutil.copyfile(checkpoint, copy)
+    ensemble = Translator.from_checkpoints([checkpoint, copy])
     assert ensemble.settings.max_len_cap == cap
 
 
