@@ -41,3 +41,17 @@ def assert_equal_tree(a, b, where: str = "state") -> None:
             assert_equal_tree(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def tiny_data_config(**overrides):
+    """The config of a small `prepare` (tiny model, 500 pieces, one test split), with dotted
+    `overrides` ({"data.vocab_size": 400})."""
+    from nmt.config import load_config
+
+    items = [
+        "name=t",
+        "data.vocab_size=500",
+        "data.test_splits=[test_2016_flickr]",
+        "model.preset=tiny",
+    ] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(None, items)

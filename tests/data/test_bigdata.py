@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import tiny_data_config
 
 from nmt.checkpoint import checkpoint_config
 from nmt.config import config_from_dict, load_config
@@ -23,17 +24,6 @@ from nmt.data.prepare import prepare, prepared_dir
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import SpmSettings, Tokenizer, sample_sentences, train_sentencepiece
 from nmt.errors import ConfigError, DataError
-
-
-def tiny_config(**overrides):
-    items = [
-        "name=t",
-        "data.vocab_size=500",
-        "data.test_splits=[test_2016_flickr]",
-        "model.preset=tiny",
-    ] + [f"{k}={v}" for k, v in overrides.items()]
-    return load_config(None, items)
-
 
 # --------------------------------------------------------------------------- the sample
 
@@ -153,7 +143,7 @@ def test_encoding_processes_write_what_one_process_writes(downloaded, monkeypatc
     monkeypatch.setattr(prepare_module, "_ENCODE_CHUNK", 50)
     outputs = {}
     for workers in (1, 3):
-        cfg = tiny_config(**{"run_dir": f"runs/w{workers}", "data.encode_workers": workers})
+        cfg = tiny_data_config(**{"run_dir": f"runs/w{workers}", "data.encode_workers": workers})
         prepare(cfg)
         out = prepared_dir(cfg)
         outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
@@ -187,7 +177,7 @@ def test_the_writer_writes_what_np_save_writes(tmp_path):
 def _binarize_peak(out: Path, lines: int, monkeypatch) -> int:
     """Traced peak memory of encoding and writing `lines` pairs (chunks of 200)."""
     monkeypatch.setattr(prepare_module, "_ENCODE_CHUNK", 200)
-    cfg = tiny_config(**{"data.encode_workers": 1})
+    cfg = tiny_data_config(**{"data.encode_workers": 1})
     src = read_lines(out / "train.de")
     tgt = read_lines(out / "train.en")
     for lang, text in (("de", src), ("en", tgt)):
@@ -208,7 +198,7 @@ def test_encoding_memory_does_not_grow_with_the_split(downloaded, monkeypatch):
     """Encoding 8,000 pairs peaks no higher than 1,000 (chunks of 200 either way): ids
     and offsets go to disk as they are made. Before, offsets were a Python list (36 bytes a
     sentence) and closing read every id back into memory."""
-    cfg = tiny_config()
+    cfg = tiny_data_config()
     prepare(cfg)
     out = prepared_dir(cfg)
     small = _binarize_peak(out, 1_000, monkeypatch)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from _cli import assert_clean_failure, run_process
-from _shared import assert_equal_tree
+from _shared import assert_equal_tree, fixtures_of
 
 from nmt import __version__
 from nmt.checkpoint import load_checkpoint
@@ -45,19 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 CPU = Runtime(torch.device("cpu"), "fp32")
 MIX = "data.corpora=[{name: multi30k, weight: 1}, {name: mydomain, weight: 2.5}]"
-BASE = (
-    "model.preset=tiny",
-    "data.vocab_size=400",
-    "data.test_splits=[]",
-    "train.device=cpu",
-    "train.precision=fp32",
-    "train.threads=1",
-    "train.max_tokens=512",
-    "train.valid_bleu=false",
-    "train.log_every=1",
-    "train.valid_every=1000",
-    "train.save_every=1000",
-)
+BASE = fixtures_of("training").BASE_OVERRIDES  # tiny, CPU-only, single-threaded
 
 
 def lines_of(path: Path, start: int, n: int) -> str:

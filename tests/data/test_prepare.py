@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from _shared import tiny_data_config
 
 from nmt.config import load_config
 from nmt.data.download import download
@@ -13,16 +14,6 @@ from nmt.data.tokenizer import Tokenizer
 from nmt.errors import ConfigError, DataError
 
 
-def tiny_config(**overrides):
-    items = [
-        "name=t",
-        "data.vocab_size=500",
-        "data.test_splits=[test_2016_flickr]",
-        "model.preset=tiny",
-    ] + [f"{k}={v}" for k, v in overrides.items()]
-    return load_config(None, items)
-
-
 @pytest.fixture
 def downloaded(in_tmp, small_mirror):
     download("multi30k", languages=["de", "en"], mirror=small_mirror)
@@ -30,7 +21,7 @@ def downloaded(in_tmp, small_mirror):
 
 
 def test_prepare_round_trips_every_cleaned_line(downloaded):
-    cfg = tiny_config()
+    cfg = tiny_data_config()
     result = prepare(cfg)
     out = prepared_dir(cfg)
     tok = Tokenizer.load(out)
@@ -49,7 +40,7 @@ def test_prepare_round_trips_every_cleaned_line(downloaded):
 
 
 def test_prepare_reports_counts_and_keeps_eval_lines(downloaded):
-    result = prepare(tiny_config())
+    result = prepare(tiny_data_config())
     splits = result.stats["splits"]
     assert splits["train"]["read"] == 400
     assert splits["train"]["kept"] + sum(splits["train"]["dropped"].values()) == 400
@@ -57,23 +48,23 @@ def test_prepare_reports_counts_and_keeps_eval_lines(downloaded):
     pct = splits["train"]["length_percentiles"]["src"]
     assert pct["p50"] <= pct["p90"] <= pct["p99"] <= pct["max"]
     assert (
-        json.loads((prepared_dir(tiny_config()) / "prepare.json").read_text())["vocab"]["src"]
+        json.loads((prepared_dir(tiny_data_config()) / "prepare.json").read_text())["vocab"]["src"]
         == 500
     )
 
 
 def test_prepare_skips_unchanged_inputs_and_redoes_changed_ones(downloaded):
-    cfg = tiny_config()
+    cfg = tiny_data_config()
     assert not prepare(cfg).skipped
     assert prepare(cfg).skipped
-    assert not prepare(tiny_config(**{"data.vocab_size": 400})).skipped
+    assert not prepare(tiny_data_config(**{"data.vocab_size": 400})).skipped
     raw = downloaded / "data" / "multi30k" / "val.en"
     raw.write_text(raw.read_text().replace("A ", "The ", 1))
-    assert not prepare(tiny_config(**{"data.vocab_size": 400})).skipped
+    assert not prepare(tiny_data_config(**{"data.vocab_size": 400})).skipped
 
 
 def test_separate_vocabularies_and_bpe(downloaded):
-    cfg = tiny_config(
+    cfg = tiny_data_config(
         **{
             "data.joint_vocab": "false",
             "model.share_embeddings": "false",
@@ -90,7 +81,7 @@ def test_separate_vocabularies_and_bpe(downloaded):
 def test_a_damaged_sentencepiece_model_is_named(downloaded):
     """Found broken: `invalid SentencePiece model: INTERNAL: ...` named no file (train,
     translate of a CTranslate2 directory)."""
-    cfg = tiny_config(**{"data.joint_vocab": "false", "model.share_embeddings": "false"})
+    cfg = tiny_data_config(**{"data.joint_vocab": "false", "model.share_embeddings": "false"})
     prepare(cfg)
     tgt = prepared_dir(cfg) / "spm.tgt.model"
     tgt.write_bytes(tgt.read_bytes()[:100])
@@ -100,7 +91,7 @@ def test_a_damaged_sentencepiece_model_is_named(downloaded):
 
 
 def test_training_pairs_over_the_token_limit_are_dropped_eval_truncated(downloaded):
-    cfg = tiny_config(**{"data.max_tokens_per_sentence": 12})
+    cfg = tiny_data_config(**{"data.max_tokens_per_sentence": 12})
     stats = prepare(cfg).stats["splits"]
     assert stats["train"]["dropped_too_many_tokens"] > 0
     assert stats["val"]["pairs"] == 40 and stats["val"]["truncated"] > 0
@@ -112,25 +103,25 @@ def test_vocab_larger_than_the_corpus_supports(downloaded):
     with pytest.raises(
         ConfigError, match="data.vocab_size: 60000 is more than the training text supports"
     ):
-        prepare(tiny_config(**{"data.vocab_size": 60000}))
+        prepare(tiny_data_config(**{"data.vocab_size": 60000}))
 
 
 def test_vocab_smaller_than_the_characters_need(downloaded):
     with pytest.raises(ConfigError, match="data.vocab_size: 100 is smaller than the"):
-        prepare(tiny_config(**{"data.vocab_size": 100, "data.spm_model_type": "bpe"}))
+        prepare(tiny_data_config(**{"data.vocab_size": 100, "data.spm_model_type": "bpe"}))
 
 
 def test_missing_corpus_and_mismatched_counts(in_tmp, small_mirror):
     with pytest.raises(
         DataError, match="corpus file not found: .*train.de; run `nmt download multi30k"
     ):
-        prepare(tiny_config())
+        prepare(tiny_data_config())
     download("multi30k", languages=["de", "en"], mirror=small_mirror)
     raw = in_tmp / "data" / "multi30k" / "train.en"
     raw.write_text(raw.read_text() + "one more line\n")
     with pytest.raises(DataError, match=r"train.de has 400 lines but .*train.en has 401"):
-        prepare(tiny_config())
-    assert not (prepared_dir(tiny_config()) / "prepare.json").exists()
+        prepare(tiny_data_config())
+    assert not (prepared_dir(tiny_data_config()) / "prepare.json").exists()
 
 
 def test_all_lines_filtered_out(in_tmp):
