@@ -27,6 +27,16 @@ import torch
 # all-ones direction, which the final LayerNorm's bias also gets) and how fast it rises with
 # position (`_eos_rises_with_position`). Chosen by measurement: searches end after 11 to 21
 # tokens; a weaker rise lets some greedy searches of the shared-vocabulary model run to 39.
+# The width and depth of every random transformers model built here (Marian and M2M100 alike).
+TINY_SIZES = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+)
 EOS_BIAS = 2.0
 EOS_SLOPE = 40.0
 M2M_EOS_PUSH = 0.3
@@ -103,13 +113,7 @@ def make_marian_dir(out: Path, variant: Opus, spm_models: dict[str, bytes], *, s
         decoder_vocab_size=len(tgt_vocab),
         share_encoder_decoder_embeddings=variant.shared,
         tie_word_embeddings=variant.tie,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        **TINY_SIZES,
         activation_function=variant.activation,
         pad_token_id=pad,
         eos_token_id=0,
@@ -220,13 +224,7 @@ def make_m2m100_dir(out: Path, spm_models: dict[str, bytes], *, seed: int = 0) -
     config = M2M100Config(
         # the pieces, the language tokens, 8 filler words (len(tokenizer) counts the pieces)
         vocab_size=max(tokenizer.lang_token_to_id.values()) + 1 + 8,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        **TINY_SIZES,
         activation_function="relu",
         max_position_embeddings=256,
         scale_embedding=True,
