@@ -16,8 +16,8 @@ sentences every 300 updates.
 
 The toolkits train one at a time, each for --minutes of wall clock counted from the start of
 its training loop (nmt: `train.max_minutes`; Joey NMT and eole have no such setting, so this
-script sends SIGINT when the time is up: Joey saves its weights on it, eole keeps its last
-saved checkpoint). Each then translates test_2016_flickr and test_2017_flickr with beam 5 by
+script stops them when the time is up: SIGINT for Joey, which saves its weights on it, SIGTERM
+for eole, whose last step saved before the limit is translated; see STOP_SIGNAL). Each then translates test_2016_flickr and test_2017_flickr with beam 5 by
 its own translate command (the whole command is timed: loading included), and one sacreBLEU
 call scores every output against the raw references.
 
@@ -68,7 +68,7 @@ TEST_SPLITS = ("test_2016_flickr", "test_2017_flickr")
 SRC, TGT = "de", "en"
 DEV_LINES = 500  # nmt's train.valid_bleu_max_sentences: the peers validate on these lines
 BEAM = 5
-GRACE_S = 180  # after SIGINT: time to save a checkpoint and exit before SIGKILL
+GRACE_S = 180  # after the stop signal: time to save a checkpoint and exit before SIGKILL
 
 
 # --------------------------------------------------------------------------- vocabularies
@@ -118,7 +118,7 @@ class Finished:
     peak_rss_mb: float  # ru_maxrss of the largest process in its tree (Linux: KiB)
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, line)
     loop_started_s: float | None = None  # when the training loop began (its log line)
-    interrupted_s: float | None = None  # when SIGINT was sent
+    interrupted_s: float | None = None  # when the stop signal was sent
 
 
 def run_command(
@@ -129,11 +129,13 @@ def run_command(
     log_path: Path,
     loop_start: str | None = None,
     budget_s: float | None = None,
+    stop_signal: int = signal.SIGINT,
     stdin: Path | None = None,
     stdout: Path | None = None,
 ) -> Finished:
-    """Run `cmd`, logging its output with time stamps; SIGINT it `budget_s` seconds after a
-    line matching `loop_start` (then SIGKILL after GRACE_S). Peak memory from wait4."""
+    """Run `cmd`, logging its output with time stamps; send `stop_signal` to its process group
+    `budget_s` seconds after a line matching `loop_start` (then SIGKILL after GRACE_S). Peak
+    memory from wait4."""
     started = record.now()
     out_handle = open(stdout, "w") if stdout else None  # noqa: SIM115 - closed below
     in_handle = open(stdin) if stdin else None  # noqa: SIM115
@@ -153,7 +155,7 @@ def run_command(
         target=_read_lines, args=(stream, log_path, started, result, loop_start), daemon=True
     )
     reader.start()
-    status, usage = _wait_with_budget(process, result, started, budget_s)
+    status, usage = _wait_with_budget(process, result, started, budget_s, stop_signal)
     reader.join(timeout=30)
     for handle in (out_handle, in_handle):
         if handle is not None:
@@ -175,7 +177,9 @@ def _read_lines(stream, log_path: Path, started: float, result: Finished, loop_s
                 result.loop_started_s = t
 
 
-def _wait_with_budget(process, result: Finished, started: float, budget_s: float | None):
+def _wait_with_budget(
+    process, result: Finished, started: float, budget_s: float | None, stop_signal: int
+):
     """os.wait4 (not Popen.wait: wait4 also returns the child's resource usage)."""
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -186,7 +190,8 @@ def _wait_with_budget(process, result: Finished, started: float, budget_s: float
         loop = result.loop_started_s
         due = budget_s is not None and loop is not None and elapsed - loop >= budget_s
         if due and result.interrupted_s is None:
-            os.kill(process.pid, signal.SIGINT)
+            # To the whole group, as Ctrl-C (or `kill` of a job) in a terminal sends it.
+            os.killpg(process.pid, stop_signal)
             result.interrupted_s = elapsed
         if result.interrupted_s is not None and elapsed - result.interrupted_s > GRACE_S:
             os.killpg(process.pid, signal.SIGKILL)
@@ -268,7 +273,8 @@ def prepare(task: Task) -> None:
 VALIDATION_KEYS = {
     "nmt": {"train": ("valid_every", "save_every", "log_every")},
     "joeynmt": {"training": ("validation_freq", "logging_freq")},
-    "eole": {"training": ("valid_steps", "save_checkpoint_steps"), "": ("report_every",)},
+    # eole's save_checkpoint_steps stays at eole.yaml's 50: what is lost at the limit.
+    "eole": {"training": ("valid_steps",), "": ("report_every",)},
 }
 
 
@@ -346,6 +352,13 @@ def versions(toolkit: str, python: Path) -> dict:
     return json.loads(done.stdout)
 
 
+# How a peer is stopped when its time is up (neither has a wall-clock limit of its own).
+# Joey NMT saves its weights on SIGINT (Ctrl-C). eole 0.6.4 catches KeyboardInterrupt only
+# around the whole run, so SIGINT did not stop it: in a 5-minute test it kept training and
+# saved a checkpoint 100 s after the limit. SIGTERM ends it at once; bakeoff.py then
+# translates the last step it saved completely before the limit (eole.yaml saves every 50).
+STOP_SIGNAL = {"joeynmt": signal.SIGINT, "eole": signal.SIGTERM}
+
 # How each toolkit's log says its training loop has begun: the wall-clock budget starts there.
 LOOP_START = {
     "nmt": r"^training \S+: .* parameters",  # nmt counts train.max_minutes itself
@@ -411,16 +424,33 @@ def translate_command(toolkit: str, python: Path, checkpoint: Path, src: Path, h
     return cmd, None, None
 
 
-def checkpoint_to_translate(toolkit: str, task: Task, folder: Path) -> Path:
+def checkpoint_to_translate(toolkit: str, task: Task, folder: Path, run: Finished) -> Path:
     """What the toolkit's users would translate with: nmt and Joey their best checkpoint by
-    dev BLEU, eole its last saved step (it keeps no best one)."""
+    dev BLEU, eole the last step it saved completely before the limit (it keeps no best)."""
     if toolkit == "nmt":
         return task.nmt_run / "checkpoints" / "best.pt"
     if toolkit == "joeynmt":
         best = folder / "model" / "best.ckpt"
         return best if best.exists() else folder / "model" / "latest.ckpt"
-    steps = sorted((folder / "model").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    return steps[-1] if steps else folder / "model"
+    saved = eole_saved_steps(run)
+    if not saved:
+        raise RuntimeError("eole saved no checkpoint before the time limit")
+    return folder / "model" / f"step_{saved[-1]}"
+
+
+def eole_saved_steps(run: Finished) -> list[int]:
+    """The steps eole saved completely (`Saving config and vocab` followed `Saving optimizer
+    and weights to step_N`) before the stop signal: a save the signal cut short is not one."""
+    saved, pending = [], None
+    for t, line in run.lines:
+        if run.interrupted_s is not None and t > run.interrupted_s:
+            break
+        if m := re.search(r"Saving optimizer and weights to step_(\d+)", line):
+            pending = int(m[1])
+        elif pending is not None and "Saving config and vocab" in line:
+            saved.append(pending)
+            pending = None
+    return saved
 
 
 # --------------------------------------------------------------------------- reading the logs
@@ -471,6 +501,8 @@ def read_eole_training(run: Finished, outcome: Outcome) -> None:
     target tokens per second) and `validation BLEU: B` after validations."""
     rates, step = [], 0
     for t, line in run.lines:
+        if run.interrupted_s is not None and t > run.interrupted_s:
+            break  # nothing after the limit counts (SIGTERM makes this rare)
         if m := re.search(r"Step\s+(\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s", line):
             step = int(m[1])
             rates.append(float(m[3]))
@@ -526,12 +558,12 @@ CAPABILITIES = {
     "training stops at a wall-clock limit": {
         "nmt": "yes (train.max_minutes)",
         "joeynmt": "no: SIGINT, then Joey saves",
-        "eole": "no: SIGINT; last saved step kept",
+        "eole": "no: SIGTERM; last step saved before it (every 50)",
     },
     "checkpoint translated": {
         "nmt": "best.pt (dev BLEU)",
         "joeynmt": "best.ckpt (dev BLEU)",
-        "eole": "last saved step (no best kept)",
+        "eole": "last step saved before the limit (no best kept)",
     },
     "length penalty of beam 5": {
         "nmt": "score / len",
@@ -656,6 +688,7 @@ def run_toolkit(toolkit: str, task: Task, minutes: float) -> Outcome:
         log_path=logs / f"{toolkit}.train.log",
         loop_start=LOOP_START[toolkit],
         budget_s=None if toolkit == "nmt" else minutes * 60,
+        stop_signal=STOP_SIGNAL.get(toolkit, signal.SIGINT),
     )
     outcome.train_peak_rss_mb = run.peak_rss_mb
     if toolkit == "nmt":
@@ -666,7 +699,7 @@ def run_toolkit(toolkit: str, task: Task, minutes: float) -> Outcome:
         read_eole_training(run, outcome)
     if run.returncode != 0 and run.interrupted_s is None:
         outcome.notes.append(f"training exited with code {run.returncode}; see its log")
-    checkpoint = checkpoint_to_translate(toolkit, task, folder)
+    checkpoint = checkpoint_to_translate(toolkit, task, folder, run)
     outcome.checkpoint = str(checkpoint.relative_to(task.work))
     for split in TEST_SPLITS:
         outcome.tests[split] = translate_and_score(toolkit, python, checkpoint, task, split, cwd)
