@@ -17,9 +17,10 @@ sentences every 300 updates.
 The toolkits train one at a time, each for --minutes of wall clock counted from the start of
 its training loop (nmt: `train.max_minutes`; Joey NMT and eole have no such setting, so this
 script stops them when the time is up: SIGINT for Joey, which saves its weights on it, SIGTERM
-for eole, whose last step saved before the limit is translated; see STOP_SIGNAL). Each then translates test_2016_flickr and test_2017_flickr with beam 5 by
-its own translate command (the whole command is timed: loading included), and one sacreBLEU
-call scores every output against the raw references.
+for eole, whose last step saved before the limit is translated; see STOP_SIGNAL). Each then
+translates test_2016_flickr and test_2017_flickr with beam 5 by its own translate command (the
+whole command is timed: loading included), and one sacreBLEU call scores every output against
+the raw references.
 
 Peers live in venvs of their own under bench/.venvs/ (never nmt's), built on first use with
 nmt's torch version and the pinned versions in `PINS`. Work files go to bench/.cache/bakeoff/.
