@@ -103,11 +103,7 @@ def test_with_validation_every_rewrites_each_toolkits_keys(tmp_path):
         ("joeynmt", [("training", "validation_freq"), ("training", "logging_freq")]),
         (
             "eole",
-            [
-                ("training", "valid_steps"),
-                ("training", "save_checkpoint_steps"),
-                ("", "report_every"),
-            ],
+            [("training", "valid_steps"), ("", "report_every")],
         ),
     ]:
         copy = tmp_path / f"{name}.yaml"
@@ -116,6 +112,8 @@ def test_with_validation_every_rewrites_each_toolkits_keys(tmp_path):
         tree = yaml.safe_load(copy.read_text())
         assert [(tree[s] if s else tree)[k] for s, k in keys] == [7] * len(keys)
         assert tree["model"] == _config(name)["model"]  # nothing else changed
+    # eole's saves stay frequent: they bound what is lost when it is stopped at the limit.
+    assert tree["training"]["save_checkpoint_steps"] == 50
 
 
 def _finished(lines: list[tuple[float, str]], *, loop: float, interrupted: float):
@@ -206,7 +204,8 @@ def test_results_table_renders_known_rows_and_says_what_a_peer_cannot():
     assert lines[2] == "| nmt | 1387 | 30.0 | 1507 | 27.26 | 37.06 | 31.99 | 25.0 | 1121 / 900 |"
     assert lines[3] == "| eole | - | - | - | - | - | - | - | - / - |"
     assert (
-        "| checkpoint translated | best.pt (dev BLEU) | last saved step (no best kept) |" in lines
+        "| checkpoint translated | best.pt (dev BLEU) | last step saved before the limit "
+        "(no best kept) |" in lines
     )
 
 
@@ -223,13 +222,29 @@ def test_eole_log_reader():
         (95.0, "[...] validation BLEU: 3.25"),
         (125.0, step.format(100, 1010, 900)),
         (126.0, step.format(7, 10, 30)),  # a short line: step 7 of a smoke run
+        (131.0, step.format(150, 10, 5000)),  # after the stop signal: not counted
     ]
     outcome = bakeoff.Outcome(toolkit="eole", versions={})
-    bakeoff.read_eole_training(_finished(log, loop=5.0, interrupted=125.0), outcome)
+    bakeoff.read_eole_training(_finished(log, loop=5.0, interrupted=127.0), outcome)
     assert outcome.tgt_tokens_per_s == 900  # the target side (median of 1100, 900, 30)
     assert outcome.updates == 7
-    assert outcome.train_minutes == 2.0
+    assert outcome.train_minutes == 2.0 + 2 / 60
     assert outcome.dev_curve == [{"update": 50, "minutes": 1.5, "bleu": 3.25}]
+
+
+def test_eole_checkpoint_is_its_last_complete_save_before_the_stop_signal():
+    def saving(step):
+        return [
+            (float(step), f"[...] Saving optimizer and weights to step_{step}, and symlink"),
+            (step + 0.1, f"[...] Saving transforms artifacts, if any, to model/step_{step}"),
+            (step + 0.2, "[...] Saving config and vocab to model"),
+        ]
+
+    cut_short = saving(150)[:2]  # the signal came in the middle of this save
+    log = saving(50) + saving(100) + cut_short + saving(200)
+    run = _finished(log, loop=5.0, interrupted=150.5)
+    assert bakeoff.eole_saved_steps(run) == [50, 100]
+    assert bakeoff.eole_saved_steps(_finished(log, loop=5.0, interrupted=None)) == [50, 100, 200]
 
 
 def test_score_is_sacrebleus_corpus_bleu_against_the_first_lines(tmp_path):
