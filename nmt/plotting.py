@@ -84,6 +84,7 @@ def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
         raise DataError(
             f"--output {output}: the name must end in {', '.join(FORMATS)} (the image format)"
         )
+    refuse_repeated_runs(run_dirs)
     runs = [run_curves(d, name=n) for d, n in zip(run_dirs, legend_names(run_dirs))]
     import matplotlib
 
@@ -104,6 +105,21 @@ def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
     finally:
         plt.close(fig)
     return Path(output)
+
+
+def refuse_repeated_runs(run_dirs: Sequence[Path]) -> None:
+    """One run given twice (perhaps under two names) would be drawn twice over itself, with
+    two legend entries for one run."""
+    seen: dict[tuple[int, int], Path] = {}
+    for run_dir in run_dirs:
+        try:
+            st = Path(run_dir).stat()
+        except OSError:
+            continue  # run_curves names a missing run directory
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DataError(f"{run_dir} is {seen[key]} given again: give each run directory once")
+        seen[key] = Path(run_dir)
 
 
 def plot_run(run_dir: Path, output: Path) -> Path:

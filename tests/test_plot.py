@@ -94,6 +94,19 @@ def test_the_command_overlays_two_runs_in_one_file(cli_inline, tmp_path, monkeyp
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_one_run_given_twice_is_refused_under_any_name(cli_inline, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "runs" / "base", RESUMED)
+    (tmp_path / "alias").symlink_to(tmp_path / "runs" / "base")
+    for second in ("runs/base", "runs/../runs/base/", "alias"):
+        result = cli_inline("plot", "runs/base", second, "-o", "twice.png")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {Path(second)} is runs/base given again: give each run directory once"
+        )
+        assert not (tmp_path / "twice.png").exists()
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
