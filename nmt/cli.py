@@ -277,6 +277,7 @@ def run(
     from nmt.files import command_line, run_lock
     from nmt.pipeline import (
         check_decode_precision,
+        check_extras,
         check_scoring,
         ensure_downloaded,
         evaluate_test_splits,
@@ -288,6 +289,7 @@ def run(
 
     cfg = load(config, overrides, init_from)
     check_scoring(cfg, evaluate_at_end=True)  # refused now, not after training
+    check_extras(cfg)  # refused now, not after downloading and preparing
     with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
         ensure_downloaded(cfg)
         print_prepare_summary(run_prepare(cfg))

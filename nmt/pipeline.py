@@ -106,6 +106,15 @@ def check_scoring(cfg: ExperimentConfig, *, evaluate_at_end: bool) -> None:
         check_bleu_tokenizer(configured_bleu_tokenizer(cfg))
 
 
+def check_extras(cfg: ExperimentConfig) -> None:
+    """Refuse a setting whose optional extra is not installed before any stage runs (`nmt
+    run` would otherwise download and prepare first)."""
+    from nmt.extras import require_extra
+
+    if cfg.train.tensorboard:
+        require_extra("tensorboard", "train.tensorboard: true")
+
+
 def check_decode_precision(cfg: ExperimentConfig, device: torch.device) -> None:
     """Refuse a decode.precision the test evaluation could not use on `device` (bf16 on a
     CPU) before training, rather than after it."""

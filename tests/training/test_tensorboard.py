@@ -108,3 +108,19 @@ def test_without_the_package_the_run_is_refused_naming_the_extra(
         'train.tensorboard: true needs the optional extra: pip install "nmt[tensorboard]"'
     )
     assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
+
+
+def test_nmt_run_without_the_package_is_refused_before_downloading_or_preparing(
+    cli_inline, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    run = tmp_path / "run"
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    result = cli_inline(
+        "run", config, f"run_dir={run}", "train.tensorboard=true", f"data.mirror={tmp_path}"
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        'error: train.tensorboard: true needs the optional extra: pip install "nmt[tensorboard]"'
+    )
+    assert not run.exists()  # nothing downloaded, prepared or locked
