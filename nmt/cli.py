@@ -56,7 +56,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(command=None, *, stdout_is_output: bool = False):
-    """Turn NmtError (and Ctrl-C) into a one-line message and a non-zero exit code.
+    """Turn NmtError, OSError (and Ctrl-C) into a one-line message and a non-zero exit code.
 
     A closed log pipe never stops a command (`nmt train 2>&1 | head`: the stream goes to
     /dev/null and training goes on); only a command whose job is writing stdout
@@ -80,8 +80,18 @@ def user_errors(command=None, *, stdout_is_output: bool = False):
         except BrokenPipeError:
             sys.stderr.close()  # e.g. `nmt translate ... | head`: not an error
             raise typer.Exit(0) from None
+        except OSError as exc:
+            # What the system refused that no check above foresaw (a name too long for the
+            # file system, a permission): the file and the reason, not a traceback.
+            fail(os_error_line(exc), 1)
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """`FILE: reason` for an OSError (`reason` alone when it names no file)."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename is not None else reason
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML config.", show_default=False)]

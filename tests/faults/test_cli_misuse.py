@@ -238,3 +238,26 @@ def test_evaluate_a_split_the_corpus_lacks(nmt, in_tmp, checkpoint):
     result = nmt("evaluate", checkpoint, "--split", "test_2099", "--output-dir", "ev")
     assert_clean_failure(result, "file not found: ", "test_2099.de")
     assert files_in(in_tmp) == []
+
+
+# --------------------------------------------------------------------------- names the OS refuses
+
+TOO_LONG = "x" * 300 + ".pt"  # longer than any Linux file system's 255-byte names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("translate", TOO_LONG, "--input", "src.txt"),
+        ("evaluate", TOO_LONG, "--src", "src.txt", "--ref", "src.txt"),
+        ("average", TOO_LONG, "other.pt", "-o", "avg.pt"),
+        ("export", TOO_LONG, "out", "--to", "ctranslate2"),
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_file_name_too_long_for_the_file_system_is_one_error_line(nmt, tmp_path, args):
+    write_lines(tmp_path / "src.txt", ["Ein Hund."])
+    result = nmt(*args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == f"error: {TOO_LONG}: File name too long"
+    assert files_in(tmp_path) == ["src.txt"]
