@@ -5,7 +5,9 @@ and the results table. No peer is installed or run here."""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,51 @@ def test_joey_log_reader():
     assert outcome.updates == 151
     assert outcome.train_minutes == 2.0
     assert outcome.dev_curve == [{"update": 100, "minutes": 1.5, "bleu": 12.5}]
+
+
+JOEY_STEP = (
+    "Epoch   1, Step: {:8d}, Batch Loss:     1.0, Batch Acc: 0.1, Tokens per Sec: {:8d}, "
+    "Lr: 0.000125"
+)
+
+
+def test_joey_updates_after_an_ignored_sigint_do_not_count():
+    log = [
+        (10.0, "... - INFO - joeynmt.training - EPOCH 1"),
+        (40.0, JOEY_STEP.format(50, 1000)),
+        (70.0, JOEY_STEP.format(100, 1200)),
+        (160.0, JOEY_STEP.format(150, 5000)),  # trained on after the signal, then SIGKILL
+    ]
+    outcome = bakeoff.Outcome(toolkit="joeynmt", versions={})
+    bakeoff.read_joey_training(_finished(log, loop=10.0, interrupted=130.0), outcome)
+    assert (outcome.updates, outcome.tgt_tokens_per_s) == (100, 1100)
+
+
+def test_reread_recomputes_the_peers_training_fields_from_their_logs(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [
+        (4.0, "... - INFO - joeynmt.training - EPOCH 1"),
+        (64.0, JOEY_STEP.format(50, 1000)),
+        (119.0, JOEY_STEP.format(100, 1200)),
+        (150.0, JOEY_STEP.format(150, 9000)),  # after the limit (4 s + 2 min)
+    ]
+    (logs / "joeynmt.train.log").write_text("".join(f"{t:9.2f} {x}\n" for t, x in lines))
+    joey = asdict(bakeoff.Outcome(toolkit="joeynmt", versions={"joeynmt": "2.3.0"}))
+    joey |= {"updates": 150, "tests": {"test_2016_flickr": {"bleu": 30.0}}}
+    nmt = asdict(bakeoff.Outcome(toolkit="nmt", versions={}, updates=7))
+    path = tmp_path / "bakeoff.json"
+    settings = {"minutes": 2.0, "dev_lines": 500}
+    machine = {"cpu": "test CPU", "date": "then"}
+    path.write_text(json.dumps({"settings": settings, "toolkits": [nmt, joey], "machine": machine}))
+    bakeoff.reread_record(path, tmp_path)
+    result = json.loads(path.read_text())
+    nmt_after, joey_after = result["toolkits"]
+    assert nmt_after == nmt
+    assert (joey_after["updates"], joey_after["tgt_tokens_per_s"]) == (100, 1100)
+    assert joey_after["train_minutes"] == 2.0
+    assert joey_after["tests"] == joey["tests"]  # what was not re-read stays
+    assert "--reread" in result["reread"]
 
 
 def test_results_table_renders_known_rows_and_says_what_a_peer_cannot():
