@@ -887,7 +887,10 @@ def json_record(path: Path) -> dict:
 def finish(result: dict, plot: Path) -> None:
     """The chart and the table of a record."""
     settings, outcomes = result["settings"], result["toolkits"]
-    title = f"Multi30k de-en, {settings['minutes']:g} min each, {result['machine']['cpu']}"
+    machine = result["machine"]
+    cpu = f"{machine['cpu']} ({machine['isa']})" if "isa" in machine else machine["cpu"]
+    cores = machine.get("cpu_count")
+    title = f"Multi30k de-en, {settings['minutes']:g} min each, {cpu}, {cores} cores"
     if result["smoke"]:
         title = "SMOKE RUN, loaded machine: " + title
     plot_dev_curves(outcomes, plot, title=title, dev_lines=settings["dev_lines"])
