@@ -55,6 +55,7 @@ def score(checkpoint: Path, src: Path, ref: Path, beam: int) -> dict:
         "bleu_signature": result["bleu"]["signature"],
         "chrf": result["chrf"]["score"],
         "checkpoint": result["checkpoint"],
+        "hypotheses": result["hypotheses"],
     }
 
 
