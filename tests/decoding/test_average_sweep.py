@@ -5,6 +5,7 @@ scored on the test split."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,11 +18,18 @@ def test_the_choice_is_made_on_dev_and_only_it_and_best_are_tested(tiny_run, tmp
     sys.path.insert(0, str(REPO / "bench"))
     import average_sweep
 
+    # A copy: `nmt evaluate` records its scores in the run's eval/, and the session's tiny
+    # run is shared with tests that expect only their own records there.
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_run.run_dir, run_dir, symlinks=True)
     out = tmp_path / "sweep.json"
     average_sweep.main(
-        [str(tiny_run.run_dir), "--data-root", str(tiny_run.root / "data"), "--output", str(out)]
+        [str(run_dir), "--data-root", str(tiny_run.root / "data"), "--output", str(out)]
     )
     record = json.loads(out.read_text())
+    assert not (tiny_run.run_dir / "eval").exists() or all(
+        "val" not in p.name for p in (tiny_run.run_dir / "eval").iterdir()
+    )
     steps = [p.name for p in tiny_run.step_checkpoints]
     assert set(record["dev"]) == {"best.pt"} | {f"last {n}" for n in range(1, len(steps) + 1)}
     assert record["dev"][f"last {len(steps)}"]["averaged"] == steps
