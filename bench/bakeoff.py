@@ -16,8 +16,8 @@ sentences every 300 updates.
 
 The toolkits train one at a time, each for --minutes of wall clock counted from the start of
 its training loop (nmt: `train.max_minutes`; Joey NMT and eole have no such setting, so this
-script stops them when the time is up: SIGINT for Joey, which saves its weights on it, SIGTERM
-for eole, whose last step saved before the limit is translated; see STOP_SIGNAL). Each then
+script stops them when the time is up: SIGINT for Joey, whose best checkpoint is translated,
+SIGTERM for eole, whose last step saved before the limit is translated; see STOP_SIGNAL). Each then
 translates test_2016_flickr and test_2017_flickr with beam 5 by its own translate command (the
 whole command is timed: loading included), and one sacreBLEU call scores every output against
 the raw references.
@@ -354,7 +354,10 @@ def versions(toolkit: str, python: Path) -> dict:
 
 
 # How a peer is stopped when its time is up (neither has a wall-clock limit of its own).
-# Joey NMT saves its weights on SIGINT (Ctrl-C). eole 0.6.4 catches KeyboardInterrupt only
+# Joey NMT saves its weights on SIGINT (Ctrl-C), as its docs say, but 2.3.0 ignored it in the
+# first 30-minute bake-off (trained on unsaved until SIGKILL): what it translates is its
+# best.ckpt from a validation before the limit either way, and its log reader counts nothing
+# logged after the limit. eole 0.6.4 catches KeyboardInterrupt only
 # around the whole run, so SIGINT did not stop it: in a 5-minute test it kept training and
 # saved a checkpoint 100 s after the limit. SIGTERM ends it at once; bakeoff.py then
 # translates the last step it saved completely before the limit (eole.yaml saves every 50).
