@@ -538,9 +538,10 @@ def reread_training(toolkit: str, log_path: Path, minutes: float, outcome: Outco
     {"joeynmt": read_joey_training, "eole": read_eole_training}[toolkit](run, outcome)
 
 
-def reread_record(path: Path, work: Path) -> None:
+def reread_record(path: Path, work: Path) -> dict:
     """Recompute the peers' training fields of the record at `path` from the logs in
-    `work`/logs with today's readers; everything else (test scores, speeds, memory) stays."""
+    `work`/logs with today's readers; everything else (test scores, speeds, memory) stays.
+    Returns the rewritten record."""
     import json
 
     result = json.loads(path.read_text())
@@ -558,6 +559,7 @@ def reread_record(path: Path, work: Path) -> None:
         f"from the logs by `python bench/bakeoff.py --reread` at {record.machine()['date']}"
     )
     record.write(result, path)
+    return result
 
 
 def _last_match(run: Finished, pattern: str) -> tuple[float, re.Match] | None:
@@ -840,8 +842,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.reread:
-        reread_record(args.output, args.work)
-        finish(json_record(args.output), args.plot)
+        finish(reread_record(args.output, args.work), args.plot)
         return
 
     task = Task(
@@ -879,12 +880,6 @@ def main(argv: list[str] | None = None) -> None:
     record.write(result, args.output)
     finish(result, args.plot)
     print(f"wrote {args.output} and {args.plot}")
-
-
-def json_record(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 def finish(result: dict, plot: Path) -> None:

@@ -82,23 +82,13 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # --------------------------------------------------------------------------- identity
 
 
-def file_key(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a file, to tell one file under two names; None if it cannot be
-    read."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None  # read_model_checkpoint names a missing file
-    return (st.st_dev, st.st_ino)
-
-
 def refuse_duplicates(paths: Sequence[Path], *, verb: str = "average") -> None:
     """One file given twice (or `last.pt` / `best.pt`, hard links to a step file, beside that
     step file) would silently count twice in the mean (of weights, or of an ensemble's
     log-probs: a model ensembled with itself is that model, at twice the cost)."""
     seen: dict[tuple[int, int], Path] = {}
     for path in paths:
-        key = file_key(path)
+        key = files.file_key(path)
         if key is not None and key in seen:
             raise CheckpointError(
                 f"cannot {verb} {path} with {seen[key]}: they are the same file "

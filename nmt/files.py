@@ -355,3 +355,13 @@ def fill_closed_standard_descriptors(*, stdout_is_output: bool = False) -> None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
     if sys.stdout is None and not stdout_is_output:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
+
+
+def file_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file or directory, to tell one under two names; None if it cannot
+    be read (the caller that reads it names the missing file)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.errors import DataError
-from nmt.files import atomic_write
+from nmt.files import atomic_write, file_key
 from nmt.training.metrics import read_metrics
 
 # The output's suffix chooses the format; anything else is refused (a PNG written as
@@ -112,14 +112,11 @@ def refuse_repeated_runs(run_dirs: Sequence[Path]) -> None:
     two legend entries for one run."""
     seen: dict[tuple[int, int], Path] = {}
     for run_dir in run_dirs:
-        try:
-            st = Path(run_dir).stat()
-        except OSError:
-            continue  # run_curves names a missing run directory
-        key = (st.st_dev, st.st_ino)
+        key = file_key(run_dir)  # None: run_curves names a missing run directory
         if key in seen:
             raise DataError(f"{run_dir} is {seen[key]} given again: give each run directory once")
-        seen[key] = Path(run_dir)
+        if key is not None:
+            seen[key] = Path(run_dir)
 
 
 def plot_run(run_dir: Path, output: Path) -> Path:

@@ -21,7 +21,6 @@ import torch
 
 from nmt.checkpoint import (
     ModelCheckpoint,
-    file_key,
     link_or_copy,
     load_checkpoint,
     read_model_checkpoint,
@@ -31,7 +30,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import NOT_ARCHITECTURE, config_to_dict
 from nmt.errors import CheckpointError
-from nmt.files import remove_stale_temporaries
+from nmt.files import file_key, remove_stale_temporaries
 
 # Fields that belong to one training trajectory and are meaningless for an averaged model.
 _TRAJECTORY_KEYS = ("optimizer", "scheduler", "scaler")
