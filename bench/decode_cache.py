@@ -25,8 +25,8 @@ import torch
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.engine import Engine
 from nmt.decoding.search import SearchSettings, search
-from nmt.decoding.translator import Translator
 from nmt.model.attention import attention_mask
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    translator = Translator.from_checkpoint(args.checkpoint)
+    translator = Engine.from_checkpoint(args.checkpoint)
     model = translator.model.eval()
     lines = [normalize(x) for x in read_lines(args.src)[: args.sentences]]
     ids = translator.tokenizer.encode_src(lines)

@@ -16,7 +16,7 @@ max_new_tokens = L; CTranslate2: min/max_decoding_length = L). A check pass on t
 checked. Systems then take turns (A B C D, A B C D, ...) for --repeats rounds; rates are
 computed per run and summarised as median/min/max, with each system's median ratio to nmt's.
 
-nmt runs twice, each as `nmt translate` runs on the CPU (`translator.inference_model`):
+nmt runs twice, each as `nmt translate` runs on the CPU (`engine.inference_model`):
 float32 with oneDNN-packed linears (nmt/decoding/packing.py), and int8 (`decode.quantize=int8`:
 dynamic int8 linears with per-channel weight scales, nmt/decoding/quantize.py), to set against
 CTranslate2's int8.
@@ -49,8 +49,8 @@ from peers import PeerError, PeerWorker, add_peer_arguments, allocator_record, o
 
 import nmt
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.engine import inference_model
 from nmt.decoding.search import SearchSettings, search
-from nmt.decoding.translator import inference_model
 from nmt.memory import configure_cpu_memory
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nmt.data.tokenizer import EOS_ID  # noqa: E402
-from nmt.decoding.translator import Translator  # noqa: E402
-from nmt.interop.ctranslate2 import CTranslate2Translator  # noqa: E402
+from nmt.decoding.engine import Engine  # noqa: E402
+from nmt.decoding.options import DecodeOptions  # noqa: E402
+from nmt.interop.ctranslate2 import CTranslate2Engine  # noqa: E402
 from nmt.interop.export import export_command  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("/work/model/runs/multi30k_de_en/checkpoints/best.pt")
@@ -58,7 +59,7 @@ def bleu(hyps: list[str], refs: list[str]) -> dict:
     return {"bleu": round(score.score, 2), "signature": str(metric.get_signature())}
 
 
-def hf_translate(hf_dir: Path, translator: Translator, lines: list[str]) -> list[str]:
+def hf_translate(hf_dir: Path, translator: Engine, lines: list[str]) -> list[str]:
     """generate() with beam 5, one call per group of sentences sharing nmt's max length."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -121,31 +122,23 @@ def main(argv=None) -> None:
         args.checkpoint,
         to="ctranslate2",
         out=dirs["ct2_float32"],
-        quantization=None,
-        fp16=False,
-        force=False,
     )
     export_command(
         args.checkpoint,
         to="ctranslate2",
         out=dirs["ct2_int8"],
-        quantization="int8",
-        fp16=False,
-        force=False,
+        quantize="int8",
     )
     export_command(
         args.checkpoint,
         to="huggingface",
         out=dirs["hf"],
-        quantization=None,
-        fp16=False,
-        force=False,
     )
 
-    nmt = Translator.from_checkpoint(args.checkpoint, device="cpu", beam_size=5)
+    nmt = Engine.from_checkpoint(args.checkpoint, DecodeOptions(device="cpu", beam_size=5))
     outputs = {"nmt": nmt.translate(src_lines).best}
     for name in ("ct2_float32", "ct2_int8"):
-        ct2 = CTranslate2Translator.from_directory(dirs[name], beam_size=5)
+        ct2 = CTranslate2Engine.from_directory(dirs[name], DecodeOptions(beam_size=5))
         outputs[name] = ct2.translate(src_lines).best
     outputs["transformers"] = hf_translate(dirs["hf"], nmt, src_lines)
     quality = {

@@ -3,7 +3,7 @@
     python bench/int8_quality.py runs/multi30k_de_en/checkpoints/best.pt \
         --data-dir ../shared/data/multi30k --splits test_2016_flickr test_2017_flickr
 
-Each split is translated twice by nmt's `Translator` (the code `nmt translate` runs), with
+Each split is translated twice by nmt's `Engine` (the code `nmt translate` runs), with
 the checkpoint's float32 weights and with `decode.quantize=int8` (dynamic int8 linears, see
 nmt/decoding/quantize.py), same beam and batching, and scored with sacreBLEU against the
 reference (BLEU 13a, cased, and chrF). Reported per split: both scores, their difference,
@@ -25,7 +25,8 @@ import torch
 
 import nmt
 from nmt.data.text import read_lines
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 
 MODES = ("none", "int8")
 
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def translate(translator: Translator, lines: list[str]) -> tuple[list[str], float]:
+def translate(translator: Engine, lines: list[str]) -> tuple[list[str], float]:
     started = record.now()
     result = translator.translate(lines)
     return result.best, record.now() - started
@@ -57,7 +58,7 @@ def score(hyps: list[str], refs: list[str]) -> dict:
     }
 
 
-def run_split(translators: dict[str, Translator], args, split: str) -> dict:
+def run_split(translators: dict[str, Engine], args, split: str) -> dict:
     src = read_lines(args.data_dir / f"{split}.{args.src_lang}")
     ref = read_lines(args.data_dir / f"{split}.{args.tgt_lang}")
     if args.limit:
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     translators = {
-        mode: Translator.from_checkpoint(args.checkpoint, quantize=mode, beam_size=args.beam)
+        mode: Engine.from_checkpoint(
+            args.checkpoint, DecodeOptions(quantize=mode, beam_size=args.beam)
+        )
         for mode in MODES
     }
     translate(translators["int8"], ["Ein Hund läuft."])  # warm-up of both paths

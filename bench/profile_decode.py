@@ -31,8 +31,8 @@ from models import SIZES, build_nmt
 from torch.profiler import profile
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.engine import inference_model
 from nmt.decoding.search import search
-from nmt.decoding.translator import inference_model
 from nmt.memory import configure_cpu_memory
 
 MATMULS = (

@@ -22,52 +22,42 @@ from nmt import memory
 # allocation (the same call as at the top of nmt/cli.py).
 memory.configure_cpu_memory()
 
-from nmt.decoding.translator import Translator as _Engine  # noqa: E402 - after the line above
+from nmt.backends import load_backend  # noqa: E402 - after the line above
+from nmt.decoding.backend import TranslationBackend  # noqa: E402
+from nmt.decoding.options import DecodeOptions  # noqa: E402
+from nmt.errors import NmtError  # noqa: E402
 
 
 class Translator:
     """A trained model that translates text: one output line per input line, always (an
     empty input gives an empty output).
 
-    `engine` is the `nmt.decoding.translator.Translator` underneath, for n-best lists,
-    scores and speed statistics (`engine.translate(lines)` returns them all).
+    `engine` is the backend underneath (`nmt.decoding.backend`), for n-best lists, scores and
+    speed statistics (`engine.translate(lines)` returns them all).
     """
 
-    def __init__(self, engine: _Engine):
+    def __init__(self, engine: TranslationBackend):
         self.engine = engine
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        *,
-        device: str = "auto",
-        beam_size: int | None = None,
-        length_penalty: float | None = None,
-        batch_tokens: int | None = None,
-        quantize: str | None = None,
-        precision: str | None = None,
-    ) -> Translator:
-        """The model of a checkpoint written by `nmt train` (or `nmt average`), with the
-        options of `nmt translate`: every one left as None takes the checkpoint's decode
-        setting; `device` is auto (a GPU if there is one), cpu, cuda or cuda:N."""
-        engine = _Engine.from_checkpoint(
-            Path(path),
-            device=device,
-            beam_size=beam_size,
-            length_penalty=length_penalty,
-            quantize=quantize,
-            precision=precision,
-        )
-        if batch_tokens:
-            engine.batch_tokens = batch_tokens
-        return cls(engine)
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", **options) -> Translator:
+        """The model of a checkpoint written by `nmt train` (or `nmt average`), or of a
+        directory written by `nmt export --to ctranslate2`, decoding with the options of
+        `nmt translate` (`nmt.decoding.options.DecodeOptions`: beam_size, n_best,
+        length_penalty, min_len, max_len_a, max_len_b, batch_tokens, quantize, precision,
+        sampling, temperature, seed); each one left out takes the model's own setting.
+        `device` is auto (a GPU if there is one), cpu, cuda or cuda:N."""
+        return cls(load_backend(Path(path), DecodeOptions(device=device, **options)))
 
     def translate(self, text: str | Sequence[str]) -> str | list[str]:
         """The translation of one string (a str), or of each string of a list (a list)."""
         if isinstance(text, str):
             return self.engine.translate([text]).best[0]
-        return self.engine.translate(list(text)).best
+        lines = list(text)
+        for i, line in enumerate(lines):
+            if not isinstance(line, str):
+                raise NmtError(f"item {i} is {type(line).__name__}, not str: give text")
+        return self.engine.translate(lines).best
 
     @property
     def device(self) -> str:

@@ -71,6 +71,8 @@ _PLAIN_SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.dtype
 _PLAIN_SEQUENCES = (list, tuple, torch.Size)
 _PLAIN_MAPPINGS = (dict, OrderedDict)
 
+# In every export directory: the checkpoint it was exported from (`nmt.interop.source`).
+PROVENANCE_NAME = "nmt_source.json"
 CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 _SNIFF_BYTES = 64 * 1024
 # A line that starts a section of an nmt config: `model:`, `train:`, ...

@@ -6,14 +6,19 @@ Stage modules are imported inside the commands so `nmt --help` stays fast and ne
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
+from nmt.config import BleuTokenize, CTranslate2Quantize
+from nmt.config import ExportTarget as ExportTargetName
+from nmt.config import Precision as PrecisionName
+from nmt.config import Quantize as QuantizeName
 from nmt.errors import NmtError
 from nmt.memory import configure_cpu_memory
 
@@ -206,26 +211,9 @@ def prepare(
     init_from: InitFromOption = None,
 ) -> None:
     """Clean the corpus, train SentencePiece (or reuse --init-from's) and binarize every split."""
-    from nmt.config import write_resolved_config
-    from nmt.data.prepare import existing_checkpoints
-    from nmt.data.prepare import prepare as run_prepare
-    from nmt.files import command_line, run_lock
-    from nmt.report import print_prepare_summary
+    from nmt.pipeline.run import prepare_command
 
-    cfg = load(config, overrides, init_from)
-    with run_lock(cfg.run_path, command=command_line()):
-        result = run_prepare(cfg, force=force)
-        if result.orphaned_checkpoints:
-            typer.echo(
-                f"warning: replaced the prepared data of {cfg.run_path}: the run must restart; "
-                f"its {len(result.orphaned_checkpoints)} checkpoints in "
-                f"{result.orphaned_checkpoints[0].parent} can no longer be resumed (nmt train "
-                "refuses them): delete them, or train in a fresh run directory",
-                err=True,
-            )
-        if not existing_checkpoints(cfg):  # else config.yaml stays what the checkpoints ran
-            write_resolved_config(cfg)
-    print_prepare_summary(result)
+    prepare_command(load(config, overrides, init_from), force=force)
 
 
 # --------------------------------------------------------------------------- train
@@ -245,31 +233,9 @@ def train(
 
     Multi-GPU / multi-node: `torchrun --nproc-per-node N -m nmt.cli train CONFIG`.
     """
-    from nmt.files import command_line, run_lock_if
-    from nmt.pipeline import (
-        check_decode_precision,
-        check_scoring,
-        evaluate_test_splits,
-        final_checkpoint,
-    )
-    from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
-    from nmt.training.trainer import Trainer
+    from nmt.pipeline.run import train_command
 
-    cfg = load(config, overrides, init_from)
-    t = cfg.train
-    runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
-    try:
-        check_scoring(cfg, evaluate_at_end=evaluate_at_end)
-        if evaluate_at_end:  # refused now, not after training
-            check_decode_precision(cfg, runtime.device)
-        # One lock per run, taken by the process that writes it (rank 0 of a DDP run).
-        with run_lock_if(runtime.is_main, cfg.run_path, command=command_line()):
-            with peer_failures_reported(runtime):
-                Trainer(cfg, runtime).fit()
-            if evaluate_at_end and runtime.is_main:
-                evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
-    finally:
-        teardown_runtime(runtime)
+    train_command(load(config, overrides, init_from), evaluate_at_end=evaluate_at_end)
 
 
 # --------------------------------------------------------------------------- run
@@ -281,81 +247,95 @@ def run(
     config: ConfigArg, overrides: OverridesArg = None, init_from: InitFromOption = None
 ) -> None:
     """The whole pipeline: download if missing, prepare, train, average, evaluate."""
-    from nmt.config import write_resolved_config
-    from nmt.data.prepare import existing_checkpoints
-    from nmt.data.prepare import prepare as run_prepare
-    from nmt.files import command_line, run_lock
-    from nmt.pipeline import (
-        check_decode_precision,
-        check_extras,
-        check_scoring,
-        ensure_downloaded,
-        evaluate_test_splits,
-        final_checkpoint,
-    )
-    from nmt.report import print_prepare_summary
-    from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
-    from nmt.training.trainer import Trainer
+    from nmt.pipeline.run import run_command
 
-    cfg = load(config, overrides, init_from)
-    check_scoring(cfg, evaluate_at_end=True)  # refused now, not after training
-    check_extras(cfg)  # refused now, not after downloading and preparing
-    with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
-        ensure_downloaded(cfg)
-        print_prepare_summary(run_prepare(cfg))
-        if not existing_checkpoints(cfg):  # else the trainer writes it once resume is checked
-            write_resolved_config(cfg)
-        t = cfg.train
-        runtime = setup_runtime(device=t.device, precision=t.precision, threads=t.threads)
-        try:
-            check_decode_precision(cfg, runtime.device)  # refused now, not after training
-            with peer_failures_reported(runtime):
-                Trainer(cfg, runtime).fit()
-            results = evaluate_test_splits(cfg, final_checkpoint(cfg), device=str(runtime.device))
-        finally:
-            teardown_runtime(runtime)
-    for r in results:
+    for r in run_command(load(config, overrides, init_from)):
         typer.echo(
-            f"{r.split}: BLEU {r.scores['bleu'].score:.2f} "
-            f"(lowercased {r.lowercase['bleu'].score:.2f}) chrF {r.scores['chrf'].score:.2f}  "
-            f"[{r.scores['bleu'].signature}]"
+            f"{r.split}: BLEU {r.cased['bleu'].score:.2f} "
+            f"(lowercased {r.lowercased['bleu'].score:.2f}) chrF {r.cased['chrf'].score:.2f}  "
+            f"[{r.cased['bleu'].signature}]"
         )
 
 
-# --------------------------------------------------------------------------- translate
+# --------------------------------------------------------------------------- decoding options
+# Defined once for every command that decodes; their values are checked in one place,
+# `nmt.decoding.options.DecodeOptions` (the bounds of the config's decode section).
 
-QuantizeOption = Annotated[
-    str | None,
-    typer.Option(
-        help="none or int8 (dynamic int8 linears, CPU only; default: the checkpoint's "
-        "decode.quantize)."
+
+def choice_type(name: str, literal) -> type[enum.Enum]:
+    """A choice set (a Literal of the config) as the str Enum typer lists in --help."""
+    return enum.Enum(name, {value: value for value in get_args(literal)}, type=str)
+
+
+Quantize = choice_type("Quantize", QuantizeName)
+Precision = choice_type("Precision", PrecisionName)
+BleuTokenizer = choice_type("BleuTokenizer", BleuTokenize)
+ExportQuantize = choice_type("ExportQuantize", CTranslate2Quantize)
+ExportTarget = choice_type("ExportTarget", ExportTargetName)
+
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A checkpoint written by nmt train (or nmt average, nmt import), or a directory "
+        "written by nmt export --to ctranslate2.",
+        metavar="MODEL",
+        show_default=False,
     ),
 ]
-
+ModelsArg = Annotated[
+    list[Path],
+    typer.Argument(
+        help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir; "
+        "several checkpoints decode as an ensemble (the mean of their log-probs).",
+        metavar="MODEL",
+        show_default=False,
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option(help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N.")
 ]
-PrecisionOption = Annotated[
-    str | None,
+QuantizeOption = Annotated[
+    Quantize | None,
     typer.Option(
-        help="auto, fp32, bf16 or fp16: the weights' precision; bf16 and fp16 need a GPU, where "
-        "auto picks bf16 (default: the checkpoint's decode.precision)."
+        help="int8: dynamic int8 linears, CPU only (default: the model's decode.quantize)."
     ),
 ]
-
-
-# Decoding options that translate and evaluate share (defined once, so they cannot drift).
+PrecisionOption = Annotated[
+    Precision | None,
+    typer.Option(
+        help="The weights' precision; bf16 and fp16 need a GPU, where auto picks bf16 "
+        "(default: the model's decode.precision)."
+    ),
+]
 BeamSizeOption = Annotated[
+    int | None, typer.Option(help="Beam size (default: the model's decode.beam_size).")
+]
+NBestOption = Annotated[
     int | None,
-    typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
+    typer.Option(help="Hypotheses per line, at most the beam size (default: 1)."),
 ]
 LengthPenaltyOption = Annotated[
     float | None,
-    typer.Option(help="alpha in score / length**alpha (default: the checkpoint's)."),
+    typer.Option(help="alpha in score / length**alpha (default: the model's decode setting)."),
+]
+MinLenOption = Annotated[
+    int | None,
+    typer.Option(help="No EOS before this many tokens (default: the model's decode.min_len)."),
+]
+MaxLenAOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Hypotheses end after max_len_a * source tokens + max_len_b tokens, EOS "
+        "included (default: the model's decode.max_len_a)."
+    ),
+]
+MaxLenBOption = Annotated[
+    int | None,
+    typer.Option(help="See --max-len-a (default: the model's decode.max_len_b)."),
 ]
 BatchTokensOption = Annotated[
     int | None,
-    typer.Option(min=1, help="Source tokens per batch (default: the checkpoint's)."),
+    typer.Option(help="Source tokens per batch (default: the model's decode.batch_tokens)."),
 ]
 SamplingOption = Annotated[
     str | None,
@@ -378,20 +358,39 @@ PrefixFileOption = Annotated[
         "starts with its prefix and search continues from there."
     ),
 ]
+DECODE_OPTION_NAMES = (
+    "beam_size",
+    "n_best",
+    "length_penalty",
+    "min_len",
+    "max_len_a",
+    "max_len_b",
+    "batch_tokens",
+    "quantize",
+    "precision",
+    "sampling",
+    "temperature",
+    "seed",
+    "device",
+)
+
+
+def decode_options(arguments: dict):
+    """The DecodeOptions of a command's arguments (its `locals()`), checked once, here."""
+    from nmt.decoding.options import DecodeOptions
+
+    values = {k: arguments[k] for k in DECODE_OPTION_NAMES if k in arguments}
+    values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
+    return DecodeOptions.from_cli(**values)
+
+
+# --------------------------------------------------------------------------- translate
 
 
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
-    checkpoints: Annotated[
-        list[Path],
-        typer.Argument(
-            help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir; "
-            "several checkpoints decode as an ensemble (the mean of their log-probs).",
-            metavar="CHECKPOINT",
-            show_default=False,
-        ),
-    ],
+    models: ModelsArg,
     input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
@@ -399,9 +398,14 @@ def translate(
     beam_size: BeamSizeOption = None,
     n_best: Annotated[
         int | None,
-        typer.Option(min=1, help="Write N hypotheses per line as index<TAB>score<TAB>text."),
+        typer.Option(
+            help="Write N hypotheses per line as index<TAB>score<TAB>text (at most the beam)."
+        ),
     ] = None,
     length_penalty: LengthPenaltyOption = None,
+    min_len: MinLenOption = None,
+    max_len_a: MaxLenAOption = None,
+    max_len_b: MaxLenBOption = None,
     batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
     chunk_lines: Annotated[
@@ -423,24 +427,19 @@ def translate(
     ] = False,
 ) -> None:
     """Translate text line by line: exactly one output line per input line."""
-    from nmt.decoding.sampling import parse_sampling
+    from nmt.backends import load_backend
     from nmt.decoding.stream import translate_stream
 
+    options = decode_options(locals())
     translate_stream(
-        checkpoints,
+        lambda: load_backend(models, options),
         input,
         output,
-        device=device,
+        model=models[0],
         chunk_lines=chunk_lines,
-        beam_size=beam_size,
-        n_best=n_best,
-        length_penalty=length_penalty,
-        batch_tokens=batch_tokens,
-        quantize=quantize,
-        precision=precision,
-        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
         prefix_file=prefix_file,
         print_alignment=print_alignment,
+        n_best_rows=n_best is not None,
     )
 
 
@@ -450,7 +449,12 @@ def translate(
 @app.command()
 @user_errors(stdout_is_output=True)
 def score(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint written by nmt train.", metavar="MODEL", show_default=False
+        ),
+    ],
     src: Annotated[Path, typer.Option(help="Source lines (- for stdin).")],
     tgt: Annotated[Path, typer.Option(help="Their translations, one per source line.")],
     output: Annotated[
@@ -469,18 +473,16 @@ def score(
     Forced decoding through the model's training forward pass; EOS counts as a token, as in
     the scores translate reports. Use it to filter noisy corpora or rerank n-best lists.
     """
+    from nmt.backends import load_checkpoint_engine
     from nmt.decoding.scoring import score_command
 
+    options = decode_options(locals())
     score_command(
-        checkpoint,
+        lambda: load_checkpoint_engine(model, options, command="nmt score"),
         src=src,
         tgt=tgt,
         output=output,
         per_token=per_token,
-        device=device,
-        batch_tokens=batch_tokens,
-        quantize=quantize,
-        precision=precision,
     )
 
 
@@ -490,17 +492,17 @@ def score(
 @app.command()
 @user_errors
 def evaluate(
-    checkpoints: Annotated[
+    models: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Checkpoint to translate with (not with --hyp); several decode as an "
+            help="Model to translate with (not with --hyp); several checkpoints decode as an "
             "ensemble, as in translate.",
-            metavar="CHECKPOINT",
+            metavar="MODEL",
             show_default=False,
         ),
     ] = None,
     corpus: Annotated[
-        str | None, typer.Option(help="Corpus of --split (default: the checkpoint's).")
+        str | None, typer.Option(help="Corpus of --split (default: the model's).")
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="Split to translate and score, e.g. test_2016_flickr.")
@@ -517,59 +519,59 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     beam_size: BeamSizeOption = None,
     length_penalty: LengthPenaltyOption = None,
+    min_len: MinLenOption = None,
+    max_len_a: MaxLenAOption = None,
+    max_len_b: MaxLenBOption = None,
     batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where corpora are (default: the checkpoint's data.data_dir)."),
+        typer.Option(help="Where corpora are (default: the model's data.data_dir)."),
     ] = None,
-    output_dir: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Where hypotheses and scores are written."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory for hypotheses, scores and results.json (default: the run's "
+            "eval/ for a checkpoint in runs/<name>/checkpoints/, else eval/ beside it).",
+        ),
     ] = None,
     sampling: SamplingOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
     prefix_file: PrefixFileOption = None,
     tokenize: Annotated[
-        str | None,
+        BleuTokenizer | None,
         typer.Option(
             "--tokenize",
-            help="BLEU's sacreBLEU tokenizer: auto (sacreBLEU's default for the target "
-            "language: zh, ja-mecab, ko-mecab, else 13a), 13a, intl, zh, ja-mecab, ko-mecab, "
-            "char or none (default: the checkpoint's eval.bleu_tokenize; with --hyp, auto by "
-            "the --ref file's .<lang> suffix).",
+            help="BLEU's sacreBLEU tokenizer; auto is sacreBLEU's default for the target "
+            "language: zh, ja-mecab, ko-mecab, else 13a (default: the model's "
+            "eval.bleu_tokenize; with --hyp, auto by the --ref file's .<lang> suffix).",
         ),
     ] = None,
 ) -> None:
-    """sacreBLEU BLEU, chrF and TER (with signatures) of a checkpoint (or an ensemble of
-    several) or of existing output."""
-    from nmt.decoding.sampling import parse_sampling
-    from nmt.evaluation import evaluate_command
+    """sacreBLEU BLEU, chrF and TER (with signatures) of a model (or an ensemble of several
+    checkpoints) or of existing output."""
+    from nmt.pipeline.evaluate import EvaluateRequest, evaluate_command
 
-    evaluate_command(
-        checkpoints=checkpoints,
+    request = EvaluateRequest(
+        models=tuple(models or ()),
+        options=decode_options(locals()),
         corpus=corpus,
         split=split,
         src=src,
         ref=ref,
         hyp=hyp,
-        lowercase=lowercase,
-        json_output=json_output,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
-        batch_tokens=batch_tokens,
-        device=device,
-        quantize=quantize,
-        precision=precision,
-        data_dir=data_dir,
-        output_dir=output_dir,
-        sampling=parse_sampling(sampling, temperature=temperature, seed=seed),
         prefix_file=prefix_file,
-        tokenize=tokenize,
+        lowercase=lowercase,
+        tokenize=tokenize.value if tokenize else None,
+        data_dir=data_dir,
+        output=output,
     )
+    evaluate_command(request, json_output=json_output)
 
 
 # --------------------------------------------------------------------------- export
@@ -578,30 +580,42 @@ def evaluate(
 @app.command()
 @user_errors
 def export(
-    checkpoint: Annotated[
+    model: Annotated[
         Path,
         typer.Argument(
-            help="A checkpoint (or, for --to ctranslate2, an `nmt export --to huggingface` dir)."
+            help="A checkpoint (or, for --to ctranslate2, an `nmt export --to huggingface` dir).",
+            metavar="MODEL",
+            show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Argument(help="Directory (ctranslate2, huggingface) or .pt file.")],
-    to: Annotated[str, typer.Option(help="ctranslate2, huggingface or nmt (a release .pt).")],
-    quantization: Annotated[
-        str | None,
+    output: Annotated[
+        Path,
         typer.Option(
-            help="CTranslate2 weights: int8, int8_float32, int8_float16, int8_bfloat16, int16, "
-            "float16, bfloat16 or float32 (default: as saved)."
+            "--output", "-o", help="Directory (ctranslate2, huggingface) or .pt file (nmt)."
         ),
+    ],
+    to: Annotated[ExportTarget, typer.Option(help="What to write.")],
+    quantize: Annotated[
+        ExportQuantize | None,
+        typer.Option(help="--to ctranslate2: the weights' type (default: as saved)."),
     ] = None,
-    fp16: Annotated[bool, typer.Option(help="--to nmt: store float16 weights.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(help="--to nmt: fp16 stores float16 weights (default: fp32)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Export a trained model: CTranslate2, Hugging Face transformers, or a release checkpoint."""
     from nmt.interop.export import export_command
 
     typer.echo(
         export_command(
-            checkpoint, to=to, out=out, quantization=quantization, fp16=fp16, force=force
+            model,
+            to=to.value,
+            out=output,
+            quantize=quantize.value if quantize else None,
+            precision=precision.value if precision else None,
+            force=force,
         ),
         err=True,
     )
@@ -648,7 +662,7 @@ def import_huggingface(
 @user_errors
 def average(
     checkpoints: Annotated[
-        list[Path] | None, typer.Argument(help="Checkpoints to average.")
+        list[Path] | None, typer.Argument(help="Checkpoints to average.", metavar="CHECKPOINT")
     ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Averaged checkpoint to write.")
@@ -659,28 +673,9 @@ def average(
     run_dir: Annotated[Path | None, typer.Option(help="Run directory for --last.")] = None,
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
-    from nmt.checkpoint import save_checkpoint
-    from nmt.training.checkpoints import (
-        CheckpointManager,
-        average_checkpoints,
-        check_average_output,
-    )
+    from nmt.training.checkpoints import average_command
 
-    paths = list(checkpoints or [])
-    if last is not None:
-        if run_dir is None:
-            fail("--last needs --run-dir")
-        steps = CheckpointManager(run_dir / "checkpoints", keep_last=last).step_checkpoints()
-        if not steps:
-            fail(f"no step checkpoints in {run_dir / 'checkpoints'}")
-        paths = steps[-last:]
-    if not paths:
-        fail("give checkpoints to average, or --last N --run-dir DIR")
-    check_average_output(paths, output)
-    save_checkpoint(output, average_checkpoints(paths))
-    typer.echo(
-        f"averaged {len(paths)} checkpoints into {output}: {', '.join(p.name for p in paths)}"
-    )
+    typer.echo(average_command(list(checkpoints or []), output, last=last, run_dir=run_dir))
 
 
 # --------------------------------------------------------------------------- plot
@@ -724,14 +719,15 @@ def plot(
 @app.command()
 @user_errors
 def serve(
-    model: Annotated[Path, typer.Argument(help="A checkpoint written by nmt train.")],
+    model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
     device: DeviceOption = "auto",
-    beam_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Beam size (default: the checkpoint's decode.beam_size)."),
-    ] = None,
+    beam_size: BeamSizeOption = None,
+    length_penalty: LengthPenaltyOption = None,
+    min_len: MinLenOption = None,
+    max_len_a: MaxLenAOption = None,
+    max_len_b: MaxLenBOption = None,
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
     max_batch_tokens: Annotated[
@@ -779,11 +775,15 @@ def serve(
     """
     try:
         from nmt.serve.app import ServeSettings
+        from nmt.serve.model import ServedModel
         from nmt.serve.server import run_server
     except ImportError as exc:
         fail(f"nmt serve needs the serve extra ({exc.name} is missing): pip install 'nmt[serve]'")
+    from nmt.backends import load_backend
+
     if api_key is not None and not api_key:
         fail("--api-key: give a non-empty key (or leave the option out)")
+    options = decode_options(locals())
     settings = ServeSettings(
         max_batch_tokens=max_batch_tokens,
         max_wait_ms=max_wait_ms,
@@ -794,13 +794,9 @@ def serve(
         timeout=timeout,
     )
     run_server(
-        model,
+        lambda: ServedModel(load_backend(model, options), name=model.name),
         host=host,
         port=port,
-        device=device,
-        beam_size=beam_size,
-        quantize=quantize,
-        precision=precision,
         settings=settings,
     )
 

@@ -45,6 +45,23 @@ FILE_NAME = Pattern(
 DEVICE = Pattern(r"auto|cpu|cuda(:[0-9]{1,4})?", "auto, cpu, cuda or cuda:N")
 Name = Annotated[str, FILE_NAME]
 
+# Choice sets, each named once: the fields below, the command line's option types and the
+# checks of the modules that act on them all read these.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Quantize = Literal["none", "int8"]  # int8: CPU dynamic quantization of the linears
+# CTranslate2's weight types (`nmt export --to ctranslate2 --quantize`).
+CTranslate2Quantize = Literal[
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+]
+ExportTarget = Literal["ctranslate2", "huggingface", "nmt"]
+
 
 def file_name_problem(value: str, what: str) -> str | None:
     """Why `value` cannot be a part of a file name (None when it can); `what` names it."""
@@ -141,7 +158,7 @@ class TrainConfig:
 
     seed: int = 1
     device: Annotated[str, DEVICE] = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     compile: bool = False
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
     max_tokens: int = 4096  # per batch and process: padded source or target tokens
@@ -186,9 +203,9 @@ class DecodeConfig:
     min_len: int = 1
     batch_tokens: int = 4096
     max_input_tokens: int = 1000  # longer inputs are truncated (with a warning), never dropped
-    quantize: Literal["none", "int8"] = "none"  # int8: CPU dynamic quantization of the linears
+    quantize: Quantize = "none"
     # auto: bf16 weights on a GPU that supports it (else fp16), fp32 on the CPU
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
 
 
 # sacreBLEU's tokenizers that work offline ("spm" and "flores*" download a model first).
@@ -539,17 +556,13 @@ def _is_set(tree: dict[str, Any], key: str) -> bool:
     return isinstance(tree.get(section), dict) and name in tree[section]
 
 
-def replace_decode(decode: DecodeConfig, values: dict[str, Any]) -> DecodeConfig:
-    """`decode` with some settings replaced (command-line decoding options), checked by the
-    same rules as the config file: types, finite numbers, ranges, n_best <= beam_size."""
+def decode_option_problems(values: dict[str, Any]) -> list[str]:
+    """Problems of decode settings given one at a time (decoding options): types, finite
+    numbers, ranges and choices, each named `decode.<key>`; the rules between settings are
+    `decode_problems`'."""
     problems: list[str] = []
-    tree = {**config_to_dict(decode), **values}
-    new = _build(DecodeConfig, tree, "decode.", problems)
-    if not problems:
-        problems.extend(decode_problems(new))
-    if problems:
-        raise ConfigError(problems)
-    return new
+    _build(DecodeConfig, values, "decode.", problems)
+    return problems
 
 
 def _mark_override_problems(problems: list[str], overrides: dict[str, Any]) -> list[str]:

@@ -78,7 +78,7 @@ def test_shell_completion_without_a_terminal(tmp_path):
     [
         ("translate", "-i", "--input"),
         ("translate", "-o", "--output"),
-        ("evaluate", "-o", "--output-dir"),
+        ("evaluate", "-o", "--output"),
         ("average", "-o", "--output"),
         ("plot", "-o", "--output"),
     ],

@@ -185,6 +185,19 @@ def make_batches(
     return _fill_greedily(order, widths, max_tokens=max_tokens)
 
 
+class ListSequences:
+    """Lists of ids behind the TokenArray interface `collate` reads."""
+
+    def __init__(self, sentences: Sequence[Sequence[int]]):
+        self.sentences = sentences
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.sentences[i], dtype=np.int64)
+
+
 def make_inference_batches(lengths: np.ndarray, *, max_tokens: int) -> list[np.ndarray]:
     """Source-only batches, longest first, within `max_tokens` padded source slots.
 

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nmt.data.batching import collate, make_inference_batches
+from nmt.data.batching import ListSequences, collate, make_inference_batches
+from nmt.decoding.backend import require
 from nmt.errors import NmtError
 
 Alignment = list[tuple[int, int]]  # (source piece, target piece) pairs, one per target piece
@@ -30,8 +31,6 @@ def hard_alignments(
 ) -> list[Alignment]:
     """The alignment of each target id list to its source id list (both without EOS), in
     input order, batch by batch as `nmt.decoding.scoring` scores."""
-    from nmt.decoding.translator import ListSequences
-
     layers = _decoder_layers(translator)
     if not sources:
         return []
@@ -73,13 +72,10 @@ def align_translation(translator, lines: Sequence[str], translation) -> list[lis
     return [rows or [""] for rows in formatted]
 
 
-def check_alignment_support(translator, checkpoints: Sequence) -> None:
+def check_alignment_support(translator, model) -> None:
     """Refused before translating: a CTranslate2 directory or an ensemble has no one
     cross-attention of nmt's model to read."""
-    from nmt.decoding.translator import Translator
-
-    if not isinstance(translator, Translator):
-        raise NmtError(f"--print-alignment needs a checkpoint; {checkpoints[0]} is a directory")
+    require(translator, "alignment", what=f"{model} is a directory")
     _decoder_layers(translator)
 
 

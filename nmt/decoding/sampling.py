@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.errors import NmtError
-
 KINDS = ("topk", "topp", "random")
 
 
@@ -52,8 +50,18 @@ class Sampling:
         return generator
 
     def distribution(self, log_probs: Tensor) -> Tensor:
-        """What a row's token is drawn from. log_probs [N, V] -> probabilities [N, V]."""
-        logits = log_probs / self.temperature
+        """What a row's token is drawn from. log_probs [N, V] -> probabilities [N, V].
+
+        Any finite temperature > 0 works: each row's best token is shifted to 0 before the
+        division and the temperature is kept within the dtype's normal range, so a tiny one
+        gives 0 and -inf (the best tokens only), a huge one 0 for every allowed token (a
+        uniform draw), never NaN; tokens the length rules banned stay -inf."""
+        allowed = log_probs.isfinite()
+        best = log_probs.max(dim=-1, keepdim=True).values
+        best = best.masked_fill(~best.isfinite(), 0.0)
+        info = torch.finfo(log_probs.dtype)
+        temperature = min(max(self.temperature, info.tiny), info.max)
+        logits = torch.where(allowed, (log_probs - best) / temperature, float("-inf"))
         if self.kind == "topk":
             logits = _keep_top_k(logits, self.k)
         elif self.kind == "topp":
@@ -85,34 +93,6 @@ def _keep_top_p(logits: Tensor, p: float) -> Tensor:
     probs = torch.softmax(sorted_logits, dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
     drop_sorted = before >= p
+    drop_sorted[:, 0] = False  # the most likely token always stays (p below float precision)
     drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
-
-
-def parse_sampling(
-    text: str | None, *, temperature: float | None, seed: int | None
-) -> Sampling | None:
-    """The command line's `--sampling`, `--temperature`, `--seed` as a Sampling (None when
-    `--sampling` is not given); each bad value is one NmtError naming its option."""
-    if text is None:
-        for option, value in (("--temperature", temperature), ("--seed", seed)):
-            if value is not None:
-                raise NmtError(f"{option} applies only with --sampling (topk:K, topp:P, random)")
-        return None
-    kind, _, arg = text.partition(":")
-    expected = "expected topk:K (K >= 1), topp:P (0 < P <= 1) or random"
-    values: dict = {}
-    try:
-        if kind == "topk" and arg:
-            values["k"] = int(arg)
-        elif kind == "topp" and arg:
-            values["p"] = float(arg)
-        elif not (kind == "random" and not arg):
-            raise ValueError
-        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
-            raise NmtError(f"--temperature {temperature}: expected a finite number > 0")
-        if seed is not None and not 0 <= seed < 2**63:
-            raise NmtError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
-        return Sampling(kind=kind, temperature=temperature or 1.0, seed=seed or 0, **values)
-    except ValueError:
-        raise NmtError(f"--sampling {text}: {expected}") from None

@@ -14,19 +14,19 @@ truncates it. One output row per input pair, always.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nmt.data.batching import collate, make_inference_batches
+from nmt.data.batching import ListSequences, collate, make_inference_batches
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import PAD_ID
-from nmt.decoding.translator import ListSequences
-from nmt.errors import DataError, NmtError
+from nmt.decoding.backend import TranslationBackend
+from nmt.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Score:
 def score_lines(translator, sources: Sequence[str], targets: Sequence[str]) -> list[Score]:
     """The score of each target line as a translation of its source line, in input order.
 
-    `translator` is a checkpoint's `nmt.decoding.translator.Translator` (its model, tokenizer,
+    `translator` is nmt's `nmt.decoding.engine.Engine` (its model, tokenizer,
     device, batch_tokens and max_input_tokens are used; its search settings are not).
     """
     if len(sources) != len(targets):
@@ -109,21 +109,11 @@ def _check_target_lengths(targets: Sequence[Sequence[int]], *, max_positions: in
 
 
 def score_command(
-    checkpoint: Path,
-    *,
-    src: Path,
-    tgt: Path,
-    output: str,
-    per_token: bool,
-    device: str,
-    batch_tokens: int | None,
-    quantize: str | None,
-    precision: str | None,
+    load: Callable[[], TranslationBackend], *, src: Path, tgt: Path, output: str, per_token: bool
 ) -> int:
-    """Read both files, refuse a line-count mismatch before loading the model, score, write
-    the rows atomically (`nmt.decoding.stream.open_output`). Returns the number of rows."""
+    """Read both files, refuse a line-count mismatch before `load()` loads the model, score,
+    write the rows atomically (`nmt.decoding.stream.open_output`). Returns the number of rows."""
     from nmt.decoding.stream import open_output
-    from nmt.decoding.translator import Translator
 
     if output != "-" and Path(output).is_dir():
         raise DataError(f"--output {output} is a directory; give a file name")
@@ -135,14 +125,7 @@ def score_command(
             f"--src {src} has {len(sources)} lines but --tgt {tgt} has {len(targets)}; "
             "give one translation per source line"
         )
-    translator = Translator.from_checkpoint(
-        checkpoint, device=device, quantize=quantize, precision=precision
-    )
-    if not isinstance(translator, Translator):
-        raise NmtError(f"nmt score needs a checkpoint written by nmt train; {checkpoint} is not")
-    if batch_tokens:
-        translator.batch_tokens = batch_tokens
-    scores = score_lines(translator, sources, targets)
+    scores = score_lines(load(), sources, targets)
     with open_output(output) as out:
         for score in scores:
             out.write(score.row(per_token=per_token) + "\n")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nmt.data.text import count_lines, iter_lines, read_lines, stdin_lines
+from nmt.decoding.backend import TranslationBackend, TranslationStats, require
 from nmt.errors import DataError, NmtError, OutputError
 from nmt.files import atomic_write, os_reason
 
@@ -201,14 +202,6 @@ def prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int
     )
 
 
-def check_prefix_support(translator, checkpoint: Path) -> None:
-    """Target prefixes are a feature of nmt's own search: a CTranslate2 directory has none."""
-    from nmt.decoding.translator import Translator
-
-    if not isinstance(translator, Translator):
-        raise DataError(f"--prefix-file needs a checkpoint; {checkpoint} is a directory")
-
-
 def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
     """The prefixes of the input lines start .. start + len(chunk) - 1 (None: no file)."""
     if prefixes is None:
@@ -219,18 +212,19 @@ def _chunk_prefixes(prefixes, prefix_file, input, start: int, chunk: list[str]):
 
 
 def translate_stream(
-    checkpoints: list[Path],
+    load: Callable[[], TranslationBackend],
     input: str,
     output: str,
     *,
-    device: str,
+    model: Path,
     chunk_lines: int,
     prefix_file: str | None = None,
     print_alignment: bool = False,
-    **search,
+    n_best_rows: bool = False,
 ) -> None:
+    """`nmt translate`: `load()` gives the backend (after the input and output are checked);
+    `model` names it in refusals; `n_best_rows` writes `index<TAB>score<TAB>text` rows."""
     from nmt.decoding.alignment import align_translation, check_alignment_support
-    from nmt.decoding.translator import TranslationStats, Translator
 
     if output != "-" and Path(output).is_dir():  # found before translating, not at the end
         raise DataError(f"--output {output} is a directory; give a file name")
@@ -239,30 +233,23 @@ def translate_stream(
     if output == "-" and sys.stdout is None:
         raise DataError("stdout is closed; give --output FILE")
     prefixes = read_prefixes(prefix_file, input)
-    batch_tokens = search.pop("batch_tokens", None)
-    nbest_rows = bool(search.get("n_best"))
     total = TranslationStats()
     started = time.perf_counter()
     index = 0  # input lines written so far
     guard = _SignalGuard()
     try:
         with guard:
-            translator = Translator.from_checkpoints(checkpoints, device=device, **search)
+            translator = load()
             if prefixes is not None:
-                check_prefix_support(translator, checkpoints[0])
+                require(translator, "prefixes", what=f"{model} is a directory")
             if print_alignment:
-                check_alignment_support(translator, checkpoints)
-            if batch_tokens:
-                translator.batch_tokens = batch_tokens
-            n_best = translator.settings.n_best if nbest_rows else None
+                check_alignment_support(translator, model)
+            n_best = translator.settings.n_best if n_best_rows else None
             chunks = input_chunks(input, chunk_lines)
             with open_output(output) as out:
                 for chunk in chunks:
                     chunk_prefixes = _chunk_prefixes(prefixes, prefix_file, input, index, chunk)
-                    if chunk_prefixes is None:
-                        result = translator.translate(chunk)
-                    else:
-                        result = translator.translate(chunk, prefixes=chunk_prefixes)
+                    result = translator.translate(chunk, prefixes=chunk_prefixes)
                     aligned = (
                         align_translation(translator, chunk, result) if print_alignment else None
                     )

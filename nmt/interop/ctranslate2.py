@@ -18,7 +18,7 @@ maps onto the spec:
   LayerNorm eps 1e-5                   layer_norm_epsilon = 1e-5
   source + EOS, decoder starts at BOS  add_source_eos = True, decoder_start_token = "<s>"
 
-Decoding (`CTranslate2Translator`, used by `nmt translate` / `nmt evaluate` when given an
+Decoding (`CTranslate2Engine`, used by `nmt translate` / `nmt evaluate` when given an
 export directory) asks CTranslate2 for nmt's search: beam search stops once beam_size
 hypotheses have finished (patience 1), scores are log_prob / length**alpha with EOS counted
 (return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
@@ -44,26 +44,29 @@ which a trained model leaves near zero.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.config import ExperimentConfig, config_from_dict
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from nmt.decoding.search import Hypothesis, SearchSettings
-from nmt.decoding.translator import (
+from nmt.decoding.backend import (
+    Capabilities,
     Translation,
     TranslationStats,
-    Translator,
-    output_line,
-    search_settings,
+    output_tokens,
+    require,
+    texts_of,
 )
+from nmt.decoding.engine import search_settings
+from nmt.decoding.options import DecodeOptions
+from nmt.decoding.search import Hypothesis, SearchSettings
 from nmt.errors import NmtError
 from nmt.interop.source import (
     ExportSource,
@@ -235,27 +238,23 @@ def is_ctranslate2_dir(path: Path) -> bool:
     return path.is_dir() and (path / "model.bin").is_file()
 
 
-class CTranslate2Translator:
-    """`nmt.decoding.translator.Translator`'s text interface over a CTranslate2 directory."""
+class CTranslate2Engine:
+    """`nmt.decoding.backend`'s interface over a CTranslate2 directory: the best translation
+    as nmt's search finds it, without nmt's extras (prefixes, n-best, sampling, alignment)."""
 
-    def __init__(
-        self,
-        translator,
-        tokenizer: Tokenizer,
-        *,
-        settings: SearchSettings,
-        config: ExperimentConfig,
-        batch_tokens: int,
-        max_input_tokens: int,
-        numerics: str,
-    ):
-        _check_one_best(settings)
+    capabilities = Capabilities(
+        prefixes=False, n_best=False, alignment=False, sampling=False, ensembles=False
+    )
+
+    def __init__(self, translator, tokenizer: Tokenizer, *, config, decode, numerics: str):
         self.translator = translator
         self.tokenizer = tokenizer
-        self.settings = replace(settings, max_len_cap=config.model.max_positions)
         self.config = config
-        self.batch_tokens = batch_tokens
-        self.max_input_tokens = max_input_tokens
+        self.decode = decode
+        self.settings = search_settings(decode, max_len_cap=config.model.max_positions)
+        _check_one_best(self.settings)
+        self.batch_tokens = decode.batch_tokens
+        self.max_input_tokens = decode.max_input_tokens
         self.numerics = numerics
         self.device = _Device(translator.device)
         self.src_pieces = _pieces(tokenizer.src)
@@ -266,29 +265,24 @@ class CTranslate2Translator:
 
     @classmethod
     def from_directory(
-        cls,
-        path: Path,
-        *,
-        device: str = "cpu",
-        decode: DecodeConfig | None = None,
-        quantize: str | None = None,
-        precision: str | None = None,
-        threads: int | None = None,
-        **search,
-    ) -> CTranslate2Translator:
-        """The export at `path`; `quantize` int8 or `precision` choose CTranslate2's
-        compute type (default: the weights as exported). `threads` defaults to torch's
-        intra-op threads, as nmt's own decoding uses (OMP_NUM_THREADS); CTranslate2's own
-        default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
+        cls, path: Path, options: DecodeOptions = DecodeOptions(), *, threads: int | None = None
+    ) -> CTranslate2Engine:
+        """The export at `path`; `options.quantize` int8 or `options.precision` choose
+        CTranslate2's compute type (default: the weights as exported). `threads` defaults to
+        torch's intra-op threads, as nmt's own decoding uses (OMP_NUM_THREADS); CTranslate2's
+        own default (4) oversubscribes a 2-core machine, where its waiting threads spin."""
+        if options.sampling is not None:
+            require(cls, "sampling", what=f"{path} is a CTranslate2 directory")
         ctranslate2 = require_extra("ctranslate2", f"decoding the CTranslate2 directory {path}")
         path = Path(path)
         check_export_files(path)
         config = _load_config(path)
         tokenizer = Tokenizer.from_files(*(path / n for n in SPM_NAMES))
-        decode = decode or config.decode
+        decode = options.resolve(config.decode)
+        device = options.device
         device = "cuda" if device == "auto" and ctranslate2.get_cuda_device_count() else device
         device = "cpu" if device == "auto" else device
-        compute_type = _compute_type(quantize, precision)
+        compute_type = _compute_type(options.quantize, options.precision)
         try:
             translator = ctranslate2.Translator(
                 str(path),
@@ -298,25 +292,27 @@ class CTranslate2Translator:
             )
         except (RuntimeError, ValueError) as exc:
             raise NmtError(f"cannot load the CTranslate2 model {path}: {exc}") from None
-        return cls(
-            translator,
-            tokenizer,
-            settings=search_settings(decode, **search),
-            config=config,
-            batch_tokens=decode.batch_tokens,
-            max_input_tokens=decode.max_input_tokens,
-            numerics=f"ctranslate2 {translator.compute_type}",
-        )
+        numerics = f"ctranslate2 {translator.compute_type}"
+        return cls(translator, tokenizer, config=config, decode=decode, numerics=numerics)
 
-    def with_search(self, **overrides) -> CTranslate2Translator:
-        """The same engine with other search settings (shared, not copied): nmt serve's
+    def with_options(self, options: DecodeOptions) -> CTranslate2Engine:
+        """The same engine (shared, not copied) with `options` applied: nmt serve's
         per-request beam size and length penalty."""
-        twin = Translator.with_search(self, **overrides)
+        if options.sampling is not None:
+            require(self, "sampling", what="the model is a CTranslate2 directory")
+        twin = copy.copy(self)
+        twin.decode = options.resolve(self.decode)
+        twin.settings = search_settings(twin.decode, max_len_cap=self.settings.max_len_cap)
         _check_one_best(twin.settings)
+        twin.batch_tokens = twin.decode.batch_tokens
         return twin
 
-    def translate(self, lines: Sequence[str]) -> Translation:
-        """Raw lines -> one result per line, as nmt's Translator.translate."""
+    def translate(
+        self, lines: Sequence[str], *, prefixes: Sequence[str] | None = None
+    ) -> Translation:
+        """Raw lines -> one result per line, as nmt's Engine.translate."""
+        if prefixes is not None:
+            require(self, "prefixes", what="the model is a CTranslate2 directory")
         started = time.perf_counter()
         ids = self.tokenizer.encode_src([normalize(line) for line in lines])
         stats = TranslationStats(sentences=len(ids))
@@ -326,16 +322,8 @@ class CTranslate2Translator:
         for index, nbest in self._search_all(ids):
             hyps[index] = nbest
         stats.empty = sum(1 for s in ids if not s)
-        texts = [
-            [
-                output_line(t, self.config.data.tgt_lang)
-                for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])
-            ]
-            if nbest
-            else [""]
-            for nbest in hyps
-        ]
-        stats.output_tokens = sum(len(n[0].tokens) + 1 for n in hyps if n)
+        texts = texts_of(hyps, self.tokenizer, self.config.data.tgt_lang)
+        stats.output_tokens = output_tokens(hyps)
         stats.seconds = time.perf_counter() - started
         return Translation(hyps, texts, stats)
 
@@ -484,6 +472,9 @@ class _Device:
     def __init__(self, name: str):
         self.type = name
 
+    def __str__(self) -> str:
+        return self.type
+
 
 _PRECISIONS = {
     None: "default",
@@ -495,14 +486,9 @@ _PRECISIONS = {
 
 
 def _compute_type(quantize: str | None, precision: str | None) -> str:
-    """--quantize / --precision as a CTranslate2 compute type ("default": as exported)."""
-    if quantize not in (None, "none"):
-        if quantize != "int8":
-            raise NmtError(f"--quantize {quantize}: expected none or int8")
-        return "int8"
-    if precision not in _PRECISIONS:
-        raise NmtError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
-    return _PRECISIONS[precision]
+    """The options' quantize / precision (validated) as a CTranslate2 compute type
+    ("default": as exported)."""
+    return "int8" if quantize == "int8" else _PRECISIONS[precision]
 
 
 def _check_one_best(settings: SearchSettings) -> None:

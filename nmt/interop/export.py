@@ -12,17 +12,23 @@ from pathlib import Path
 from nmt.errors import NmtError, OutputError
 from nmt.files import os_reason
 
-TARGETS = ("ctranslate2", "huggingface", "nmt")
-
 
 def export_command(
-    checkpoint: Path, *, to: str, out: Path, quantization: str | None, fp16: bool, force: bool
+    checkpoint: Path,
+    *,
+    to: str,
+    out: Path,
+    quantize: str | None = None,
+    precision: str | None = None,
+    force: bool = False,
 ) -> str:
-    """Run one export; returns the summary line. Every refusal comes before the (slow)
-    checkpoint load: the target, its options, the optional extra, OUT."""
+    """Run one export (`to`, `quantize` and `precision` are choices the command line
+    checked); returns the summary line. Every refusal comes before the (slow) checkpoint
+    load: the target's options, the optional extra, OUT."""
     from nmt.interop.source import load_source, require_extra
 
-    _check_options(to, quantization=quantization, fp16=fp16)
+    fp16 = _release_fp16(to, quantize=quantize, precision=precision)
+    quantization = quantize
     if to != "nmt":
         require_extra(to, f"nmt export --to {to}")
     _check_out(out, force=force)
@@ -60,17 +66,16 @@ def export_command(
     return f"exported {checkpoint} to transformers in {out}"
 
 
-def _check_options(to: str, *, quantization: str | None, fp16: bool) -> None:
-    from nmt.interop.ctranslate2 import QUANTIZATIONS
-
-    if to not in TARGETS:
-        raise NmtError(f"--to {to}: expected one of {', '.join(TARGETS)}")
-    if quantization is not None and to != "ctranslate2":
-        raise NmtError(f"--quantization applies to --to ctranslate2 only, not --to {to}")
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise NmtError(f"--quantization {quantization}: expected one of {', '.join(QUANTIZATIONS)}")
-    if fp16 and to != "nmt":
-        raise NmtError("--fp16 applies to --to nmt only (for CTranslate2: --quantization float16)")
+def _release_fp16(to: str, *, quantize: str | None, precision: str | None) -> bool:
+    """Whether a release checkpoint stores float16 weights; an option that cannot apply to
+    `to` is refused, named."""
+    if quantize is not None and to != "ctranslate2":
+        raise NmtError(f"--quantize applies to --to ctranslate2 only, not --to {to}")
+    if precision is not None and to != "nmt":
+        raise NmtError("--precision applies to --to nmt only (for CTranslate2: --quantize float16)")
+    if precision not in (None, "fp32", "fp16"):
+        raise NmtError(f"--precision {precision}: a release checkpoint stores fp32 or fp16")
+    return precision == "fp16"
 
 
 def _check_out(out: Path, *, force: bool) -> None:

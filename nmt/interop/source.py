@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nmt.checkpoint import PROVENANCE_NAME
 from nmt.config import ExperimentConfig
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import NmtError
@@ -39,9 +40,6 @@ def load_source(path: Path) -> ExportSource:
     return ExportSource(
         Path(path), model.eval(), checkpoint.tokenizer, checkpoint.config, checkpoint.state
     )
-
-
-PROVENANCE_NAME = "nmt_source.json"  # in every export directory: what it was exported from
 
 
 def write_provenance(source: ExportSource, out_dir: Path) -> None:

@@ -36,11 +36,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nmt.decoding.options import SEARCH_FIELDS, DecodeOptions
 from nmt.errors import NmtError
-from nmt.serve.batcher import Batcher, BatchReport, LineResult, SearchOptions
+from nmt.serve.batcher import Batcher, BatchReport, LineResult
 from nmt.serve.model import ServedModel
 from nmt.serve.page import render_page
 
@@ -99,9 +100,13 @@ class NativeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     lines: list[str]
-    beam_size: int | None = Field(None, ge=1, le=64)
-    n_best: int | None = Field(None, ge=1, le=64)
-    length_penalty: float | None = Field(None, ge=0.0, le=10.0, allow_inf_nan=False)
+    # Checked by the rules every decoding option follows (`nmt.decoding.options`).
+    beam_size: int | None = None
+    n_best: int | None = None
+    length_penalty: float | None = None
+    min_len: int | None = None
+    max_len_a: float | None = None
+    max_len_b: int | None = None
     api_key: str | None = None
 
 
@@ -317,7 +322,7 @@ def _add_routes(
     state: dict,
 ) -> None:
     async def translate_lines(
-        request: Request, lines: list[str], options: SearchOptions
+        request: Request, lines: list[str], options: DecodeOptions
     ) -> list[LineResult]:
         request.state.lines = len(lines)
         job = batcher.submit(lines, options)
@@ -371,10 +376,7 @@ def _add_routes(
         fields = await _request_fields(request)
         _check_key(settings, fields.get("api_key"), request)
         ask = _libretranslate_request(fields, model, settings)
-        options = SearchOptions()
-        if ask.alternatives:
-            n_best = ask.alternatives + 1
-            options = SearchOptions(beam_size=max(model.beam_size, n_best), n_best=n_best)
+        options = _alternatives_options(ask.alternatives, model)
         results = await translate_lines(request, ask.lines, options)
         return JSONResponse(_libretranslate_answer(ask, results, model))
 
@@ -394,11 +396,7 @@ def _add_routes(
         _check_key(settings, fields.get("api_key"), request)
         ask = _validated(NativeRequest, fields)
         _check_size(ask.lines, settings)
-        options = SearchOptions(ask.beam_size, ask.n_best, ask.length_penalty)
-        try:
-            model.check(options)
-        except NmtError as exc:
-            raise ApiError(422, str(exc)) from None
+        options = _checked_options(model, **ask.model_dump(include=set(SEARCH_FIELDS)))
         results = await translate_lines(request, ask.lines, options)
         lines = [
             NativeLine(
@@ -414,6 +412,33 @@ def _add_routes(
             milliseconds=round((time.perf_counter() - started) * 1000, 3),
         )
         return JSONResponse(answer.model_dump())
+
+
+def _checked_options(model: ServedModel, **values) -> DecodeOptions:
+    """A request's decoding options, refused (422, naming the option) where the options'
+    own rules or the model's settings do not allow them."""
+    try:
+        options = DecodeOptions(**values)
+        model.check(options)
+    except NmtError as exc:
+        raise ApiError(422, str(exc)) from None
+    return options
+
+
+def _alternatives_options(alternatives: int, model: ServedModel) -> DecodeOptions:
+    """LibreTranslate's `alternatives`: an n-best list of alternatives + 1, searched with a
+    beam at least that wide; a backend without n-best lists (a CTranslate2 directory) has
+    none to give."""
+    if not alternatives:
+        return DecodeOptions()
+    if not model.translator.capabilities.n_best:
+        raise ApiError(
+            400,
+            "Invalid request: alternatives: this server's model gives one translation per "
+            "text (it is a CTranslate2 export); ask for 0 alternatives",
+        )
+    n_best = alternatives + 1
+    return _checked_options(model, beam_size=max(model.beam_size, n_best), n_best=n_best)
 
 
 def _score(result: LineResult, i: int) -> float | None:

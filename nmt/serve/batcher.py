@@ -5,7 +5,7 @@ queue in arrival order until the batch holds `max_batch_tokens` source tokens, o
 `max_wait_ms` has passed since the oldest waiting request arrived, whichever comes first.
 A request longer than the budget spans several batches; each request gets exactly its own
 lines back, in its own order, whatever it was batched with. Requests batch together only
-when they ask for the same search options (beam size, n-best, length penalty).
+when they ask for the same decoding options (`nmt.decoding.options`).
 
 A failed batch fails only the requests that had lines in it. A request whose future was
 cancelled (its client went away, or it timed out) has its remaining lines dropped.
@@ -21,16 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import Hypothesis
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Per-request search overrides; None keeps the model's setting."""
-
-    beam_size: int | None = None
-    n_best: int | None = None
-    length_penalty: float | None = None
 
 
 @dataclass
@@ -47,7 +39,7 @@ class Job:
 
     lines: list[str]
     tokens: list[int]  # source tokens per line, for the batch budget
-    options: SearchOptions
+    options: DecodeOptions
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     taken: int = 0  # lines handed to a batch so far
@@ -87,7 +79,7 @@ class Batcher:
 
     def __init__(
         self,
-        translate: Callable[[list[str], SearchOptions], list[LineResult]],
+        translate: Callable[[list[str], DecodeOptions], list[LineResult]],
         measure: Callable[[Sequence[str]], list[int]],
         *,
         max_batch_tokens: int = 2048,
@@ -109,7 +101,7 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, lines: Sequence[str], options: SearchOptions = SearchOptions()) -> Job:
+    def submit(self, lines: Sequence[str], options: DecodeOptions = DecodeOptions()) -> Job:
         """Queue `lines`; the job's future gets one LineResult per line, in order."""
         job = Job(list(lines), self._measure(lines), options)
         if not job.lines:

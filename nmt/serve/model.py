@@ -1,36 +1,42 @@
 """The one model a server holds, behind the small interface the batcher and the routes use.
 
-`load_served_model` is the one place that knows what MODEL may be: an nmt checkpoint or a
-CTranslate2 export directory (`nmt export --to ctranslate2`), both through
-`Translator.from_checkpoint`, which hands a directory to CTranslate2's engine.
+It wraps any `nmt.decoding.backend` backend (nmt's engine or a CTranslate2 export; which
+one a path gets is decided before the server starts, by `nmt.backends`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from nmt.data.clean import normalize
-from nmt.decoding.translator import Translator
-from nmt.serve.batcher import LineResult, SearchOptions
+from nmt.decoding.backend import TranslationBackend
+from nmt.decoding.options import DecodeOptions
+from nmt.serve.batcher import LineResult
 
 
 @dataclass
 class ServedModel:
-    """A Translator and the language pair of its checkpoint."""
+    """A backend and the language pair of its model."""
 
-    translator: Translator
-    source: str
-    target: str
+    translator: TranslationBackend
     name: str
-    _variants: dict[SearchOptions, Translator] = field(default_factory=dict, repr=False)
+    _variants: dict[DecodeOptions, TranslationBackend] = field(default_factory=dict, repr=False)
 
-    def check(self, options: SearchOptions) -> None:
-        """Refuse impossible options (n-best above the beam) before they reach a batch."""
+    @property
+    def source(self) -> str:
+        return self.translator.config.data.src_lang
+
+    @property
+    def target(self) -> str:
+        return self.translator.config.data.tgt_lang
+
+    def check(self, options: DecodeOptions) -> None:
+        """Refuse options the model cannot take (n-best above its beam) before they reach a
+        batch."""
         self._variant(options)
 
-    def translate(self, lines: list[str], options: SearchOptions) -> list[LineResult]:
+    def translate(self, lines: list[str], options: DecodeOptions) -> list[LineResult]:
         """One LineResult per line, in order (runs in the decoding thread)."""
         result = self._variant(options).translate(lines)
         return [LineResult(t, h) for t, h in zip(result.texts, result.hypotheses)]
@@ -45,22 +51,7 @@ class ServedModel:
     def beam_size(self) -> int:
         return self.translator.settings.beam_size
 
-    def _variant(self, options: SearchOptions) -> Translator:
+    def _variant(self, options: DecodeOptions) -> TranslationBackend:
         if options not in self._variants:
-            self._variants[options] = self.translator.with_search(**asdict(options))
+            self._variants[options] = self.translator.with_options(options)
         return self._variants[options]
-
-
-def load_served_model(
-    path: Path,
-    *,
-    device: str = "auto",
-    beam_size: int | None = None,
-    quantize: str | None = None,
-    precision: str | None = None,
-) -> ServedModel:
-    translator = Translator.from_checkpoint(
-        path, device=device, beam_size=beam_size, quantize=quantize, precision=precision
-    )
-    data = translator.config.data
-    return ServedModel(translator, source=data.src_lang, target=data.tgt_lang, name=path.name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
 from nmt.errors import NmtError
+from nmt.serve.model import ServedModel
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -30,26 +31,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(
-    model_path: Path,
-    *,
-    host: str,
-    port: int,
-    device: str,
-    beam_size: int | None,
-    quantize: str | None,
-    precision: str | None,
-    settings,
-) -> None:
+def run_server(load: Callable[[], ServedModel], *, host: str, port: int, settings) -> None:
+    """Bind, then `load()` the model, then serve until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from nmt.serve.app import create_app
-    from nmt.serve.model import load_served_model
 
     sock = bind(host, port)
-    model = load_served_model(
-        model_path, device=device, beam_size=beam_size, quantize=quantize, precision=precision
-    )
+    model = load()
     app = create_app(model, settings)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=None

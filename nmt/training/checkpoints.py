@@ -29,7 +29,7 @@ from nmt.checkpoint import (
     save_checkpoint,
 )
 from nmt.config import NOT_ARCHITECTURE, config_to_dict
-from nmt.errors import CheckpointError
+from nmt.errors import CheckpointError, NmtError
 from nmt.files import file_key, remove_stale_temporaries
 
 # Fields that belong to one training trajectory and are meaningless for an averaged model.
@@ -143,6 +143,31 @@ class CheckpointManager:
 
 
 # --------------------------------------------------------------------------- averaging
+
+
+def average_command(
+    checkpoints: list[Path], output: Path, *, last: int | None, run_dir: Path | None
+) -> str:
+    """`nmt average`: the given checkpoints, or the last `last` of `run_dir`, averaged into
+    `output`; returns the summary line."""
+    paths = list(checkpoints)
+    if last is not None:
+        if run_dir is None:
+            raise NmtError("--last needs --run-dir")
+        paths = last_step_checkpoints(run_dir / "checkpoints", last)
+        if not paths:
+            raise NmtError(f"no step checkpoints in {run_dir / 'checkpoints'}")
+    if not paths:
+        raise NmtError("give checkpoints to average, or --last N --run-dir DIR")
+    check_average_output(paths, output)
+    save_checkpoint(output, average_checkpoints(paths))
+    return f"averaged {len(paths)} checkpoints into {output}: {', '.join(p.name for p in paths)}"
+
+
+def last_step_checkpoints(directory: Path, count: int) -> list[Path]:
+    """The last `count` step checkpoints of a run's checkpoints directory, oldest first:
+    what `nmt average --last` and `train.average_last` average."""
+    return CheckpointManager(directory, keep_last=count).step_checkpoints()[-count:]
 
 
 def check_average_output(paths: list[Path], output: Path) -> None:

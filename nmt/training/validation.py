@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -11,7 +12,7 @@ from nmt.data.batching import collate, make_batches
 from nmt.data.prepare import load_prepared, prepared_dir
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import PAD_ID, Tokenizer
-from nmt.evaluation import configured_bleu_tokenizer, score_lines
+from nmt.evaluation.metrics import configured_bleu_tokenizer, score_lines
 from nmt.model.transformer import Transformer
 from nmt.runtime import Runtime
 from nmt.training.loss import label_smoothed_loss
@@ -53,19 +54,17 @@ def dev_bleu(model: Transformer, cfg: ExperimentConfig, tokenizer: Tokenizer, rt
     """sacreBLEU of the decoded dev split (or its first valid_bleu_max_sentences lines)
     against the cleaned dev references, with the tokenizer the test splits are scored with
     (eval.bleu_tokenize for data.tgt_lang)."""
-    from nmt.decoding.translator import Translator, search_settings
+    from nmt.decoding.engine import Engine
 
     src, _ = load_prepared(cfg, cfg.data.valid_split)
     refs = read_lines(prepared_dir(cfg) / f"{cfg.data.valid_split}.{cfg.data.tgt_lang}")
     n = cfg.train.valid_bleu_max_sentences or len(src)
     beam = cfg.train.valid_bleu_beam
-    translator = Translator(
+    translator = Engine(
         model,
         tokenizer,
-        settings=search_settings(cfg.decode, beam_size=beam, n_best=1),
+        decode=dataclasses.replace(cfg.decode, beam_size=beam, n_best=1),
         device=rt.device,
-        batch_tokens=cfg.decode.batch_tokens,
-        max_input_tokens=cfg.decode.max_input_tokens,
         amp_dtype=rt.amp_dtype,
         target_language=cfg.data.tgt_lang,
     )

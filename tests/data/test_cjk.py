@@ -25,7 +25,7 @@ from nmt.config import DataConfig, load_config
 from nmt.data.clean import CleanStats, FilterSettings, drop_reason, filter_pairs, normalize
 from nmt.data.languages import default_character_coverage, length_units, without_spurious_spaces
 from nmt.data.prepare import spm_coverage
-from nmt.evaluation import bleu_tokenizer, configured_bleu_tokenizer, score_lines
+from nmt.evaluation.metrics import bleu_tokenizer, configured_bleu_tokenizer, score_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("NMT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -226,7 +226,7 @@ def test_decoded_chinese_has_no_spaces_between_characters(newstest2017):
     spaces when a model emits them mid-sentence; output for zh has none between Chinese
     characters, while a space beside a Latin word stays."""
     from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
-    from nmt.decoding.translator import output_line
+    from nmt.decoding.engine import output_line
 
     zh, en = newstest2017
     lines = itertools.chain.from_iterable(zip(zh[:1000], en[:1000]))

@@ -18,6 +18,8 @@ import sacrebleu
 import yaml
 from _cli import run_process
 
+from nmt.decoding.options import DecodeOptions
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("NMT_SHARED_DATA", REPO.parent / "shared" / "data"))
 ZH_EN = SHARED_DATA / "wmt_newstest" / "zh-en"
@@ -101,7 +103,7 @@ def coverage_of(model: Path) -> float:
 
 @pytest.mark.parametrize(("src", "tgt", "tok"), [("zh", "en", "13a"), ("en", "zh", "zh")])
 def test_tiny_model_trains_translates_and_scores_chinese(registered, src, tgt, tok, one_thread):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     result = run_process("run", write_config(registered, src, tgt), cwd=registered)
     assert result.returncode == 0, result.stderr
@@ -134,7 +136,9 @@ def test_tiny_model_trains_translates_and_scores_chinese(registered, src, tgt, t
 
     # validation during training (at the last update, greedy): BLEU under the same rule
     (valid,) = [r for r in map(json.loads, read(run_dir / "metrics.jsonl")) if "bleu" in r]
-    translator = Translator.from_checkpoint(run_dir / "checkpoints" / "last.pt", beam_size=1)
+    translator = Engine.from_checkpoint(
+        run_dir / "checkpoints" / "last.pt", DecodeOptions(beam_size=1)
+    )
     dev_hyps = translator.translate(read(prepared / f"val.{src}")).best
     dev_refs = read(prepared / f"val.{tgt}")
     assert valid["bleu"] == sacrebleu.corpus_bleu(dev_hyps, [dev_refs], tokenize=tok).score

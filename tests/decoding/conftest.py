@@ -78,7 +78,7 @@ def tiny_run(tmp_path_factory, corpus_slice: Path) -> TinyRun:
 
     from nmt.config import load_config
     from nmt.data.prepare import prepare
-    from nmt.pipeline import ensure_downloaded
+    from nmt.pipeline.run import ensure_downloaded
     from nmt.runtime import setup_runtime
     from nmt.training.trainer import Trainer
 

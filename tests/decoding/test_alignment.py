@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nmt.decoding.alignment import _pairs, format_alignment, hard_alignments
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from tests._cli import assert_clean_failure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,8 +36,8 @@ def test_a_hand_written_attention_gives_its_argmax_pairs():
 
 
 @pytest.fixture(scope="module")
-def greedy(tiny_run) -> Translator:
-    return Translator.from_checkpoint(tiny_run.checkpoint, device="cpu", beam_size=1)
+def greedy(tiny_run) -> Engine:
+    return Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu", beam_size=1))
 
 
 def test_weights_are_what_cross_attention_applies(greedy):
@@ -89,10 +90,10 @@ def test_translate_prints_one_alignment_per_line_and_row(tiny_run, nmt_inline, t
     source.write_text("Ein Hund rennt.\n\nZwei Männer gehen.\n", encoding="utf-8")
     prefixes.write_text("A dog\nA\n\n", encoding="utf-8")
     lines = source.read_text(encoding="utf-8").splitlines()
-    translator = Translator.from_checkpoint(tiny_run.checkpoint, device="cpu")
+    translator = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu"))
     cases = {  # options -> the hypotheses the same search finds
         (): translator.translate(lines),
-        ("--n-best", "2"): translator.with_search(n_best=2).translate(lines),
+        ("--n-best", "2"): translator.with_options(DecodeOptions(n_best=2)).translate(lines),
         ("--prefix-file", str(prefixes)): translator.translate(lines, prefixes=["A dog", "A", ""]),
     }
     for options, expected in cases.items():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nmt.checkpoint import load_checkpoint
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
 from nmt.training.checkpoints import average_checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -16,7 +16,7 @@ LINES = ["Ein Mann fährt Fahrrad.", "", "Zwei Hunde spielen im Schnee."]
 
 
 def assert_translates(checkpoint) -> None:
-    best = Translator.from_checkpoint(checkpoint).translate(LINES).best
+    best = Engine.from_checkpoint(checkpoint).translate(LINES).best
     assert len(best) == 3 and best[1] == "" and best[0] and best[2]
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nmt.decoding.ensemble import Ensemble
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search, greedy_search, search
 from tests._cli import assert_clean_failure
 from tests.decoding.test_search import EOS, IDS, A, B, random_model, src, table_model
@@ -69,20 +70,20 @@ def test_an_ensemble_of_one_or_of_copies_is_the_model(beam):
 def test_real_ensemble_of_copies_translates_like_the_model(tiny_run, tmp_path):
     import shutil
 
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     torch.set_num_threads(1)
     lines = tiny_run.raw("val", "de").read_text(encoding="utf-8").splitlines()[:6] + [""]
-    one = Translator.from_checkpoint(tiny_run.checkpoint, device="cpu").translate(lines)
+    one = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu")).translate(lines)
     steps = tiny_run.step_checkpoints
     copy = shutil.copy(tiny_run.checkpoint, tmp_path / "copy.pt")  # one file twice is refused
-    two = Translator.from_checkpoints([tiny_run.checkpoint, copy], device="cpu")
+    two = Engine.from_checkpoints([tiny_run.checkpoint, copy], DecodeOptions(device="cpu"))
     result = two.translate(lines)
     assert result.best == one.best
     got = [n[0].log_prob for n in result.hypotheses if n]
     want = [n[0].log_prob for n in one.hypotheses if n]
     assert got == pytest.approx(want, abs=1e-4)
-    mixed = Translator.from_checkpoints([steps[0], tiny_run.checkpoint], device="cpu")
+    mixed = Engine.from_checkpoints([steps[0], tiny_run.checkpoint], DecodeOptions(device="cpu"))
     assert len(mixed.translate(lines).best) == len(lines)
 
 
@@ -108,7 +109,7 @@ def test_members_with_shorter_position_tables_cut_long_inputs(tiny_run, tmp_path
     1000: a 96-piece line is cut to 40 for both, with the usual truncation count (before:
     `ValueError: position 96 is beyond max_positions (42)` from the short member's encoder)."""
     from nmt.checkpoint import load_checkpoint, save_checkpoint
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     state = load_checkpoint(tiny_run.checkpoint)
     state["config"]["model"]["max_positions"] = 42
@@ -118,7 +119,7 @@ def test_members_with_shorter_position_tables_cut_long_inputs(tiny_run, tmp_path
     save_checkpoint(short, state)
     line = " ".join(["Ein Hund rennt über die Wiese."] * 12)
     for members in ([tiny_run.checkpoint, short], [short, tiny_run.checkpoint]):
-        ensemble = Translator.from_checkpoints(members, device="cpu", beam_size=1)
+        ensemble = Engine.from_checkpoints(members, DecodeOptions(device="cpu", beam_size=1))
         assert ensemble.max_input_tokens == 40
         result = ensemble.translate([line])
         assert result.stats.truncated == 1 and len(result.best) == 1

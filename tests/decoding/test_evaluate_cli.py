@@ -111,7 +111,7 @@ def test_line_count_mismatch_is_a_clear_error(hyp_ref, nmt_cli, assert_clean_fai
 
 
 def test_split_of_a_checkpoint_is_translated_written_and_scored(tiny_run, nmt_cli):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     result = nmt_cli(
         "evaluate", tiny_run.checkpoint, "--split", "test_2016_flickr", "--json", cwd=tiny_run.root
@@ -143,7 +143,7 @@ def test_split_of_a_checkpoint_is_translated_written_and_scored(tiny_run, nmt_cl
     assert report["chrf"]["score"] == sacrebleu.corpus_chrf(hyps, [refs]).score > 0
     # The hypotheses are the checkpoint's translations of the raw source, beam from its config.
     sources = read_lines(tiny_run.raw("test_2016_flickr", "de"))
-    assert hyps == Translator.from_checkpoint(tiny_run.checkpoint).translate(sources).best
+    assert hyps == Engine.from_checkpoint(tiny_run.checkpoint).translate(sources).best
 
 
 def test_a_checkpoint_outside_a_run_writes_its_eval_beside_it(
@@ -191,7 +191,7 @@ def sha256(path: Path) -> str:
 def test_results_are_merged_never_written_over(tmp_path):
     """Training's results stay when `nmt evaluate` adds its own; the same evaluation again
     replaces only its own record."""
-    from nmt.evaluation import record_results
+    from nmt.evaluation.results import record_results
 
     def result(split: str, sha: str, bleu: float) -> dict:
         hyp = f"{split}.step5-{sha}.hyp.en"
@@ -213,7 +213,7 @@ def test_results_are_merged_never_written_over(tmp_path):
 def test_scores_with_another_bleu_tokenizer_are_another_result(tmp_path):
     """`nmt evaluate --tokenize zh` after the default 13a (before: the 13a result was erased,
     as the same split, checkpoint and hypotheses)."""
-    from nmt.evaluation import record_results
+    from nmt.evaluation.results import record_results
 
     def result(tokenizer: str, bleu: float) -> dict:
         signature = f"nrefs:1|case:mixed|eff:no|tok:{tokenizer}|smooth:exp|version:2.6.0"
@@ -229,31 +229,32 @@ def test_scores_with_another_bleu_tokenizer_are_another_result(tmp_path):
 def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, monkeypatch):
     """Training rewrites best.pt under the same name: the hash taken after loading would
     describe other bytes than those translated with, so the evaluation is refused."""
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
     from nmt.errors import DataError
-    from nmt.evaluation import load_for_evaluation
+    from nmt.decoding.options import DecodeOptions
+    from nmt.pipeline.evaluate import load_for_evaluation
 
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(tiny_run.checkpoint.read_bytes())
     other = tiny_run.step_checkpoints[0].read_bytes()
-    load = Translator.from_checkpoint.__func__
+    load = Engine.from_checkpoint.__func__
 
-    def load_then_training_saves(cls, path, **options):
-        translator = load(cls, path, **options)
+    def load_then_training_saves(cls, path, options):
+        translator = load(cls, path, options)
         (tmp_path / "new.pt").write_bytes(other)
         os.replace(tmp_path / "new.pt", checkpoint)  # what a save of best.pt does
         return translator
 
-    monkeypatch.setattr(Translator, "from_checkpoint", classmethod(load_then_training_saves))
+    monkeypatch.setattr(Engine, "from_checkpoint", classmethod(load_then_training_saves))
     with pytest.raises(DataError, match="was replaced while it was read"):
-        load_for_evaluation(checkpoint, device="cpu")
+        load_for_evaluation([checkpoint], DecodeOptions(device="cpu"))
 
 
 def test_decoding_options_follow_the_config_rules(tiny_run, nmt_inline, assert_clean_failure):
     """The rules of `decode:` in a config, checked once for translate and evaluate alike."""
     result = nmt_inline(
         *("evaluate", tiny_run.checkpoint, "--split", "test_2016_flickr"),
-        *("--beam-size", "5000", "--output-dir", "out"),
+        *("--beam-size", "5000", "--output", "out"),
         cwd=tiny_run.root,
     )
     assert_clean_failure(
@@ -276,7 +277,7 @@ def test_source_files_of_one_name_in_two_folders_keep_both_results(tiny_run, nmt
     for folder in ("a", "b"):
         result = nmt_inline(
             "evaluate", tiny_run.checkpoint, "--src", f"{folder}/test.de",
-            "--ref", f"{folder}/test.en", "--output-dir", "out", "--json", "--beam-size", "1",
+            "--ref", f"{folder}/test.en", "--output", "out", "--json", "--beam-size", "1",
             cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr

@@ -13,9 +13,10 @@ from nmt.checkpoint import load_trained_model
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decoding import packing
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.packing import PackedLinear, pack_linears
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.decoding.translator import Translator
 from nmt.model.layers import FeedForward
 
 pytestmark = [
@@ -73,8 +74,8 @@ def test_packed_beam_search_finds_the_same_hypotheses(models, src_ids):
 
 
 def test_cpu_translator_packs_and_int8_does_not(tiny_run):
-    fp32 = Translator.from_checkpoint(tiny_run.checkpoint).model
-    int8 = Translator.from_checkpoint(tiny_run.checkpoint, quantize="int8").model
+    fp32 = Engine.from_checkpoint(tiny_run.checkpoint).model
+    int8 = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(quantize="int8")).model
     assert any(isinstance(m, PackedLinear) for m in fp32.modules())
     assert not any(isinstance(m, PackedLinear) for m in int8.modules())
 

@@ -15,8 +15,9 @@ from nmt.checkpoint import load_trained_model
 from nmt.data.batching import collate
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
+from nmt.decoding.engine import Engine, ListSequences, inference_model
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.decoding.translator import ListSequences, Translator, inference_model
 from nmt.errors import NmtError
 from nmt.runtime import choose_precision
 
@@ -126,7 +127,7 @@ def test_translate_cli_refuses_bf16_on_the_cpu_and_names_the_setting(
     assert "translated 3 lines in " in fp32.stderr and " (cpu fp32): " in fp32.stderr
     assert (
         out.read_text(encoding="utf-8").splitlines()
-        == Translator.from_checkpoint(tiny_run.checkpoint).translate(sources[:3]).best
+        == Engine.from_checkpoint(tiny_run.checkpoint).translate(sources[:3]).best
     )
 
 
@@ -157,11 +158,11 @@ def test_a_checkpoint_saved_for_bf16_says_that_precision_overrides_it(tiny_run, 
     saved = tmp_path / "bf16.pt"
     torch.save(ckpt, saved)
     with pytest.raises(NmtError) as refused:
-        Translator.from_checkpoint(saved)
+        Engine.from_checkpoint(saved)
     assert str(refused.value) == (
         f"decode.precision bf16 needs a GPU; use fp32 or auto on CPU ({saved} was saved "
         "with it; --precision overrides it)"
     )
-    translator = Translator.from_checkpoint(saved, precision="fp32")
+    translator = Engine.from_checkpoint(saved, DecodeOptions(precision="fp32"))
     assert translator.numerics == "fp32"
     assert len(translator.translate(["ein Hund läuft."]).best) == 1

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search, greedy_search
 from nmt.errors import DataError
 from tests._cli import assert_clean_failure
@@ -62,10 +63,10 @@ def test_a_prefix_longer_than_max_len_still_fits():
 def tiny(tiny_run):
     import torch
 
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     torch.set_num_threads(1)
-    return Translator.from_checkpoint(tiny_run.checkpoint, device="cpu")
+    return Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu"))
 
 
 def test_real_model_output_starts_with_its_prefix(tiny, tiny_run):

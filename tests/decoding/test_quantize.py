@@ -10,8 +10,9 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from nmt.checkpoint import load_trained_model
 from nmt.data.text import read_lines
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.quantize import quantize, quantize_int8
-from nmt.decoding.translator import Translator
 from nmt.errors import NmtError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,8 +35,8 @@ def test_every_linear_is_int8_and_the_float_model_is_untouched(tiny_run):
 
 def test_int8_scores_are_close_to_float32(tiny_run, sources):
     """Same hypotheses forced through both models: log-probs differ by quantization noise."""
-    fp32 = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1)
-    int8 = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1, quantize="int8")
+    fp32 = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=1))
+    int8 = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=1, quantize="int8"))
     a, b = fp32.translate(sources), int8.translate(sources)
     assert len(b.best) == len(sources)
     same = [

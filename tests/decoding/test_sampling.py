@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from nmt.decoding.sampling import Sampling, parse_sampling
+from nmt.decoding.options import DecodeOptions
+from nmt.decoding.sampling import Sampling
 from nmt.decoding.search import SearchSettings, greedy_search, search
 from nmt.errors import NmtError
 from tests._cli import assert_clean_failure
@@ -125,16 +126,47 @@ def test_sampling_needs_a_beam_of_one():
     ],
 )
 def test_bad_sampling_options_are_refused_by_name(text, temperature, seed, message):
-    with pytest.raises(NmtError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
-        parse_sampling(text, temperature=temperature, seed=seed)
+    expected = "invalid decoding options: " + message
+    with pytest.raises(NmtError, match="^" + expected.replace("(", r"\(").replace(")", r"\)")):
+        DecodeOptions.from_cli(sampling=text, temperature=temperature, seed=seed)
+
+
+def sampling(text, *, temperature=None, seed=None):
+    return DecodeOptions(sampling=text, temperature=temperature, seed=seed).sampling_policy()
 
 
 def test_parsed_sampling():
-    assert parse_sampling("topk:40", temperature=None, seed=None) == Sampling("topk", k=40)
-    assert parse_sampling("topp:0.9", temperature=0.7, seed=5) == Sampling(
+    assert sampling("topk:40") == Sampling("topk", k=40)
+    assert sampling("topp:0.9", temperature=0.7, seed=5) == Sampling(
         "topp", p=0.9, temperature=0.7, seed=5
     )
-    assert parse_sampling(None, temperature=None, seed=None) is None
+    assert sampling(None) is None
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Sampling("random", temperature=1e-300),
+        Sampling("random", temperature=1e300),
+        Sampling("random", temperature=5e-324),
+        Sampling("topp", p=1e-300),
+        Sampling("topk", k=3, temperature=1e-45),
+    ],
+)
+def test_every_accepted_value_draws_from_a_real_distribution(policy):
+    """Temperatures and nucleus sizes at float32's edges: every row still has probabilities
+    that sum to 1 over allowed tokens (a tiny temperature or nucleus keeps the best token, a
+    huge temperature draws uniformly), never NaN; banned tokens stay at 0."""
+    log_probs = torch.log_softmax(torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, 1.0, 0.0, 0.5]]), -1)
+    log_probs[1, 0] = float("-inf")  # banned by a length rule
+    probs = policy.distribution(log_probs.clone())
+    assert not probs.isnan().any()
+    assert torch.allclose(probs.sum(-1), torch.ones(2))
+    assert probs[1, 0] == 0
+    if policy.temperature >= 1e300:
+        assert torch.allclose(probs[0], torch.full((4,), 0.25))
+    elif policy.kind != "random" or policy.temperature < 1e-30:
+        assert probs[0].argmax() == 2 and probs[0, 2] > 0.99
 
 
 # --------------------------------------------------------------------------- real tiny model

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.scoring import score_ids
 from tests._cli import assert_clean_failure
 
@@ -87,10 +88,12 @@ def test_a_target_longer_than_the_position_table_is_refused_by_line():
 
 @pytest.fixture(scope="module")
 def greedy(tiny_run):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     torch.set_num_threads(1)
-    return Translator.from_checkpoint(tiny_run.checkpoint, device="cpu").with_search(beam_size=1)
+    return Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu")).with_options(
+        DecodeOptions(beam_size=1)
+    )
 
 
 def test_the_score_of_greedy_output_is_the_log_prob_search_reported(greedy, tiny_run):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nmt.data.text import read_lines
+from nmt.decoding.options import DecodeOptions
 from tests._cli import assert_clean_failure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,14 +127,14 @@ def identity(path: Path) -> dict:
 
 
 def test_evaluate_an_ensemble_records_every_model(tiny_run, nmt_inline, files):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     pair = models(tiny_run, ensemble=True)
     report = evaluate(nmt_inline, pair, files)
     assert report["ensemble"] == [identity(p) for p in pair]
     assert report["checkpoint"] == identity(pair[0])  # whose decoding settings it used
     hyps = read_lines(Path(report["hypotheses"]))
-    expected = Translator.from_checkpoints(pair, device="cpu").translate(SOURCE).best
+    expected = Engine.from_checkpoints(pair, DecodeOptions(device="cpu")).translate(SOURCE).best
     assert hyps == expected and len(hyps) == len(SOURCE)
     alone = evaluate(nmt_inline, pair[:1], files)
     assert "ensemble" not in alone and alone["hypotheses"] != report["hypotheses"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from nmt.decoding.options import DecodeOptions
+
 REPO = Path(__file__).resolve().parents[2]
 
 LONG = " ".join(["Hund"] * 2000)  # > decode.max_input_tokens (1000) pieces
@@ -92,7 +94,7 @@ def test_stdin_to_stdout_gives_the_file_translation(edge_run, tiny_run, nmt_cli,
 
 
 def test_nbest_rows_are_indexed_and_sorted(tiny_run, nmt_cli, tmp_path):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     lines = ["Ein Mann schläft.", "", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
     (tmp_path / "in.de").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -112,7 +114,7 @@ def test_nbest_rows_are_indexed_and_sorted(tiny_run, nmt_cli, tmp_path):
         assert scores[2 * i] >= scores[2 * i + 1]
     assert rows[2] == rows[3] == ["1", "0.0000", ""]  # the empty input
     # The first row of each index is the 1-best of the same beam, with its score.
-    best = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=3).translate(lines)
+    best = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=3)).translate(lines)
     assert [row[2] for row in rows[::2]] == best.best
     for i, nbest in enumerate(best.hypotheses):
         if nbest:

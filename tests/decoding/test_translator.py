@@ -1,4 +1,4 @@
-"""Translator on a trained checkpoint: results independent of batching, beam 1 = greedy,
+"""Engine on a trained checkpoint: results independent of batching, beam 1 = greedy,
 empty inputs skip the model, over-long inputs are truncated and searched within the
 decoder's positions."""
 
@@ -12,8 +12,9 @@ from nmt.data.batching import collate
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decoding.engine import Engine, ListSequences
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search, greedy_search
-from nmt.decoding.translator import ListSequences, Translator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,13 +25,13 @@ def sources(tiny_run) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def translator(tiny_run) -> Translator:
-    return Translator.from_checkpoint(tiny_run.checkpoint)
+def translator(tiny_run) -> Engine:
+    return Engine.from_checkpoint(tiny_run.checkpoint)
 
 
 def test_one_sentence_per_batch_gives_the_batched_translations(tiny_run, translator, sources):
     batched = translator.translate(sources)
-    alone = Translator.from_checkpoint(tiny_run.checkpoint)
+    alone = Engine.from_checkpoint(tiny_run.checkpoint)
     alone.batch_tokens = 1  # every sentence is wider than this: one sentence per batch
     single = alone.translate(sources)
     assert single.texts == batched.texts
@@ -53,13 +54,13 @@ def test_beam_search_with_one_beam_is_greedy_search(tiny_run, translator, source
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
     assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-5)
     # The translator's beam 1 takes the greedy path and agrees too.
-    one = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1).translate(sources)
+    one = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=1)).translate(sources)
     assert one.best == translator.tokenizer.decode_tgt([g[0].tokens for g in greedy])
 
 
 def test_nbest_lists_start_with_the_one_best(tiny_run, sources):
-    one = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=3).translate(sources)
-    two = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=3, n_best=2)
+    one = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=3)).translate(sources)
+    two = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=3, n_best=2))
     nbest = two.translate(sources)
     assert [texts[0] for texts in nbest.texts] == one.best
     for hyps in nbest.hypotheses:
@@ -110,7 +111,9 @@ def test_truncation_keeps_the_first_max_input_tokens(translator):
 def test_forced_long_outputs_stop_at_max_len_or_the_decoder_positions(tiny_run):
     """EOS banned (min_len): every output runs to its max_len, floor(a * src_len + b), or to
     model.max_positions for an input whose formula passes it."""
-    translator = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1, min_len=10_000)
+    translator = Engine.from_checkpoint(
+        tiny_run.checkpoint, DecodeOptions(beam_size=1, min_len=10_000)
+    )
     short = "Ein Hund läuft."
     result = translator.translate([" ".join(["Hund"] * 2000), short])
     s, positions = translator.settings, translator.model.cfg.max_positions
@@ -123,12 +126,16 @@ def test_forced_long_outputs_stop_at_max_len_or_the_decoder_positions(tiny_run):
 def test_with_search_shares_the_model_and_changes_only_the_search(tiny_run, translator, sources):
     from nmt.errors import NmtError
 
-    greedy = translator.with_search(beam_size=1, n_best=None)
+    greedy = translator.with_options(DecodeOptions(beam_size=1))
     assert greedy.model is translator.model and greedy.tokenizer is translator.tokenizer
     assert (greedy.settings.beam_size, translator.settings.beam_size) == (1, 2)
     assert greedy.settings.max_len_cap == translator.settings.max_len_cap
     lines = sources[:4]
-    expected = Translator.from_checkpoint(tiny_run.checkpoint, beam_size=1).translate(lines).best
+    expected = (
+        Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(beam_size=1))
+        .translate(lines)
+        .best
+    )
     assert greedy.translate(lines).best == expected
     with pytest.raises(NmtError, match="n_best"):
-        translator.with_search(n_best=3)
+        translator.with_options(DecodeOptions(n_best=3))

@@ -199,7 +199,7 @@ def warm_up() -> None:
 
     import nmt.cli  # noqa: F401
     import nmt.decoding.stream  # noqa: F401
-    import nmt.pipeline  # noqa: F401
+    import nmt.pipeline.run  # noqa: F401
 
 
 def redirect(fd: int, path: str, flags: int) -> None:

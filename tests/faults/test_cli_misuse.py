@@ -48,10 +48,12 @@ def files_in(directory: Path) -> list[str]:
         (["prepare"], ["Missing argument 'CONFIG'"]),
         (["train"], ["Missing argument 'CONFIG'"]),
         (["run"], ["Missing argument 'CONFIG'"]),
-        (["translate"], ["Missing argument 'CHECKPOINT'"]),
+        (["translate"], ["Missing argument 'MODEL'"]),
+        (["export", "x.pt", "-o", "out", "--to", "onnx"], ["Invalid value for '--to'"]),
+        (["export", "x.pt", "-o", "o", "--to", "ctranslate2", "--quantize", "int4"], ["'int4'"]),
         (["plot"], ["Missing argument 'RUN_DIR'"]),
         (["translate", "x.pt", "--beam-size"], ["'--beam-size' requires an"]),
-        (["translate", "x.pt", "--beam-size", "0"], ["Invalid value for '--beam-size'"]),
+        (["translate", "x.pt", "--beam-size", "0"], ["--beam-size: 0 is out of range"]),
         (["translate", "x.pt", "--beam-size", "five"], ["Invalid value for '--beam-size'"]),
         (["trian", "c.yaml"], ["No such command 'trian'"]),
         (["prepare", "c.yaml", "--bogus"], ["No such option: --bogus"]),
@@ -99,7 +101,7 @@ NOT_CHECKPOINTS = {  # file name -> (content, what the message calls it)
 }
 COMMANDS = {  # how each command takes a checkpoint; OUT is the file it must not write
     "translate": ["translate", "CKPT", "-i", "in.de", "-o", "OUT"],
-    "evaluate": ["evaluate", "CKPT", "--src", "in.de", "--ref", "in.de", "--output-dir", "OUT"],
+    "evaluate": ["evaluate", "CKPT", "--src", "in.de", "--ref", "in.de", "--output", "OUT"],
     "average": ["average", "CKPT", "CKPT", "-o", "OUT"],
 }
 
@@ -229,13 +231,13 @@ def test_translate_a_missing_input_file_writes_nothing(nmt, in_tmp, checkpoint):
 def test_evaluate_source_and_reference_of_different_lengths(nmt, in_tmp, checkpoint):
     write_lines(in_tmp / "src.de", ["Ein Hund .", "Zwei Männer ."])
     write_lines(in_tmp / "ref.en", REFS)
-    result = nmt("evaluate", checkpoint, "--src", "src.de", "--ref", "ref.en", "--output-dir", "ev")
+    result = nmt("evaluate", checkpoint, "--src", "src.de", "--ref", "ref.en", "--output", "ev")
     assert_clean_failure(result, "line counts differ: src.de has 2 lines but ref.en has 3")
     assert files_in(in_tmp) == ["ref.en", "src.de"]
 
 
 def test_evaluate_a_split_the_corpus_lacks(nmt, in_tmp, checkpoint):
-    result = nmt("evaluate", checkpoint, "--split", "test_2099", "--output-dir", "ev")
+    result = nmt("evaluate", checkpoint, "--split", "test_2099", "--output", "ev")
     assert_clean_failure(result, "file not found: ", "test_2099.de")
     assert files_in(in_tmp) == []
 
@@ -251,7 +253,7 @@ TOO_LONG = "x" * 300 + ".pt"  # longer than any Linux file system's 255-byte nam
         ("translate", TOO_LONG, "--input", "src.txt"),
         ("evaluate", TOO_LONG, "--src", "src.txt", "--ref", "src.txt"),
         ("average", TOO_LONG, "other.pt", "-o", "avg.pt"),
-        ("export", TOO_LONG, "out", "--to", "ctranslate2"),
+        ("export", TOO_LONG, "-o", "out", "--to", "ctranslate2"),
     ],
     ids=lambda args: args[0],
 )

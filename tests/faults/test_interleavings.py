@@ -276,7 +276,7 @@ def test_evaluate_into_a_read_only_directory(contested, tmp_path):
     checkpoint = contested.run / "checkpoints" / "last.pt"
     out = tmp_path / "eval"
     out.mkdir()
-    args = ("evaluate", checkpoint, "--split", "val", "--output-dir", out)
+    args = ("evaluate", checkpoint, "--split", "val", "--output", out)
     result, left = nmt_in_mounts(*args, cwd=contested.run.parent, inspect=out, read_only=out)
     one_error_line(result, f"cannot write {out}/val.step120-", "Read-only file system")
     assert left == []

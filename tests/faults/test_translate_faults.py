@@ -164,7 +164,7 @@ def test_a_signal_mid_run_leaves_the_old_output_and_no_temporary_file(
 
 @pytest.mark.slow
 def test_sigterm_while_writing_to_stdout_leaves_whole_lines(checkpoint, sentences, tmp_path):
-    from nmt.decoding.translator import Translator
+    from nmt.decoding.engine import Engine
 
     write_input(tmp_path, sentences)
     proc = start_translate(checkpoint, *("-i", "in.de", "--chunk-lines", "3"), cwd=tmp_path)
@@ -178,7 +178,7 @@ def test_sigterm_while_writing_to_stdout_leaves_whole_lines(checkpoint, sentence
     written = lines_of(stdout)
     assert 3 <= len(written) < LINES  # stopped mid-run, after at least one chunk
     # Every line that came out is whole: the translation of its input line.
-    expected = Translator.from_checkpoint(checkpoint).translate(sentences[: len(written)])
+    expected = Engine.from_checkpoint(checkpoint).translate(sentences[: len(written)])
     assert written == expected.best
 
 

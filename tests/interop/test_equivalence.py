@@ -5,7 +5,7 @@ vocabulary x tied/untied output x relu/gelu; nmt's layers always have biases), o
 Multi30k test sentences:
   * log-probabilities of nmt's beam outputs agree within 1e-4 (CTranslate2's score_batch,
     transformers' teacher-forced forward over the whole vocabulary);
-  * greedy and beam-5 outputs of CTranslate2 (through `nmt translate`'s CTranslate2Translator)
+  * greedy and beam-5 outputs of CTranslate2 (through `nmt translate`'s CTranslate2Engine)
     and of transformers' generate() (all twelve variants it represents, with the exported
     generation_config) are identical to nmt's on at least 99 % of the sentences, and every
     line that differs is printed with its score gap under nmt's model, which must be < 1e-4
@@ -19,7 +19,7 @@ where nmt's limit is a * src_len + b per sentence). So the comparison is made wh
 never applies: the models of `_models` end every search on its own, well before the limit,
 and `built` checks that none of nmt's searches reached it (a search that stops early is the
 same search in all three systems, so any difference left is the model's or the search's).
-What CTranslate2Translator does at the limit (it applies nmt's rule) is tested separately,
+What CTranslate2Engine does at the limit (it applies nmt's rule) is tested separately,
 with a limit most searches reach: greedy outputs must be nmt's (the last step has no choice
 to make), beam outputs scored as nmt scores them (a beam search there can end elsewhere:
 nmt.interop.ctranslate2). Its 5-best lists are compared too, the evidence for refusing
@@ -45,15 +45,16 @@ from _searches import (
 )
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.translator import Translator
-from nmt.interop.ctranslate2 import CTranslate2Translator, export_ctranslate2
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
+from nmt.interop.ctranslate2 import CTranslate2Engine, export_ctranslate2
 from nmt.interop.huggingface import export_huggingface
 from nmt.interop.source import load_source
 
 BEAMS = (1, 5)
 # A limit most greedy searches of these models reach (0.4 * source length + 2).
 SHORT_LIMIT = {"max_len_a": 0.4, "max_len_b": 2}
-# CTranslate2Translator's search rules (at the limit, n-best) do not depend on the layout,
+# CTranslate2Engine's search rules (at the limit, n-best) do not depend on the layout,
 # which the tests above cover variant by variant: they are checked on four variants (both
 # norms, both vocabulary layouts, tied and untied, both activations) to keep CI short.
 SEARCH_RULES = {
@@ -66,7 +67,7 @@ SEARCH_RULES = {
 
 def _search_rules_only(built: Built) -> None:
     if built.variant.name not in SEARCH_RULES:
-        pytest.skip("CTranslate2Translator's search rules are checked on SEARCH_RULES")
+        pytest.skip("CTranslate2Engine's search rules are checked on SEARCH_RULES")
 
 
 @dataclass
@@ -99,8 +100,8 @@ def built(request, tmp_path_factory, spm_models, test_sentences) -> Built:
     src_ids = source.tokenizer.encode_src(test_sentences)
     nmt = {}
     for beam in BEAMS:
-        translator = Translator.from_checkpoint(
-            checkpoint, device="cpu", beam_size=beam, n_best=beam
+        translator = Engine.from_checkpoint(
+            checkpoint, DecodeOptions(device="cpu", beam_size=beam, n_best=beam)
         )
         nbest = translator.translate(test_sentences).hypotheses
         reached = [
@@ -170,7 +171,9 @@ def test_transformers_log_probs_agree(built: Built):
 
 @pytest.mark.parametrize("beam", BEAMS)
 def test_ctranslate2_outputs_equal(built: Built, beam: int, test_sentences):
-    translator = CTranslate2Translator.from_directory(built.ct2_dir, beam_size=beam, threads=1)
+    translator = CTranslate2Engine.from_directory(
+        built.ct2_dir, DecodeOptions(beam_size=beam), threads=1
+    )
     other = [h[0].tokens for h in translator.translate(test_sentences).hypotheses]
     _compare(built, beam, other, "ctranslate2")
 
@@ -180,7 +183,9 @@ def test_ctranslate2_n_best_is_nmts_before_the_limit(built: Built, test_sentence
     account (nmt.interop.ctranslate2._check_one_best): where no search reaches it, the 5-best
     lists are nmt's, hypotheses and scores. The refusal is lifted here, in the test only."""
     _search_rules_only(built)
-    translator = CTranslate2Translator.from_directory(built.ct2_dir, beam_size=5, threads=1)
+    translator = CTranslate2Engine.from_directory(
+        built.ct2_dir, DecodeOptions(beam_size=5), threads=1
+    )
     translator.settings = replace(translator.settings, n_best=5)
     theirs = translator.translate(test_sentences).hypotheses
     differ = []
@@ -194,15 +199,15 @@ def test_ctranslate2_n_best_is_nmts_before_the_limit(built: Built, test_sentence
 
 
 def test_ctranslate2_greedy_at_the_limit_is_nmts(built: Built, test_sentences):
-    """With a limit most searches reach, CTranslate2Translator's greedy outputs and scores are
+    """With a limit most searches reach, CTranslate2Engine's greedy outputs and scores are
     nmt's: up to the last step both pick the most likely token; there nmt forces EOS, and
     CTranslate2's cut hypothesis is rescored as ended by EOS (nmt.interop.ctranslate2)."""
     _search_rules_only(built)
-    mine = Translator.from_checkpoint(
-        built.checkpoint, device="cpu", beam_size=1, **SHORT_LIMIT
+    mine = Engine.from_checkpoint(
+        built.checkpoint, DecodeOptions(device="cpu", beam_size=1, **SHORT_LIMIT)
     ).translate(test_sentences)
-    translator = CTranslate2Translator.from_directory(
-        built.ct2_dir, beam_size=1, threads=1, **SHORT_LIMIT
+    translator = CTranslate2Engine.from_directory(
+        built.ct2_dir, DecodeOptions(beam_size=1, **SHORT_LIMIT), threads=1
     )
     theirs = translator.translate(test_sentences)
     limits = [translator.settings.max_len(len(s) + 1) for s in built.src_ids]
@@ -219,8 +224,8 @@ def test_ctranslate2_beam_at_the_limit_scores_what_nmt_scores(built: Built, test
     tokens and EOS, EOS forced or not, over its length with EOS (cut rows rescored, the
     first step's masked mass taken off)."""
     _search_rules_only(built)
-    translator = CTranslate2Translator.from_directory(
-        built.ct2_dir, beam_size=5, threads=1, **SHORT_LIMIT
+    translator = CTranslate2Engine.from_directory(
+        built.ct2_dir, DecodeOptions(beam_size=5, **SHORT_LIMIT), threads=1
     )
     best = [h[0] for h in translator.translate(test_sentences).hypotheses]
     limits = [translator.settings.max_len(len(s) + 1) for s in built.src_ids]
@@ -241,7 +246,7 @@ def test_transformers_outputs_equal(built: Built, beam: int):
     from transformers import AutoModelForSeq2SeqLM
 
     model = AutoModelForSeq2SeqLM.from_pretrained(built.hf_dir).eval()
-    settings = Translator.from_checkpoint(built.checkpoint, device="cpu").settings
+    settings = Engine.from_checkpoint(built.checkpoint, DecodeOptions(device="cpu")).settings
     max_len = max(settings.max_len(len(s) + 1) for s in built.src_ids)
     src = pad([s + [EOS_ID] for s in built.src_ids], model.generation_config.pad_token_id)
     lengths = torch.tensor([len(s) + 1 for s in built.src_ids])

@@ -16,9 +16,10 @@ from _models import Variant, make_checkpoint
 
 from nmt.checkpoint import load_checkpoint
 from nmt.data.tokenizer import EOS_ID
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from nmt.errors import NmtError
-from nmt.interop.ctranslate2 import CTranslate2Translator
+from nmt.interop.ctranslate2 import CTranslate2Engine
 
 
 def assert_one_line_failure(result, *fragments: str) -> None:
@@ -66,19 +67,19 @@ def exported(models, tmp_path_factory, cli_inline) -> dict[str, Path]:
     paths = {}
     for name, (checkpoint, to) in outs.items():
         out = root / (name + (".pt" if to == "nmt" else ""))
-        result = cli_inline("export", checkpoint, out, "--to", to)
+        result = cli_inline("export", checkpoint, "-o", out, "--to", to)
         assert result.returncode == 0, result.stderr
         assert f"in {out}" in result.stderr or str(out) in result.stderr
         paths[name] = out
     fp16 = root / "release16.pt"
-    assert cli_inline("export", models["pre"], fp16, "--to", "nmt", "--fp16").returncode == 0
+    assert cli_inline("export", models["pre"], "-o", fp16, "--to", "nmt", "--precision", "fp16").returncode == 0
     paths["release16"] = fp16
     return paths
 
 
 def _checkpoint_output(checkpoint: Path, source_file: Path) -> list[str]:
     lines = source_file.read_text(encoding="utf-8").splitlines()
-    return Translator.from_checkpoint(checkpoint, device="cpu").translate(lines).best
+    return Engine.from_checkpoint(checkpoint, DecodeOptions(device="cpu")).translate(lines).best
 
 
 # --------------------------------------------------------------------------- CTranslate2
@@ -113,7 +114,7 @@ def test_evaluate_with_a_ctranslate2_directory(exported, models, source_file, cl
             "--json",
             "--device",
             "cpu",
-            "--output-dir",
+            "--output",
             tmp_path / model.name,
         )
         assert result.returncode == 0, result.stderr
@@ -149,13 +150,13 @@ def test_int8_export_translates_every_line(models, source_file, cli_inline, tmp_
     out = tmp_path / "int8"
     assert (
         cli_inline(
-            "export", models["pre"], out, "--to", "ctranslate2", "--quantization", "int8"
+            "export", models["pre"], "-o", out, "--to", "ctranslate2", "--quantize", "int8"
         ).returncode
         == 0
     )
     assert json.loads((out / "config.json").read_text())["add_source_eos"] is True
     lines = source_file.read_text(encoding="utf-8").splitlines()
-    translator = CTranslate2Translator.from_directory(out, threads=1)
+    translator = CTranslate2Engine.from_directory(out, threads=1)
     assert translator.numerics == "ctranslate2 int8_float32" or "int8" in translator.numerics
     assert len(translator.translate(lines).best) == LINES
     assert (out / "source.spm").is_file() and "translate_batch" in (out / "README.md").read_text()
@@ -171,7 +172,7 @@ def test_transformers_directory_loads_with_auto_classes(exported, models, test_s
         model = AutoModelForSeq2SeqLM.from_pretrained(exported[name])
         tokenizer = AutoTokenizer.from_pretrained(exported[name])
         assert type(model).__name__ == cls
-        nmt_ids = Translator.from_checkpoint(models["pre"]).tokenizer.encode_src(test_sentences)
+        nmt_ids = Engine.from_checkpoint(models["pre"]).tokenizer.encode_src(test_sentences)
         assert tokenizer(test_sentences)["input_ids"] == [ids + [EOS_ID] for ids in nmt_ids]
     card = (exported["hf"] / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nlanguage:\n- de\n- en\n")
@@ -182,11 +183,11 @@ def test_transformers_to_ctranslate2_round_trip(exported, source_file, cli_inlin
     """CTranslate2's own TransformersConverter on the transformers export gives the direct
     export's translations."""
     out = tmp_path / "via_hf"
-    result = cli_inline("export", exported["hf"], out, "--to", "ctranslate2")
+    result = cli_inline("export", exported["hf"], "-o", out, "--to", "ctranslate2")
     assert result.returncode == 0, result.stderr
     lines = source_file.read_text(encoding="utf-8").splitlines()
-    via_hf = CTranslate2Translator.from_directory(out, threads=1).translate(lines).best
-    direct = CTranslate2Translator.from_directory(exported["ct2"], threads=1).translate(lines)
+    via_hf = CTranslate2Engine.from_directory(out, threads=1).translate(lines).best
+    direct = CTranslate2Engine.from_directory(exported["ct2"], threads=1).translate(lines)
     assert via_hf == direct.best
 
 
@@ -211,7 +212,7 @@ def test_release_checkpoint_is_stripped_and_translates_the_same(exported, models
 def test_results_of_a_release_checkpoint_name_the_step_it_comes_from(exported):
     """Found broken: evaluate on a release checkpoint recorded step null (its training
     progress is dropped; the step lives in its `release` entry)."""
-    from nmt.evaluation import identify_checkpoint
+    from nmt.evaluation.results import identify_checkpoint
 
     assert load_checkpoint(exported["release"])["release"]["from_step"] == 7
     assert identify_checkpoint(exported["release"]).step == 7
@@ -224,14 +225,13 @@ def test_results_of_a_release_checkpoint_name_the_step_it_comes_from(exported):
     ("args", "fragments"),
     [
         (("--to", "huggingface"), ("model.norm=pre", "model.share_embeddings=false")),
-        (("--to", "onnx"), ("--to onnx", "ctranslate2, huggingface, nmt")),
-        (("--to", "ctranslate2", "--quantization", "int4"), ("--quantization int4", "int8")),
-        (("--to", "ctranslate2", "--fp16"), ("--fp16", "--quantization float16")),
+        (("--to", "ctranslate2", "--precision", "fp16"), ("--precision", "--quantize float16")),
+        (("--to", "nmt", "--quantize", "int8"), ("--quantize applies to --to ctranslate2",)),
     ],
 )
 def test_refusals_are_one_line(models, cli_inline, tmp_path, args, fragments):
     out = tmp_path / "out"
-    result = cli_inline("export", models["pre_separate"], out, *args)
+    result = cli_inline("export", models["pre_separate"], "-o", out, *args)
     assert_one_line_failure(result, *fragments)
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -241,17 +241,17 @@ def test_existing_output_is_refused_without_force(models, cli_inline, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     assert_one_line_failure(
-        cli_inline("export", models["pre"], out, "--to", "ctranslate2"), "--force"
+        cli_inline("export", models["pre"], "-o", out, "--to", "ctranslate2"), "--force"
     )
     assert (
-        cli_inline("export", models["pre"], out, "--to", "ctranslate2", "--force").returncode == 0
+        cli_inline("export", models["pre"], "-o", out, "--to", "ctranslate2", "--force").returncode == 0
     )
     assert (out / "model.bin").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left
 
 
 def test_marian_directory_is_refused_for_ctranslate2(exported, cli_inline, tmp_path):
-    result = cli_inline("export", exported["hf_post"], tmp_path / "out", "--to", "ctranslate2")
+    result = cli_inline("export", exported["hf_post"], "-o", tmp_path / "out", "--to", "ctranslate2")
     assert_one_line_failure(result, "Marian", "export the nmt checkpoint itself")
 
 
@@ -264,7 +264,7 @@ def test_missing_extra_is_one_line(models, cli_inline, tmp_path, monkeypatch, to
     monkeypatch.setitem(
         sys.modules, "ctranslate2" if extra == "ctranslate2" else "transformers", None
     )
-    result = cli_inline("export", models["pre"], tmp_path / "out", "--to", to)
+    result = cli_inline("export", models["pre"], "-o", tmp_path / "out", "--to", to)
     assert_one_line_failure(result, f'needs the optional extra: pip install "nmt[{extra}]"')
     assert (
         result.stderr
@@ -278,17 +278,16 @@ def test_nmt_serve_decodes_a_ctranslate2_directory_as_the_checkpoint(
     """nmt serve's model loader takes an export directory: the same translations as the
     checkpoint it came from, also with a request's own search settings."""
     pytest.importorskip("fastapi", reason="nmt serve needs the serve extra")
-    from nmt.serve.batcher import SearchOptions
     from nmt.serve.model import load_served_model
 
     lines = test_sentences[:8]
     served = load_served_model(exported["ct2"], device="cpu")
     native = load_served_model(models["pre"], device="cpu")
-    for options in (SearchOptions(), SearchOptions(beam_size=2)):
+    for options in (DecodeOptions(), DecodeOptions(beam_size=2)):
         ours, theirs = (m.translate(lines, options) for m in (served, native))
         assert [r.texts for r in ours] == [r.texts for r in theirs]
     with pytest.raises(NmtError, match="n-best 2 with a CTranslate2 directory"):
-        served.check(SearchOptions(beam_size=2, n_best=2))
+        served.check(DecodeOptions(beam_size=2, n_best=2))
 
 
 def test_n_best_from_a_ctranslate2_directory_is_refused(exported, source_file, cli_inline):

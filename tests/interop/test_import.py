@@ -28,7 +28,8 @@ from _searches import TOLERANCE, compare_outputs, pad, reached_limit
 
 from nmt.checkpoint import load_checkpoint, load_trained_model
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from nmt.interop.huggingface import export_huggingface
 from nmt.interop.importer import _tokenizer_settings, import_command, marian_orders
 from nmt.interop.source import load_source
@@ -68,10 +69,12 @@ def searched(imported, sentences):
     generate() cuts a hypothesis and nmt ends it with EOS, see test_equivalence), which the
     models of _marian.py ensure by making EOS more likely the longer a hypothesis gets."""
     torch.set_num_threads(1)
-    translator = Translator.from_checkpoint(imported[1], max_len_a=0, max_len_b=MAX_NEW)
+    translator = Engine.from_checkpoint(imported[1], DecodeOptions(max_len_a=0, max_len_b=MAX_NEW))
     best = {}
     for beam in BEAMS:
-        result = translator.with_search(beam_size=beam, n_best=beam).translate(sentences)
+        result = translator.with_options(DecodeOptions(beam_size=beam, n_best=beam)).translate(
+            sentences
+        )
         nbest = result.hypotheses
         reached = [i for i, h in enumerate(nbest) if reached_limit(h, MAX_NEW, beam)]
         assert not reached, f"beam {beam}: the searches of lines {reached} reached the limit"
@@ -201,7 +204,7 @@ def test_import_of_an_export_is_the_model(variant, tmp_path, spm_models, test_se
     lines = test_sentences[:20]
     search = dict(beam_size=5, max_len_a=0.5, max_len_b=5)  # the decode section is nmt's default
     outputs = [
-        Translator.from_checkpoint(path, **search).translate(lines).texts
+        Engine.from_checkpoint(path, DecodeOptions(**search)).translate(lines).texts
         for path in (original, back)
     ]
     assert outputs[0] == outputs[1]

@@ -13,8 +13,9 @@ import pytest
 from _cli import assert_clean_failure
 from _marian import Opus, make_marian_dir
 
-from nmt.decoding.translator import Translator
-from nmt.interop.ctranslate2 import CTranslate2Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
+from nmt.interop.ctranslate2 import CTranslate2Engine
 
 LINES = 30
 
@@ -51,13 +52,13 @@ def test_translate_and_evaluate_read_the_imported_checkpoint(
     out = tmp_path / "out.en"
     result = cli_inline("translate", imported, "-i", source_file, "-o", out, "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    expected = Translator.from_checkpoint(imported).translate(
+    expected = Engine.from_checkpoint(imported).translate(
         source_file.read_text(encoding="utf-8").splitlines()
     )
     assert out.read_text(encoding="utf-8").splitlines() == expected.best
     result = cli_inline(
         "evaluate", imported, "--src", source_file, "--ref", out, "--json", "--device", "cpu",
-        "--output-dir", tmp_path / "eval",
+        "--output", tmp_path / "eval",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     # its own output as the reference (chrF: the random model's short lines have no 4-grams)
@@ -69,12 +70,14 @@ def test_an_imported_model_exports_to_ctranslate2_with_the_same_outputs(
 ):
     """swish and the output bias in CTranslate2's spec."""
     out = tmp_path / "ct2"
-    result = cli_inline("export", imported, out, "--to", "ctranslate2")
+    result = cli_inline("export", imported, "-o", out, "--to", "ctranslate2")
     assert result.returncode == 0, result.stderr
     lines = source_file.read_text(encoding="utf-8").splitlines()
-    ours = Translator.from_checkpoint(imported, max_len_a=0, max_len_b=40).translate(lines)
-    theirs = CTranslate2Translator.from_directory(
-        out, threads=1, max_len_a=0, max_len_b=40
+    ours = Engine.from_checkpoint(imported, DecodeOptions(max_len_a=0, max_len_b=40)).translate(
+        lines
+    )
+    theirs = CTranslate2Engine.from_directory(
+        out, DecodeOptions(max_len_a=0, max_len_b=40), threads=1
     ).translate(lines)
     assert theirs.best == ours.best
 

@@ -17,7 +17,8 @@ from _searches import TOLERANCE, compare_outputs, reached_limit
 
 from nmt.checkpoint import load_checkpoint
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.decoding.translator import Translator
+from nmt.decoding.engine import Engine
+from nmt.decoding.options import DecodeOptions
 from nmt.interop.importer import import_command
 
 SENTENCES = 100
@@ -35,7 +36,7 @@ def m2m(tmp_path_factory, spm_models):
     import_command(directory, checkpoint, src_lang="de", tgt_lang="en")
     hf = M2M100ForConditionalGeneration.from_pretrained(directory).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory, src_lang="de", tgt_lang="en")
-    translator = Translator.from_checkpoint(checkpoint, max_len_a=0, max_len_b=MAX_NEW)
+    translator = Engine.from_checkpoint(checkpoint, DecodeOptions(max_len_a=0, max_len_b=MAX_NEW))
     rows = _rows(translator, tokenizer, hf)
     return checkpoint, hf, tokenizer, translator, rows
 
@@ -65,7 +66,9 @@ def searched(m2m, sentences) -> dict:
     torch.set_num_threads(1)
     best = {}
     for beam in BEAMS:
-        nbest = translator.with_search(beam_size=beam, n_best=beam).translate(sentences)
+        nbest = translator.with_options(DecodeOptions(beam_size=beam, n_best=beam)).translate(
+            sentences
+        )
         reached = [i for i, h in enumerate(nbest.hypotheses) if reached_limit(h, MAX_NEW, beam)]
         assert not reached, f"beam {beam}: the searches of lines {reached} reached the limit"
         best[beam] = [h[0].tokens for h in nbest.hypotheses]
@@ -162,7 +165,7 @@ def test_a_target_prefix_leaves_room_for_the_language_token(m2m, tmp_path):
         translator.translate_ids([[5], [6]], prefixes=[[], longest + longest[:1]])
     copy = tmp_path / "copy.pt"  # the same file twice is refused (an ensemble of itself)
     shutil.copyfile(checkpoint, copy)
-    ensemble = Translator.from_checkpoints([checkpoint, copy])
+    ensemble = Engine.from_checkpoints([checkpoint, copy])
     assert ensemble.settings.max_len_cap == cap
 
 
@@ -191,5 +194,5 @@ def test_exports_refuse_the_m2m100_conventions(m2m, to, fragment, tmp_path, cli_
     from _cli import assert_clean_failure
 
     out = tmp_path / "out"
-    assert_clean_failure(cli_inline("export", m2m[0], out, "--to", to), fragment)
+    assert_clean_failure(cli_inline("export", m2m[0], "-o", out, "--to", to), fragment)
     assert not out.exists()

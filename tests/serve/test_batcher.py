@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nmt.serve.batcher import Batcher, SearchOptions
+from nmt.decoding.options import DecodeOptions
+from nmt.serve.batcher import Batcher
 from nmt.serve.model import ServedModel, load_served_model
 
 LINES = [
@@ -61,7 +62,7 @@ def test_a_request_over_the_budget_spans_batches_and_keeps_its_order(model):
         results = batcher.submit(LINES).future.result(60)
     finally:
         batcher.stop()
-    assert texts(results) == texts(model.translate(LINES, SearchOptions()))
+    assert texts(results) == texts(model.translate(LINES, DecodeOptions()))
     assert len(recorder.batches) >= 3
     assert [line for batch in recorder.batches for line in batch] == LINES
     assert all(sum(model.measure(b)) <= max(tokens) + 1 for b in recorder.batches)
@@ -72,7 +73,7 @@ def test_a_failing_batch_fails_only_its_own_requests(model):
     batcher = Batcher(recorder, model.measure, max_batch_tokens=4096, max_wait_ms=300)
     good = batcher.submit(LINES[:1])
     bad = batcher.submit(["BOOM"])
-    other = batcher.submit(LINES[1:2], SearchOptions(beam_size=1))  # batched apart
+    other = batcher.submit(LINES[1:2], DecodeOptions(beam_size=1))  # batched apart
     batcher.start()
     try:
         with pytest.raises(RuntimeError, match="on purpose"):
@@ -80,13 +81,13 @@ def test_a_failing_batch_fails_only_its_own_requests(model):
         with pytest.raises(RuntimeError, match="on purpose"):
             bad.future.result(60)
         assert texts(other.future.result(60)) == texts(
-            model.translate(LINES[1:2], SearchOptions(beam_size=1))
+            model.translate(LINES[1:2], DecodeOptions(beam_size=1))
         )
         after = batcher.submit(LINES[2:3]).future.result(60)  # the thread lives on
     finally:
         batcher.stop()
     assert sorted(map(len, recorder.batches)) == [1, 1, 2]
-    assert texts(after) == texts(model.translate(LINES[2:3], SearchOptions()))
+    assert texts(after) == texts(model.translate(LINES[2:3], DecodeOptions()))
 
 
 def test_a_cancelled_request_is_never_decoded(model):
@@ -112,7 +113,7 @@ def test_stop_drains_every_queued_request(model):
     batcher.start()
     batcher.stop(timeout=120)  # no waiting out the 10 s: stopping flushes at once
     assert [texts(j.future.result(0)) for j in jobs] == [
-        texts(model.translate([line], SearchOptions())) for line in LINES
+        texts(model.translate([line], DecodeOptions())) for line in LINES
     ]
     with pytest.raises(RuntimeError, match="stopping"):
         batcher.submit(["Noch einer."])

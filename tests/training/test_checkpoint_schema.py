@@ -117,7 +117,7 @@ def test_evaluate_names_a_malformed_checkpoint(last, tmp_path, cli_inline):
     (tmp_path / "ref.en").write_text("A man rides a bike.\nTwo dogs play in the snow.\n")
     out_dir = tmp_path / "eval"
     args = ("--src", tmp_path / "src.de", "--ref", tmp_path / "ref.en", "--device", "cpu")
-    result = cli_inline("evaluate", broken, *args, "--output-dir", out_dir)
+    result = cli_inline("evaluate", broken, *args, "--output", out_dir)
     assert_clean_failure(result, str(broken), "its config is a list")
     assert not out_dir.exists()
 

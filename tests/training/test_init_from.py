@@ -21,7 +21,7 @@ from nmt.data.download import register_files
 from nmt.data.prepare import load_prepared, prepare, prepared_dir
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import ConfigError, TrainingError
-from nmt.evaluation import identify_checkpoint
+from nmt.evaluation.results import identify_checkpoint
 from nmt.runtime import Runtime
 from nmt.training.checkpoints import average_checkpoints
 from nmt.training.trainer import Trainer

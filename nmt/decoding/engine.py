@@ -1,17 +1,17 @@
-"""From a checkpoint to text: encode, sort by length, batch by tokens, search, restore order.
+"""nmt's own decoding engine: from a checkpoint to text. Encode, sort by length, batch by
+tokens, search, restore order.
 
 Exactly one output per input line, always: an empty (or whitespace-only) input gives an
 empty output without running the model; an input longer than `max_input_tokens` pieces is
-truncated (and counted), never dropped.
+truncated (and counted), never dropped. It implements `nmt.decoding.backend`'s interface.
 """
 
 from __future__ import annotations
 
 import copy
-import re
+import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,122 +19,45 @@ import torch
 from torch import nn
 
 from nmt.checkpoint import load_trained_model
-from nmt.config import DecodeConfig, ExperimentConfig, replace_decode
-from nmt.data.batching import collate, make_inference_batches
+from nmt.config import DecodeConfig, ExperimentConfig
+from nmt.data.batching import ListSequences, collate, make_inference_batches
 from nmt.data.clean import normalize
-from nmt.data.languages import without_spurious_spaces
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.decoding.backend import (
+    Capabilities,
+    Translation,
+    TranslationStats,
+    output_tokens,
+    texts_of,
+)
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.sampling import Sampling
 from nmt.decoding.search import Hypothesis, SearchSettings, search
-from nmt.errors import ConfigError, DataError, NmtError
+from nmt.errors import DataError, NmtError
 from nmt.model.transformer import Transformer
 from nmt.runtime import choose_precision, resolve_device
 
 
-@dataclass
-class TranslationStats:
-    sentences: int = 0
-    truncated: int = 0
-    empty: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-
-    def add(self, other: TranslationStats) -> None:
-        for name in ("sentences", "truncated", "empty", "output_tokens", "seconds"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class Translation:
-    """n-best hypotheses per input line (in input order), and their text."""
-
-    hypotheses: list[list[Hypothesis]]
-    texts: list[list[str]]
-    stats: TranslationStats = field(default_factory=TranslationStats)
-
-    @property
-    def best(self) -> list[str]:
-        return [t[0] if t else "" for t in self.texts]
-
-
-def search_settings(decode: DecodeConfig, **options) -> SearchSettings:
-    """Search settings of `decode`, with `options` (command-line values; None = not given)
-    checked by the config's own rules: `--length-penalty nan` is refused as `decode:
-    length_penalty: .nan` is, naming the option."""
-    given = {name: value for name, value in options.items() if value is not None}
+def search_settings(
+    decode: DecodeConfig, sampling: Sampling | None = None, *, max_len_cap: int | None = None
+) -> SearchSettings:
+    """The search a (resolved) decode section describes; `sampling` draws tokens instead
+    (greedy search's step policy, beam 1)."""
     try:
-        decode = replace_decode(decode, given)
-    except ConfigError as exc:
-        problems = [_name_options(problem, given) for problem in exc.problems]
-        raise NmtError(f"invalid decoding options: {'; '.join(problems)}") from None
-    return SearchSettings(
-        beam_size=decode.beam_size,
-        n_best=decode.n_best,
-        length_penalty=decode.length_penalty,
-        max_len_a=decode.max_len_a,
-        max_len_b=decode.max_len_b,
-        min_len=decode.min_len,
-    )
-
-
-def check_sampling_options(sampling: Sampling | None, **options) -> None:
-    """What sampling cannot combine with, refused by option: it draws one hypothesis."""
-    if sampling is None:
-        return
-    if (options.get("beam_size") or 1) > 1:
-        raise NmtError(
-            "--sampling draws one token per step: give --beam-size 1 or leave it out "
-            f"(got --beam-size {options['beam_size']})"
+        return SearchSettings(
+            beam_size=decode.beam_size,
+            n_best=decode.n_best,
+            length_penalty=decode.length_penalty,
+            max_len_a=decode.max_len_a,
+            max_len_b=decode.max_len_b,
+            min_len=decode.min_len,
+            max_len_cap=max_len_cap,
+            sampling=sampling,
         )
-    if (options.get("n_best") or 1) > 1:
-        raise NmtError(
-            f"--sampling gives one hypothesis per line: --n-best {options['n_best']} cannot apply"
-        )
-
-
-def with_sampling(settings: SearchSettings, sampling: Sampling | None) -> SearchSettings:
-    """`settings` drawing tokens with `sampling`: greedy search's step policy, beam 1."""
-    if sampling is None:
-        return settings
-    return replace(settings, beam_size=1, n_best=1, sampling=sampling)
-
-
-def _name_options(problem: str, given: dict) -> str:
-    """`decode.length_penalty: ...` -> `--length-penalty: ...` for the options given."""
-    for name in given:
-        problem = problem.replace(f"decode.{name}", "--" + name.replace("_", "-"))
-    return problem
-
-
-# Every character str.splitlines() breaks a line on (text-mode open() breaks on \n and \r).
-_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
-
-
-def one_line(text: str) -> str:
-    """A hypothesis as one line: byte-fallback pieces such as <0x0A> decode to real line
-    breaks, which would split one output into two lines and shift all the following ones."""
-    return _LINE_BREAKS.sub(" ", text)
-
-
-def output_line(text: str, target_language: str | None) -> str:
-    """Decoded text as an output line: one line, and no spaces between Chinese or Japanese
-    characters (`nmt.data.languages.without_spurious_spaces`)."""
-    return without_spurious_spaces(one_line(text), target_language)
-
-
-class ListSequences:
-    """Adapter giving lists of ids the TokenArray interface `collate` reads."""
-
-    def __init__(self, sentences: Sequence[Sequence[int]]):
-        self.sentences = sentences
-
-    def __len__(self) -> int:
-        return len(self.sentences)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.sentences[i], dtype=np.int64)
+    except ValueError as exc:  # sampling with a beam: DecodeOptions refuses it first
+        raise NmtError(f"invalid decoding options: {exc}") from None
 
 
 def decoder_length_cap(cfg) -> int:
@@ -144,114 +67,95 @@ def decoder_length_cap(cfg) -> int:
     return cfg.max_positions - (cfg.target_prefix_id is not None)
 
 
-class Translator:
+class Engine:
+    """A model (or an ensemble) and its tokenizer, searching with resolved decode settings."""
+
+    capabilities = Capabilities(
+        prefixes=True, n_best=True, alignment=True, sampling=True, ensembles=True
+    )
+
     def __init__(
         self,
         model: Transformer,
         tokenizer: Tokenizer,
         *,
-        settings: SearchSettings,
+        decode: DecodeConfig,
+        sampling: Sampling | None = None,
         device: torch.device | str = "cpu",
-        batch_tokens: int = 4096,
-        max_input_tokens: int = 1000,
         amp_dtype: torch.dtype | None = None,
         config: ExperimentConfig | None = None,
         numerics: str = "fp32",
         target_language: str | None = None,
     ):
         self.config = config  # the checkpoint's resolved config, when loaded from one
-        # data.tgt_lang: how decoded text is detokenised (see output_line)
+        # data.tgt_lang: how decoded text is detokenised (see backend.output_line)
         self.target_language = target_language or (config.data.tgt_lang if config else None)
         self.numerics = numerics  # what the weights compute in: fp32, bf16, fp16 or int8
         self.model = model
         self.tokenizer = tokenizer
+        self.decode = decode
         # Outputs never outgrow the decoder's position table (1.2 * 1001 + 10 > 1024 with the
         # defaults): long inputs get max_len = max_positions, as in fairseq.
-        self.settings = replace(settings, max_len_cap=decoder_length_cap(model.cfg))
+        self.settings = search_settings(decode, sampling, max_len_cap=decoder_length_cap(model.cfg))
         self.device = torch.device(device)
-        self.batch_tokens = batch_tokens
-        self.max_input_tokens = max_input_tokens
+        self.batch_tokens = decode.batch_tokens
+        self.max_input_tokens = decode.max_input_tokens
         self.amp_dtype = amp_dtype
         self._generator: torch.Generator | None = None  # sampling's, made on first use
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        path: Path,
-        *,
-        device: str = "cpu",
-        decode: DecodeConfig | None = None,
-        quantize: str | None = None,
-        precision: str | None = None,
-        sampling: Sampling | None = None,
-        **search,
-    ) -> Translator:
-        """Model, tokenizer and decoding settings of a checkpoint. `decode` defaults to the
-        checkpoint's own; `quantize` ("none" | "int8"), `precision` ("auto" | "fp32" | "bf16" |
-        "fp16") and `search` override it; `sampling` draws tokens instead of searching."""
-        from nmt.interop.ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
-
-        check_sampling_options(sampling, **search)
-        if is_ctranslate2_dir(path):  # an `nmt export --to ctranslate2` directory
-            if sampling is not None:
-                raise NmtError(f"--sampling needs a checkpoint; {path} is a CTranslate2 directory")
-            return CTranslate2Translator.from_directory(
-                path, device=device, decode=decode, quantize=quantize, precision=precision, **search
-            )
-        target = resolve_device(device, key="--device")
-        if precision is not None:  # a bad value is refused before the model is loaded
-            chosen = choose_precision(precision, target, key="--precision")
+    def from_checkpoint(cls, path: Path, options: DecodeOptions = DecodeOptions()) -> Engine:
+        """Model, tokenizer and decode settings of a checkpoint, with `options` applied."""
+        target = resolve_device(options.device, key=options.name("device"))
+        if options.precision is not None:  # a bad value is refused before the model is loaded
+            chosen = choose_precision(options.precision, target, key=options.name("precision"))
         model, tokenizer, cfg = load_trained_model(Path(path), device=target)
-        decode = decode or cfg.decode
-        if precision is None:
+        decode = options.resolve(cfg.decode)
+        if options.precision is None:
             chosen = _checkpoint_precision(decode.precision, target, path)
-        quantize = quantize or decode.quantize
-        model = inference_model(model, quantize, device=target, precision=chosen)
+        model = inference_model(model, decode.quantize, device=target, precision=chosen)
         return cls(
             model,
             tokenizer,
-            settings=with_sampling(search_settings(decode, **search), sampling),
+            decode=decode,
+            sampling=options.sampling_policy(),
             device=target,
-            batch_tokens=decode.batch_tokens,
-            max_input_tokens=decode.max_input_tokens,
             config=cfg,
-            numerics=chosen if quantize == "none" else quantize,
+            numerics=chosen if decode.quantize == "none" else decode.quantize,
         )
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[Path], **options) -> Translator:
+    def from_checkpoints(cls, paths: Sequence[Path], options: DecodeOptions = DecodeOptions()):
         """One checkpoint (`from_checkpoint`), or an ensemble of several
-        (`nmt.decoding.ensemble`) decoding with the first one's settings; `options` as for
-        `from_checkpoint`, applied to every member."""
+        (`nmt.decoding.ensemble`) decoding with the first one's settings, `options` applied
+        to every member."""
         if len(paths) == 1:
-            return cls.from_checkpoint(paths[0], **options)
+            return cls.from_checkpoint(paths[0], options)
         from nmt.checkpoint import refuse_duplicates
         from nmt.decoding.ensemble import Ensemble, check_same_tokenizer
 
         refuse_duplicates(paths, verb="ensemble")
-        members = [cls.from_checkpoint(path, **options) for path in paths]
-        for path, member in zip(paths, members):
-            if not isinstance(member, Translator):
-                raise NmtError(f"an ensemble needs checkpoints; {path} is a CTranslate2 directory")
+        members = [cls.from_checkpoint(path, options) for path in paths]
         check_same_tokenizer([m.tokenizer for m in members], paths)
         ensemble = copy.copy(members[0])
         ensemble.model = Ensemble([m.model for m in members])
         cap = min(decoder_length_cap(m.model.cfg) for m in members)
-        ensemble.settings = replace(ensemble.settings, max_len_cap=cap)
+        ensemble.settings = dataclasses.replace(ensemble.settings, max_len_cap=cap)
         # Every member encodes the same source: longer inputs are cut to the shortest limit.
         ensemble.max_input_tokens = min(m.max_input_tokens for m in members)
         return ensemble
 
-    def with_search(self, **overrides) -> Translator:
-        """The same model and tokenizer (shared, not copied) with other search settings, e.g.
-        beam_size=4, n_best=2; None keeps a setting. Bad values are an NmtError."""
-        values = {name: value for name, value in overrides.items() if value is not None}
-        try:
-            settings = replace(self.settings, **values)
-        except (TypeError, ValueError) as exc:  # e.g. n_best 3 with a beam of 2
-            raise NmtError(f"invalid search settings: {exc}") from None
+    def with_options(self, options: DecodeOptions) -> Engine:
+        """The same model and tokenizer (shared, not copied) with `options` applied to this
+        engine's decode settings."""
         twin = copy.copy(self)
-        twin.settings = settings
+        twin.decode = options.resolve(self.decode)
+        sampling = options.sampling_policy() or self.settings.sampling
+        twin.settings = search_settings(
+            twin.decode, sampling, max_len_cap=self.settings.max_len_cap
+        )
+        twin.batch_tokens = twin.decode.batch_tokens
+        twin._generator = None
         return twin
 
     # ------------------------------------------------------------------ text
@@ -264,9 +168,7 @@ class Translator:
         `prefixes`: one target text per line (may be empty) that its translation starts with;
         search continues from it (`nmt.decoding.search`, target prefixes)."""
         if isinstance(lines, str):  # else each character would be translated as a line
-            raise TypeError(
-                "Translator.translate takes a list of lines; nmt.Translator takes a str"
-            )
+            raise TypeError("Engine.translate takes a list of lines; nmt.Translator takes a str")
         started = time.perf_counter()
         cleaned = [normalize(line) for line in lines]
         ids = self.tokenizer.encode_src(cleaned)
@@ -302,16 +204,8 @@ class Translator:
         todo_prefixes = None if prefixes is None else [prefixes[i] for i in todo]
         for index, nbest in self._search_all([sources[i] for i in todo], todo_prefixes):
             hyps[todo[index]] = nbest
-        texts = [
-            [
-                output_line(t, self.target_language)
-                for t in self.tokenizer.decode_tgt([h.tokens for h in nbest])
-            ]
-            if nbest
-            else [""]
-            for nbest in hyps
-        ]
-        stats.output_tokens = sum(len(n[0].tokens) + 1 for n in hyps if n)
+        texts = texts_of(hyps, self.tokenizer, self.target_language)
+        stats.output_tokens = output_tokens(hyps)
         return Translation(hyps, texts, stats)
 
     def _truncate(self, sources: Sequence[Sequence[int]]) -> tuple[list, int]:

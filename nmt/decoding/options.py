@@ -1,0 +1,209 @@
+"""Decoding options: what a user may change about how a model translates, as one frozen
+object, built and validated where the request enters (the command line, the Python API, the
+HTTP API) and passed down unchanged to whatever translates.
+
+A field left None takes the model's own setting (its checkpoint's `decode` section). Each
+value is checked by the rules of that section (`nmt.config`: types, finite numbers, ranges),
+so one value gets one answer on every surface; a problem names the option as the surface
+spells it (`--beam-size` on the command line, `beam_size` in Python and JSON). Rules between
+an option and the model's own settings (n-best within the beam) are checked when the two
+meet, in `resolve`.
+
+Sampling (`sampling`: topk:K, topp:P or random, with `temperature` and `seed`) draws one
+hypothesis: it refuses a beam or an n-best above 1 given with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nmt.config import DecodeConfig, decode_option_problems, decode_problems
+from nmt.decoding.sampling import Sampling
+from nmt.errors import NmtError
+
+Spelling = Literal["cli", "api"]
+
+# The options that are settings of the config's decode section (the others are not stored
+# in a checkpoint: the device, and how sampling draws).
+DECODE_FIELDS = (
+    "beam_size",
+    "n_best",
+    "length_penalty",
+    "min_len",
+    "max_len_a",
+    "max_len_b",
+    "batch_tokens",
+    "quantize",
+    "precision",
+)
+# What changes the search itself (a server batches requests that agree on these).
+SEARCH_FIELDS = (
+    "beam_size",
+    "n_best",
+    "length_penalty",
+    "min_len",
+    "max_len_a",
+    "max_len_b",
+)
+SAMPLING_SYNTAX = "topk:K (K >= 1), topp:P (0 < P <= 1) or random"
+SEED_LIMIT = 2**63
+
+
+class DecodingOptionsError(NmtError):
+    """One or more decoding options refused; the message names each option."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(f"invalid decoding options: {'; '.join(problems)}")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int | None = None
+    n_best: int | None = None
+    length_penalty: float | None = None  # alpha in score / length**alpha
+    min_len: int | None = None
+    max_len_a: float | None = None  # hypotheses have at most a * source length + b tokens
+    max_len_b: int | None = None
+    batch_tokens: int | None = None  # source tokens per decoded batch
+    quantize: str | None = None  # none | int8 (CPU dynamic int8 linears)
+    precision: str | None = None  # auto | fp32 | bf16 | fp16: the weights' precision
+    sampling: str | None = None  # topk:K | topp:P | random
+    temperature: float | None = None
+    seed: int | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # How problems name the options; not part of what the options are.
+    spelling: Spelling = field(default="api", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        problems = self._field_problems() + self._sampling_problems()
+        if problems:
+            raise DecodingOptionsError(problems)
+
+    @classmethod
+    def from_cli(cls, **values) -> DecodeOptions:
+        """Options as the command line gives them (problems name `--beam-size`)."""
+        return cls(**values, spelling="cli")
+
+    def name(self, option: str) -> str:
+        return "--" + option.replace("_", "-") if self.spelling == "cli" else option
+
+    def given(self) -> dict:
+        """The options set (not None), by name; the device counts only when not auto."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.pop("spelling")
+        if values["device"] == "auto":
+            values.pop("device")
+        return {name: value for name, value in values.items() if value is not None}
+
+    def search_key(self) -> tuple:
+        """What a search depends on, for grouping requests that can share one batch."""
+        return tuple(getattr(self, name) for name in SEARCH_FIELDS)
+
+    # ------------------------------------------------------------------ validation
+
+    def _field_problems(self) -> list[str]:
+        given = {name: getattr(self, name) for name in DECODE_FIELDS}
+        given = {name: value for name, value in given.items() if value is not None}
+        problems = decode_option_problems(given)
+        if not isinstance(self.device, str):
+            problems.append(f"decode.device: got {self.device!r}, expected a string")
+        else:
+            from nmt.config import DEVICE
+
+            if not DEVICE.matches(self.device):
+                problems.append(f"decode.device: {self.device!r}: expected {DEVICE.allowed}")
+        return [self._named(problem) for problem in problems]
+
+    def _named(self, problem: str) -> str:
+        """`decode.beam_size: ...` -> `--beam-size: ...` (or `beam_size: ...`)."""
+        for option in (*DECODE_FIELDS, "device"):
+            problem = problem.replace(f"decode.{option}", self.name(option))
+        return problem
+
+    def _sampling_problems(self) -> list[str]:
+        if self.sampling is None:
+            return [
+                f"{self.name(option)} applies only with {self.name('sampling')} ({SAMPLING_SYNTAX})"
+                for option in ("temperature", "seed")
+                if getattr(self, option) is not None
+            ]
+        problems = []
+        if _parse_sampling_kind(self.sampling) is None:
+            problems.append(f"{self.name('sampling')} {self.sampling}: expected {SAMPLING_SYNTAX}")
+        t = self.temperature
+        if t is not None and not (_is_number(t) and math.isfinite(t) and t > 0):
+            problems.append(f"{self.name('temperature')} {t}: expected a finite number > 0")
+        s = self.seed
+        if s is not None and not (_is_int(s) and 0 <= s < SEED_LIMIT):
+            problems.append(f"{self.name('seed')} {s}: expected an integer from 0 to 2**63 - 1")
+        if (self.beam_size or 1) > 1:
+            problems.append(
+                f"{self.name('sampling')} draws one token per step: give "
+                f"{self.name('beam_size')} 1 or leave it out (got {self.beam_size})"
+            )
+        if (self.n_best or 1) > 1:
+            problems.append(
+                f"{self.name('sampling')} gives one hypothesis per line: "
+                f"{self.name('n_best')} {self.n_best} cannot apply"
+            )
+        return problems
+
+    # ------------------------------------------------------------------ use
+
+    def sampling_policy(self) -> Sampling | None:
+        """The sampling step policy these options ask for (None: search)."""
+        if self.sampling is None:
+            return None
+        kind, values = _parse_sampling_kind(self.sampling)
+        return Sampling(kind, temperature=self.temperature or 1.0, seed=self.seed or 0, **values)
+
+    def resolve(self, decode: DecodeConfig) -> DecodeConfig:
+        """`decode` (a model's own settings) with these options applied, checked by the
+        rules between settings: an n-best above the beam is refused naming which of the
+        two came from the options."""
+        given = {name: getattr(self, name) for name in DECODE_FIELDS}
+        if self.sampling is not None:  # one drawn hypothesis, whatever the model's beam
+            given |= {"beam_size": 1, "n_best": 1}
+        resolved = dataclasses.replace(decode, **{k: v for k, v in given.items() if v is not None})
+        problems = decode_problems(resolved)
+        if problems:
+            named = [self._named_if_given(problem) for problem in problems]
+            raise DecodingOptionsError(named)
+        return resolved
+
+    def _named_if_given(self, problem: str) -> str:
+        """A rule's problem, naming the options given as options and the others as the
+        model's decode settings."""
+        for option in DECODE_FIELDS:
+            if getattr(self, option) is not None:
+                problem = problem.replace(f"decode.{option}", self.name(option))
+        return problem
+
+
+def _parse_sampling_kind(text) -> tuple[str, dict] | None:
+    """`topk:40` -> ("topk", {"k": 40}); None when the text is none of the three forms."""
+    if not isinstance(text, str):
+        return None
+    kind, _, arg = text.partition(":")
+    try:
+        if kind == "topk" and arg:
+            k = int(arg)
+            return (kind, {"k": k}) if k >= 1 else None
+        if kind == "topp" and arg:
+            p = float(arg)
+            return (kind, {"p": p}) if 0 < p <= 1 else None
+    except ValueError:
+        return None
+    return (kind, {}) if kind == "random" and not arg else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,1 @@
+"""The stages of the pipeline chained, and `nmt evaluate`: what the commands run."""
