@@ -573,7 +573,7 @@ def expected_tensors(
     architecture and the vocabulary sizes build; computed on the meta device (no memory)."""
     try:
         with torch.device("meta"):
-            model = build_model(cfg, tokenizer)
+            model = model_for(cfg, tokenizer)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: its config builds no model ({exc})") from None
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
@@ -633,7 +633,7 @@ def _names(names: list[str], limit: int = 4) -> str:
 # --------------------------------------------------------------------------- the model
 
 
-def build_model(cfg: ExperimentConfig, tokenizer: Tokenizer) -> Transformer:
+def model_for(cfg: ExperimentConfig, tokenizer: Tokenizer) -> Transformer:
     """The (freshly initialised) model of `cfg`'s architecture for `tokenizer`'s vocabularies:
     the one recipe training and decoding share."""
     return Transformer(
@@ -653,6 +653,6 @@ def load_trained_model(
 
     device = resolve_device(device)  # an unusable device is refused before the file is read
     checkpoint = read_model_checkpoint(Path(path))
-    model = build_model(checkpoint.config, checkpoint.tokenizer)
+    model = model_for(checkpoint.config, checkpoint.tokenizer)
     model.load_state_dict(checkpoint.state["model"])
     return model.to(device).eval(), checkpoint.tokenizer, checkpoint.config

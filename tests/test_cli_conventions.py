@@ -47,7 +47,7 @@ def options(command) -> list:
 
 def test_every_writer_names_its_output_dash_o_output():
     found = commands()
-    assert WRITERS <= set(found), sorted(found)
+    assert set(found) >= WRITERS, sorted(found)
     for name, command in found.items():
         for option in options(command):
             names = set(option.opts)

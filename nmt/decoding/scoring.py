@@ -30,7 +30,7 @@ from nmt.errors import DataError
 
 
 @dataclass(frozen=True)
-class Score:
+class PairScore:
     """One given translation's log-probability under the model."""
 
     log_prob: float  # sum of the token log-probs, EOS included
@@ -52,7 +52,7 @@ class Score:
         return "\t".join(cells)
 
 
-def score_lines(translator, sources: Sequence[str], targets: Sequence[str]) -> list[Score]:
+def score_pairs(translator, sources: Sequence[str], targets: Sequence[str]) -> list[PairScore]:
     """The score of each target line as a translation of its source line, in input order.
 
     `translator` is nmt's `nmt.decoding.engine.Engine` (its model, tokenizer,
@@ -65,15 +65,15 @@ def score_lines(translator, sources: Sequence[str], targets: Sequence[str]) -> l
     tgt_ids = tokenizer.encode_tgt([normalize(line) for line in targets])
     limit = translator.max_input_tokens
     src_ids = [ids[:limit] for ids in src_ids]
-    return score_ids(translator, src_ids, tgt_ids)
+    return score_pair_ids(translator, src_ids, tgt_ids)
 
 
-def score_ids(
+def score_pair_ids(
     translator, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]
-) -> list[Score]:
+) -> list[PairScore]:
     """Scores of id lists (without BOS/EOS), batch by batch, in input order."""
     _check_target_lengths(targets, max_positions=translator.model.cfg.max_positions)
-    scores: list[Score | None] = [None] * len(sources)
+    scores: list[PairScore | None] = [None] * len(sources)
     if not sources:
         return []
     src, tgt = ListSequences(sources), ListSequences(targets)
@@ -88,14 +88,16 @@ def score_ids(
     return scores  # type: ignore[return-value]
 
 
-def _forced(model, batch) -> list[Score]:
-    """Teacher forcing on one batch: the log-prob of every label. -> one Score per row."""
+def _forced(model, batch) -> list[PairScore]:
+    """Teacher forcing on one batch: the log-prob of every label. -> one PairScore per row."""
     logits = model(batch.src_ids, batch.tgt_in)  # [B, T, V]
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     picked = log_probs.gather(2, batch.tgt_out[:, :, None])[:, :, 0]  # [B, T]
     lengths = batch.tgt_out.ne(PAD_ID).sum(dim=1).tolist()
     rows = picked.cpu().tolist()
-    return [Score(log_prob=float(sum(row[:n])), tokens=row[:n]) for row, n in zip(rows, lengths)]
+    return [
+        PairScore(log_prob=float(sum(row[:n])), tokens=row[:n]) for row, n in zip(rows, lengths)
+    ]
 
 
 def _check_target_lengths(targets: Sequence[Sequence[int]], *, max_positions: int) -> None:
@@ -125,7 +127,7 @@ def score_command(
             f"--src {src} has {len(sources)} lines but --tgt {tgt} has {len(targets)}; "
             "give one translation per source line"
         )
-    scores = score_lines(load(), sources, targets)
+    scores = score_pairs(load(), sources, targets)
     with open_output(output) as out:
         for score in scores:
             out.write(score.row(per_token=per_token) + "\n")

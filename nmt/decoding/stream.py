@@ -190,7 +190,7 @@ def read_prefixes(prefix_file: str | None, input: str) -> list[str] | None:
 def check_one_reader_of_stdin(prefix_file: str, input: str) -> None:
     """`--prefix-file -` with stdin as input: the prefixes would take every input line."""
     if str(prefix_file) == "-" and str(input) == "-":
-        # (the words of evaluate's rule, nmt.evaluation._check_one_stdin)
+        # (the words of evaluate's rule, nmt.pipeline.evaluate._check_one_stdin)
         raise DataError("--input and --prefix-file are both - (stdin): only one input can be stdin")
 
 

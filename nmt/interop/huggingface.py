@@ -87,7 +87,7 @@ def export_huggingface(source: ExportSource, out_dir: Path) -> None:
     """Write model, tokenizer, generation config and model card into `out_dir`."""
     require_extra("huggingface", COMMAND)
     check_representable(source)
-    model = build_model(source)
+    model = transformers_model(source)
     model.save_pretrained(out_dir)
     tokenizer = build_tokenizer(source)
     tokenizer.save_pretrained(out_dir)
@@ -137,7 +137,7 @@ def model_config(source: ExportSource):
     )
 
 
-def build_model(source: ExportSource):
+def transformers_model(source: ExportSource):
     """The transformers model with nmt's weights (see nmt.interop.layout), in eval mode."""
     from transformers import GenerationConfig, MarianMTModel, PegasusForConditionalGeneration
 

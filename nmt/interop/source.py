@@ -32,10 +32,10 @@ class ExportSource:
 
 def load_source(path: Path) -> ExportSource:
     """The checkpoint at `path`; a missing or invalid file is one NmtError naming it."""
-    from nmt.checkpoint import build_model, read_model_checkpoint
+    from nmt.checkpoint import model_for, read_model_checkpoint
 
     checkpoint = read_model_checkpoint(Path(path), map_location="cpu")
-    model = build_model(checkpoint.config, checkpoint.tokenizer)
+    model = model_for(checkpoint.config, checkpoint.tokenizer)
     model.load_state_dict(checkpoint.state["model"])
     return ExportSource(
         Path(path), model.eval(), checkpoint.tokenizer, checkpoint.config, checkpoint.state

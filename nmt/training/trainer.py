@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 
 from nmt.checkpoint import (
-    build_model,
     bytes_to_tensor,
     capture_rng_state,
     check_model_schema,
+    model_for,
     restore_rng_state,
     tokenizer_fingerprint,
 )
@@ -141,7 +141,7 @@ class Trainer:
     # ------------------------------------------------------------------ construction
 
     def _build_model(self) -> Transformer:
-        return build_model(self.cfg, self.tokenizer).to(self.rt.device)
+        return model_for(self.cfg, self.tokenizer).to(self.rt.device)
 
     def _wrap_model(self, model: Transformer) -> torch.nn.Module:
         """DDP and/or torch.compile wrappers; checkpoints always hold `self.model`."""

@@ -230,8 +230,8 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tiny_run, tmp_path, m
     """Training rewrites best.pt under the same name: the hash taken after loading would
     describe other bytes than those translated with, so the evaluation is refused."""
     from nmt.decoding.engine import Engine
-    from nmt.errors import DataError
     from nmt.decoding.options import DecodeOptions
+    from nmt.errors import DataError
     from nmt.pipeline.evaluate import load_for_evaluation
 
     checkpoint = tmp_path / "best.pt"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nmt.decoding.options import DecodeOptions
-from nmt.decoding.scoring import score_ids
+from nmt.decoding.scoring import score_pair_ids
 from tests._cli import assert_clean_failure
 
 PAD, UNK, BOS, EOS, A, B = range(6)
@@ -67,7 +67,7 @@ class FakeTranslator:
 def test_scripted_scores_are_the_hand_computed_products():
     translator = FakeTranslator(ScriptedForward(), batch_tokens=3)  # several batches
     targets = [[A, B], [B], [], [A]]
-    scores = score_ids(translator, [[7], [7, 7], [7, 7, 7], [7]], targets)
+    scores = score_pair_ids(translator, [[7], [7, 7], [7, 7, 7], [7]], targets)
     # A B EOS: 0.6 * 0.5 * 0.8;  B EOS: 0.3 * 0.5;  EOS: 0.1;  A EOS: 0.6 * 0.3
     expected = [(0.6, 0.5, 0.8), (0.3, 0.5), (0.1,), (0.6, 0.3)]
     for score, probs in zip(scores, expected):
@@ -83,7 +83,7 @@ def test_a_target_longer_than_the_position_table_is_refused_by_line():
     from nmt.errors import DataError
 
     with pytest.raises(DataError, match="--tgt line 2 has 8 pieces; the model scores at most 7"):
-        score_ids(FakeTranslator(ScriptedForward()), [[7], [7]], [[A], [A] * 8])
+        score_pair_ids(FakeTranslator(ScriptedForward()), [[7], [7]], [[A], [A] * 8])
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_the_score_of_greedy_output_is_the_log_prob_search_reported(greedy, tiny
     lines = tiny_run.raw("val", "de").read_text(encoding="utf-8").splitlines()[:12]
     result = greedy.translate(lines)
     hyps = [nbest[0] for nbest in result.hypotheses]
-    scores = score_ids(greedy, greedy.tokenizer.encode_src(lines), [h.tokens for h in hyps])
+    scores = score_pair_ids(greedy, greedy.tokenizer.encode_src(lines), [h.tokens for h in hyps])
     for hyp, score in zip(hyps, scores):
         assert score.length == len(hyp.tokens) + 1
         assert score.log_prob == pytest.approx(hyp.log_prob, abs=1e-4)

@@ -72,7 +72,12 @@ def exported(models, tmp_path_factory, cli_inline) -> dict[str, Path]:
         assert f"in {out}" in result.stderr or str(out) in result.stderr
         paths[name] = out
     fp16 = root / "release16.pt"
-    assert cli_inline("export", models["pre"], "-o", fp16, "--to", "nmt", "--precision", "fp16").returncode == 0
+    assert (
+        cli_inline(
+            "export", models["pre"], "-o", fp16, "--to", "nmt", "--precision", "fp16"
+        ).returncode
+        == 0
+    )
     paths["release16"] = fp16
     return paths
 
@@ -244,14 +249,17 @@ def test_existing_output_is_refused_without_force(models, cli_inline, tmp_path):
         cli_inline("export", models["pre"], "-o", out, "--to", "ctranslate2"), "--force"
     )
     assert (
-        cli_inline("export", models["pre"], "-o", out, "--to", "ctranslate2", "--force").returncode == 0
+        cli_inline("export", models["pre"], "-o", out, "--to", "ctranslate2", "--force").returncode
+        == 0
     )
     assert (out / "model.bin").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left
 
 
 def test_marian_directory_is_refused_for_ctranslate2(exported, cli_inline, tmp_path):
-    result = cli_inline("export", exported["hf_post"], "-o", tmp_path / "out", "--to", "ctranslate2")
+    result = cli_inline(
+        "export", exported["hf_post"], "-o", tmp_path / "out", "--to", "ctranslate2"
+    )
     assert_one_line_failure(result, "Marian", "export the nmt checkpoint itself")
 
 
