@@ -415,8 +415,11 @@ def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bo
 
 def nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
     """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
-    from nmt.model.transformer import build_model
+    from nmt.data.tokenizer import PAD_ID
+    from nmt.model.transformer import Transformer
 
-    model = build_model(cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    model = Transformer(
+        cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD_ID
+    )
     model.load_state_dict(weights, strict=True)
     return model.eval()

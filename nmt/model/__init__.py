@@ -12,6 +12,6 @@ Data flow:
 """
 
 from nmt.model.cache import DecoderCache
-from nmt.model.transformer import Memory, Transformer, build_model
+from nmt.model.transformer import Memory, Transformer
 
-__all__ = ["DecoderCache", "Memory", "Transformer", "build_model"]
+__all__ = ["DecoderCache", "Memory", "Transformer"]

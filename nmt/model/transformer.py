@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from nmt.config import ModelConfig
-from nmt.data.tokenizer import PAD_ID
 from nmt.model.attention import CrossAttention, SelfAttention, attention_mask
 from nmt.model.cache import DecoderCache
 from nmt.model.embedding import TransformerEmbedding
@@ -43,7 +42,7 @@ class Transformer(nn.Module):
     """Encoder-decoder Transformer (Vaswani et al. 2017), pre- or post-norm."""
 
     def __init__(
-        self, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
+        self, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -195,10 +194,3 @@ def _init_weights(module: nn.Module) -> None:
                 module.weight[module.padding_idx].zero_()
     elif isinstance(module, (SelfAttention, CrossAttention)):
         module.reset_parameters()
-
-
-def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
-    """The Transformer of `cfg` with the tokenizer's PAD id."""
-    return Transformer(
-        cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD_ID
-    )

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nmt.config import SECTIONS, ConfigError, load_config
+from nmt.data.tokenizer import PAD_ID
 from nmt.model.transformer import Transformer
 
 KNOWN_KEYS = [
@@ -109,7 +110,7 @@ def _build_on_meta(config: Path, items: list[str]) -> None:
     cfg = load_config(config, items)
     with torch.device("meta"):
         vocab = cfg.data.vocab_size
-        model = Transformer(cfg.model, src_vocab_size=vocab, tgt_vocab_size=vocab)
+        model = Transformer(cfg.model, src_vocab_size=vocab, tgt_vocab_size=vocab, pad_id=PAD_ID)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

@@ -20,7 +20,7 @@ import torch
 
 from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, config_to_dict
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from nmt.model.transformer import build_model
+from nmt.model.transformer import Transformer
 
 SENTENCES = 200
 VOCAB = 600
@@ -96,8 +96,11 @@ def make_checkpoint(
     )
     tokenizer = Tokenizer(src, None if variant.joint else tgt)
     torch.manual_seed(seed)
-    model = build_model(
-        model_cfg, src_vocab_size=tokenizer.src_vocab_size, tgt_vocab_size=tokenizer.tgt_vocab_size
+    model = Transformer(
+        model_cfg,
+        src_vocab_size=tokenizer.src_vocab_size,
+        tgt_vocab_size=tokenizer.tgt_vocab_size,
+        pad_id=PAD_ID,
     )
     _end_sentences_sooner(model, variant)
     optimizer = torch.optim.AdamW(model.parameters())

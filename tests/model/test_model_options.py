@@ -16,9 +16,9 @@ from nmt.checkpoint import (
     tokenizer_fingerprint,
 )
 from nmt.config import ExperimentConfig, ModelConfig, config_to_dict
-from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
+from nmt.data.tokenizer import PAD_ID, SpmSettings, Tokenizer, train_sentencepiece
 from nmt.model.layers import FeedForward
-from nmt.model.transformer import build_model
+from nmt.model.transformer import Transformer
 
 TINY = ModelConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32)
 
@@ -36,10 +36,13 @@ def test_swish_is_x_times_sigmoid_x():
 
 def test_output_bias_is_added_to_the_logits_and_off_by_default():
     torch.manual_seed(0)
-    plain = build_model(TINY, src_vocab_size=20, tgt_vocab_size=20)
+    plain = Transformer(TINY, src_vocab_size=20, tgt_vocab_size=20, pad_id=PAD_ID)
     torch.manual_seed(0)
-    biased = build_model(
-        dataclasses.replace(TINY, output_bias=True), src_vocab_size=20, tgt_vocab_size=20
+    biased = Transformer(
+        dataclasses.replace(TINY, output_bias=True),
+        src_vocab_size=20,
+        tgt_vocab_size=20,
+        pad_id=PAD_ID,
     )
     assert "output.bias" not in plain.state_dict()
     # the same draws: the bias changes no other initial weight (it starts at zero)
@@ -58,7 +61,7 @@ def test_a_checkpoint_without_the_new_keys_loads_with_the_defaults(tmp_path, cor
     blob = train_sentencepiece(lines, SpmSettings(vocab_size=600))
     tokenizer = Tokenizer(blob)
     cfg = ExperimentConfig(model=TINY)
-    model = build_model(TINY, src_vocab_size=600, tgt_vocab_size=600)
+    model = Transformer(TINY, src_vocab_size=600, tgt_vocab_size=600, pad_id=PAD_ID)
     raw = config_to_dict(cfg)
     del raw["model"]["output_bias"]  # as written before the key existed
     path = tmp_path / "old.pt"
@@ -97,11 +100,12 @@ def _prefix_models():
     """The same weights with and without model.source_prefix_id / target_prefix_id."""
     cfg = dataclasses.replace(TINY, dropout=0.0, positions="fairseq", position_offset=2)
     torch.manual_seed(0)
-    plain = build_model(cfg, src_vocab_size=30, tgt_vocab_size=30).eval()
-    prefixed = build_model(
+    plain = Transformer(cfg, src_vocab_size=30, tgt_vocab_size=30, pad_id=PAD_ID).eval()
+    prefixed = Transformer(
         dataclasses.replace(cfg, source_prefix_id=7, target_prefix_id=9),
         src_vocab_size=30,
         tgt_vocab_size=30,
+        pad_id=PAD_ID,
     ).eval()
     prefixed.load_state_dict(plain.state_dict())
     return plain, prefixed

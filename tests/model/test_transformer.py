@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.model import Memory, Transformer, build_model
+from nmt.model import Memory, Transformer
 
 VOCAB = 50
 
@@ -146,7 +146,9 @@ def test_untied_model_has_three_matrices(make_model):
 
 def test_shared_embeddings_need_equal_vocabularies():
     with pytest.raises(ValueError, match="share_embeddings"):
-        Transformer(ModelConfig(d_model=32, heads=2), src_vocab_size=50, tgt_vocab_size=60)
+        Transformer(
+            ModelConfig(d_model=32, heads=2), src_vocab_size=50, tgt_vocab_size=60, pad_id=PAD_ID
+        )
 
 
 def test_ties_survive_a_state_dict_round_trip(make_model):
@@ -194,7 +196,7 @@ def test_post_norm_is_a_different_model(make_model, make_batch):
 def test_initialisation_is_fairseq_style():
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=256, heads=4, share_embeddings=False, tie_output=False)
-    model = build_model(cfg, src_vocab_size=1000, tgt_vocab_size=1000)
+    model = Transformer(cfg, src_vocab_size=1000, tgt_vocab_size=1000, pad_id=PAD_ID)
     for weight in (model.src_embed.tokens.weight, model.tgt_embed.tokens.weight):
         assert torch.count_nonzero(weight[PAD_ID]) == 0
         assert weight[1:].std().item() == pytest.approx(256**-0.5, rel=0.02)
@@ -243,8 +245,8 @@ def test_dropout_is_active_only_in_training(make_model, make_batch):
         assert not torch.equal(model(src, tgt), model(src, tgt))
 
 
-def test_build_model_uses_the_tokenizer_pad_id():
+def test_the_model_uses_the_pad_id_it_is_given():
     cfg = dataclasses.replace(ModelConfig(), d_model=32, heads=2, ffn_dim=64)
-    model = build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
+    model = Transformer(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID)
     assert model.pad_id == PAD_ID
     assert model.src_embed.tokens.padding_idx == PAD_ID
