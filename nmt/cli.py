@@ -115,12 +115,15 @@ InitFromOption = Annotated[
 
 
 def load(config: Path, overrides: list[str] | None, init_from: Path | None = None):
-    from nmt.config import load_config
+    from nmt.checkpoint import load_run_config
+    from nmt.runtime import check_fits_in_memory
 
     overrides = list(overrides or [])
     if init_from is not None:  # as a JSON string, which YAML reads back verbatim
         overrides.append(f"train.init_from={json.dumps(str(init_from))}")
-    return load_config(config, overrides)
+    cfg = load_run_config(config, overrides)
+    check_fits_in_memory(cfg, source=str(config))  # before download, prepare and training
+    return cfg
 
 
 # --------------------------------------------------------------------------- download

@@ -53,7 +53,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.config import (
+    DecodeConfig,
+    ExperimentConfig,
+    Precision,
+    Quantize,
+    choices,
+    config_from_dict,
+)
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from nmt.decoding.search import Hypothesis, SearchSettings
@@ -498,10 +505,10 @@ def _compute_type(quantize: str | None, precision: str | None) -> str:
     """--quantize / --precision as a CTranslate2 compute type ("default": as exported)."""
     if quantize not in (None, "none"):
         if quantize != "int8":
-            raise NmtError(f"--quantize {quantize}: expected none or int8")
+            raise NmtError(f"--quantize {quantize}: expected {' or '.join(choices(Quantize))}")
         return "int8"
     if precision not in _PRECISIONS:
-        raise NmtError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+        raise NmtError(f"--precision {precision}: expected one of {', '.join(choices(Precision))}")
     return _PRECISIONS[precision]
 
 
