@@ -119,7 +119,7 @@ class DataConfig:
     """Which corpus, which languages, how to clean and tokenize it. Cleaning drops training
     pairs only; dev and test lines are normalised, never dropped."""
 
-    corpus: Annotated[str, Doc("The corpus (with corpora: of valid and test).")] = "multi30k"
+    corpus: Annotated[str, Doc("The corpus; with corpora, of valid and test.")] = "multi30k"
     corpora: Annotated[
         tuple[CorpusWeight, ...] | None,
         Doc("Weighted training corpora, [{name, weight}, ...]; null: data.corpus alone."),
@@ -171,13 +171,13 @@ class ModelConfig:
     tie_output: Annotated[bool, Doc("Output projection = target embedding.")] = True
     max_positions: Annotated[int, Range(1, _SIZE), Doc("Longest sequence, in tokens.")] = 1024
     output_bias: Annotated[bool, Doc("A bias on the output logits (Marian imports).")] = False
-    positions: Annotated[Positions, Doc("Sinusoids; fairseq: M2M100 imports'.")] = "vaswani"
+    positions: Annotated[Positions, Doc("Sinusoid frequencies (fairseq: M2M100's).")] = "vaswani"
     position_offset: Annotated[int, Range(0, _SIZE), Doc("The first position (M2M100: 2).")] = 0
     source_prefix_id: Annotated[
-        int | None, Range(0, _SIZE), Doc("A token id put before every source (M2M100: __src__).")
+        int | None, Range(0, _SIZE), Doc("A token id put before every source (M2M100: `__src__`).")
     ] = None
     target_prefix_id: Annotated[
-        int | None, Range(0, _SIZE), Doc("A token id forced right after BOS (M2M100: __tgt__).")
+        int | None, Range(0, _SIZE), Doc("A token id forced right after BOS (M2M100: `__tgt__`).")
     ] = None
 
 
@@ -201,7 +201,7 @@ class TrainConfig:
     precision: Annotated[Precision, Doc("auto: bf16 or fp16 on a GPU, fp32 on the CPU.")] = "auto"
     compile: Annotated[bool, Doc("torch.compile the model.")] = False
     threads: Annotated[int, Range(0, 1024), Doc("CPU threads (0: torch's default).")] = 0
-    max_tokens: Annotated[int, Range(1, 1 << 24), Doc("Padded tokens per batch, per rank.")] = 4096
+    max_tokens: Annotated[int, Range(1, 1 << 24), Doc("Padded tokens per process's batch.")] = 4096
     update_freq: Annotated[int, Range(1, 1 << 16), Doc("Batches per optimizer update.")] = 1
     max_updates: Annotated[int, Range(1), Doc("Stop after this many updates.")] = 100_000
     max_epochs: Annotated[int, Range(0), Doc("Stop after this many epochs (0: no limit).")] = 0
