@@ -20,6 +20,7 @@ from nmt.config.schema import (  # noqa: F401
     ModelConfig,
     Precision,
     Quantize,
+    SpmModelType,
     TrainConfig,
     choice_enum,
     choices,

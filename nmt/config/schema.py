@@ -156,7 +156,7 @@ class DataConfig:
 class ModelConfig:
     """Transformer sizes (Vaswani et al. 2017). `preset` fills the keys not set explicitly."""
 
-    preset: Annotated[str | None, Doc("tiny, small, iwslt, base or big: sizes not set.")] = None
+    preset: Annotated[str | None, Doc("Fills unset sizes: tiny, small, iwslt, base or big.")] = None
     d_model: Annotated[int, Range(1, 1 << 16), Doc("Model width D.")] = 256
     heads: Annotated[int, Range(1, 1024), Doc("Attention heads (D / heads even).")] = 4
     encoder_layers: Annotated[int, Range(1, 1024), Doc("Encoder layers.")] = 3
@@ -221,8 +221,8 @@ class TrainConfig:
     save_every: Annotated[int, Range(1), Doc("Updates between checkpoints.")] = 1000
     keep_last: Annotated[int, Range(1), Doc("Step checkpoints kept (and last, best).")] = 3
     valid_bleu: Annotated[bool, Doc("BLEU on the dev split at each validation.")] = True
-    valid_bleu_beam: Annotated[int, Range(1, 1024), Doc("Its beam size (1: greedy).")] = 1
-    valid_bleu_max_sentences: Annotated[int, Range(0), Doc("Its sentences (0: all).")] = 0
+    valid_bleu_beam: Annotated[int, Range(1, 1024), Doc("Validation BLEU's beam (1: greedy).")] = 1
+    valid_bleu_max_sentences: Annotated[int, Range(0), Doc("Validation BLEU's lines (0: all).")] = 0
     best_metric: Annotated[BestMetric, Doc("What best.pt and early stopping follow.")] = "bleu"
     patience: Annotated[int, Range(0), Doc("Validations without gain to stop (0: never).")] = 0
     max_nonfinite_in_row: Annotated[int, Range(1), Doc("Stop at N non-finite steps in a row.")] = 10
@@ -275,7 +275,7 @@ class ExperimentConfig:
 SECTIONS: dict[str, type] = {  # name -> class of every section of the root
     f.name: f.default_factory
     for f in dataclasses.fields(ExperimentConfig)
-    if f.init and f.default_factory is not dataclasses.MISSING
+    if f.default_factory is not dataclasses.MISSING
 }
 
 # Model keys that do not change what the weights mean: a run started from a checkpoint may

@@ -43,13 +43,10 @@ def load_config(
     """Read a YAML config (or start from defaults when `path` is None) and apply overrides.
     `init_config` reads the config of the checkpoint `train.init_from` names; a config that
     sets it is refused without one (`nmt.checkpoint.load_run_config` passes the reader)."""
-    raw: dict[str, Any] = {}
     source = str(path) if path is not None else None
-    if path is not None:
-        raw = read_yaml_mapping(Path(path))
+    raw = read_yaml_mapping(Path(path)) if path is not None else {}
     overrides_map = parse_overrides(overrides)
-    tree = merge_overrides(raw, overrides_map, [])
-    init = init_checkpoint_config(tree, init_config, source)
+    init = init_checkpoint_config(merge_overrides(raw, overrides_map, []), init_config, source)
     try:
         return config_from_dict(raw, overrides=overrides_map, source=source, init=init)
     except ConfigError as exc:
