@@ -53,14 +53,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from nmt.config import (
-    DecodeConfig,
-    ExperimentConfig,
-    Precision,
-    Quantize,
-    choices,
-    config_from_dict,
-)
+from nmt.config import DecodeConfig, ExperimentConfig, Quantize, choices, config_from_dict
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from nmt.decoding.search import Hypothesis, SearchSettings
@@ -508,7 +501,9 @@ def _compute_type(quantize: str | None, precision: str | None) -> str:
             raise NmtError(f"--quantize {quantize}: expected {' or '.join(choices(Quantize))}")
         return "int8"
     if precision not in _PRECISIONS:
-        raise NmtError(f"--precision {precision}: expected one of {', '.join(choices(Precision))}")
+        raise NmtError(
+            f"--precision {precision}: expected one of {', '.join(filter(None, _PRECISIONS))}"
+        )
     return _PRECISIONS[precision]
 
 
