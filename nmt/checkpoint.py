@@ -58,7 +58,7 @@ import torch
 
 import nmt
 from nmt import files
-from nmt.config import ExperimentConfig, config_from_dict
+from nmt.config import ExperimentConfig, config_from_dict, load_config
 from nmt.data.tokenizer import PAD_ID, Tokenizer
 from nmt.errors import CheckpointError, NmtError, OutputError
 from nmt.model.transformer import Transformer
@@ -488,6 +488,14 @@ def read_model_checkpoint(path: Path, *, map_location: Any = "cpu") -> ModelChec
     """Load `path` and check everything decoding reads from it (see `check_model_schema`)."""
     path = Path(path)
     return check_model_schema(path, load_checkpoint(path, map_location=map_location))
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """`load_config` of a run: the architecture and tokenizer keys the config leaves unset
+    come from the checkpoint `train.init_from` names, read (and schema-checked) here."""
+    return load_config(
+        path, tuple(overrides), init_config=lambda p: read_model_checkpoint(Path(p)).config
+    )
 
 
 def check_model_schema(path: Path, state: dict[str, Any]) -> ModelCheckpoint:

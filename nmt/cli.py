@@ -11,11 +11,11 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 
-from nmt.config import BleuTokenize, CTranslate2Quantize
+from nmt.config import BleuTokenize, CTranslate2Quantize, choice_enum
 from nmt.config import ExportTarget as ExportTargetName
 from nmt.config import Precision as PrecisionName
 from nmt.config import Quantize as QuantizeName
@@ -120,12 +120,15 @@ InitFromOption = Annotated[
 
 
 def load(config: Path, overrides: list[str] | None, init_from: Path | None = None):
-    from nmt.config import load_config
+    from nmt.checkpoint import load_run_config
+    from nmt.runtime import check_fits_in_memory
 
     overrides = list(overrides or [])
     if init_from is not None:  # as a JSON string, which YAML reads back verbatim
         overrides.append(f"train.init_from={json.dumps(str(init_from))}")
-    return load_config(config, overrides)
+    cfg = load_run_config(config, overrides)
+    check_fits_in_memory(cfg, source=str(config))  # before download, prepare and training
+    return cfg
 
 
 # --------------------------------------------------------------------------- download
@@ -262,16 +265,11 @@ def run(
 # `nmt.decoding.options.DecodeOptions` (the bounds of the config's decode section).
 
 
-def choice_type(name: str, literal) -> type[enum.Enum]:
-    """A choice set (a Literal of the config) as the str Enum typer lists in --help."""
-    return enum.Enum(name, {value: value for value in get_args(literal)}, type=str)
-
-
-Quantize = choice_type("Quantize", QuantizeName)
-Precision = choice_type("Precision", PrecisionName)
-BleuTokenizer = choice_type("BleuTokenizer", BleuTokenize)
-ExportQuantize = choice_type("ExportQuantize", CTranslate2Quantize)
-ExportTarget = choice_type("ExportTarget", ExportTargetName)
+Quantize = choice_enum(QuantizeName, "Quantize")
+Precision = choice_enum(PrecisionName, "Precision")
+BleuTokenizer = choice_enum(BleuTokenize, "BleuTokenizer")
+ExportQuantize = choice_enum(CTranslate2Quantize, "ExportQuantize")
+ExportTarget = choice_enum(ExportTargetName, "ExportTarget")
 
 ModelArg = Annotated[
     Path,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nmt.config import DEVICE
-from nmt.errors import DistributedError, NmtError
+from nmt.config import DEVICE, ExperimentConfig, Precision, choices
+from nmt.errors import ConfigError, DistributedError, NmtError
 
 
 @dataclass(frozen=True)
@@ -79,16 +79,13 @@ def _no_gpu_reason() -> str:
     return "no CUDA GPU is available"
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 def choose_precision(requested: str, device: torch.device, *, key: str = "train.precision") -> str:
     """auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.
 
     `key` names the setting in errors (train.precision, or decode.precision for translation).
     """
-    if requested not in PRECISIONS:
-        raise NmtError(f"{key} {requested!r}: expected one of {', '.join(PRECISIONS)}")
+    if requested not in choices(Precision):
+        raise NmtError(f"{key} {requested!r}: expected one of {', '.join(choices(Precision))}")
     if device.type != "cuda":
         if requested in ("bf16", "fp16"):
             raise NmtError(f"{key} {requested} needs a GPU; use fp32 or auto on CPU")
@@ -285,3 +282,53 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def estimated_parameters(cfg: ExperimentConfig) -> int:
+    """Parameters of the Transformer `cfg` builds (weights and biases; LayerNorms left out),
+    counting the position tables, which take memory as parameters do. D = d_model,
+    F = ffn_dim, V = data.vocab_size per side:
+        encoder layer 4 D^2 + 2 D F, decoder layer 8 D^2 + 2 D F (self and cross attention),
+        one V x D matrix per embedding not shared and per output projection not tied."""
+    m, v = cfg.model, cfg.data.vocab_size
+    d, f = m.d_model, m.ffn_dim
+    matrices = 1 + (not m.share_embeddings) + (not m.tie_output)
+    layers = m.encoder_layers * (4 * d * d + 2 * d * f) + m.decoder_layers * (8 * d * d + 2 * d * f)
+    return matrices * v * d + layers + 2 * m.max_positions * d
+
+
+def check_fits_in_memory(cfg: ExperimentConfig, *, source: str | None = None) -> None:
+    """Refuse (`ConfigError`, the config file named by `source`) sizes this machine cannot
+    allocate at all: float32 weights beyond its memory (training needs about four times as
+    much: gradients and two Adam moments), or the float32 logits of one full training batch
+    (train.max_tokens x data.vocab_size) beyond it. Called before prepare and training."""
+    memory = _physical_memory_bytes()
+    if memory is None:
+        return
+    have = f"more than this machine's {memory / 2**30:.1f} GiB of memory"
+    problems = []
+    weights = 4 * estimated_parameters(cfg)
+    if weights > memory:
+        m = cfg.model
+        problems.append(
+            f"model sizes (d_model {m.d_model}, ffn_dim {m.ffn_dim}, {m.encoder_layers}+"
+            f"{m.decoder_layers} layers, max_positions {m.max_positions}, data.vocab_size "
+            f"{cfg.data.vocab_size}) give about {estimated_parameters(cfg):.3g} parameters, "
+            f"{weights / 2**30:.1f} GiB of float32 weights: {have}"
+        )
+    logits = 4 * cfg.train.max_tokens * cfg.data.vocab_size
+    if logits > memory:
+        problems.append(
+            f"train.max_tokens ({cfg.train.max_tokens}) x data.vocab_size "
+            f"({cfg.data.vocab_size}) float32 logits of one batch take "
+            f"{logits / 2**30:.1f} GiB: {have}"
+        )
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from nmt.checkpoint import load_run_config
 from nmt.config import (
     ExperimentConfig,
     config_from_dict,
@@ -44,9 +45,21 @@ def test_every_shipped_config_loads():
             load_config(path)
             continue
         load_config(path, ["train.init_from=null"])
-        with pytest.raises(ConfigError, match="train.init_from") as caught:
-            load_config(path)
+        with pytest.raises(ConfigError, match="train.init_from: checkpoint not found") as caught:
+            load_run_config(path)
         assert len(caught.value.problems) == 1
+
+
+def test_init_from_is_refused_by_a_loader_that_reads_no_checkpoint():
+    """Loaded without a reader, a config would miss the checkpoint's architecture: refused."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["train.init_from=x.pt"])
+    assert caught.value.problems == [
+        "train.init_from: x.pt: no checkpoint is read here; load the config with "
+        "nmt.checkpoint.load_run_config"
+    ]
+    read = load_config(None, ["train.init_from=x.pt"], init_config=lambda p: ExperimentConfig())
+    assert read.train.init_from == "x.pt"
 
 
 def test_overrides_are_parsed_as_yaml():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from nmt.config import SpmModelType
 from nmt.errors import ConfigError, DataError
 
 PAD_ID = 0
@@ -22,7 +23,7 @@ EOS_ID = 3
 @dataclass(frozen=True)
 class SpmSettings:
     vocab_size: int = 8000
-    model_type: str = "unigram"  # unigram | bpe
+    model_type: SpmModelType = "unigram"
     character_coverage: float = 1.0
     byte_fallback: bool = True
     sample: int = 2_000_000  # train on a random sample of at most this many sentences

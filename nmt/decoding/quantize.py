@@ -19,9 +19,8 @@ import warnings
 import torch
 from torch import nn
 
+from nmt.config import Quantize, choices
 from nmt.errors import NmtError
-
-QUANTIZE_CHOICES = ("none", "int8")
 
 
 def quantize(model: nn.Module, mode: str, *, device: torch.device) -> nn.Module:
@@ -29,7 +28,7 @@ def quantize(model: nn.Module, mode: str, *, device: torch.device) -> nn.Module:
     if mode == "none":
         return model
     if mode != "int8":
-        raise NmtError(f"unknown quantization {mode!r}; allowed: {', '.join(QUANTIZE_CHOICES)}")
+        raise NmtError(f"unknown quantization {mode!r}; allowed: {', '.join(choices(Quantize))}")
     if device.type != "cpu":
         raise NmtError(
             f"int8 quantization runs on the CPU only (device {device}; --device cpu decodes "

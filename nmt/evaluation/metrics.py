@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
-from nmt.config import BleuTokenize
+from nmt.config import BleuTokenize, choices
 from nmt.data.text import STDIN, read_lines
 from nmt.errors import DataError, NmtError
 
@@ -56,7 +55,7 @@ def _bleu(*, tokenize: str, lowercase: bool):
     refused naming what to install (sacreBLEU fails only when it first builds one)."""
     from sacrebleu.metrics import BLEU
 
-    allowed = [name for name in get_args(BleuTokenize) if name != "auto"]
+    allowed = [name for name in choices(BleuTokenize) if name != "auto"]
     if tokenize not in allowed:
         raise NmtError(
             f"--tokenize / eval.bleu_tokenize: {tokenize!r} is not a BLEU tokenizer; "

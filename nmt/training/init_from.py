@@ -4,9 +4,10 @@ The run is new in every other way: a fresh optimizer, schedule, data position an
 stream. The checkpoint may be any model checkpoint (one `nmt train` wrote, an averaged one,
 a release from `nmt export --to nmt`, an imported one): it is read through
 `nmt.checkpoint.read_model_checkpoint` (weights only, schema checked). The model's
-architecture and tokenizer come with the weights: the config loader takes those keys from
-the checkpoint (`nmt.config.inherited_from_init`), `nmt prepare` copies its SentencePiece
-models, and `load_init_weights` checks both again, since the file may have changed since.
+architecture and tokenizer come with the weights: `nmt.checkpoint.load_run_config` takes
+those keys from the checkpoint (rules in `nmt.config.inheritance`), `nmt prepare` copies its
+SentencePiece models, and `load_init_weights` checks both again, since the file may have
+changed since.
 
 A resumed run continues from its own checkpoints and never reads the init checkpoint's
 weights again; its checkpoints and results record where it started (`InitSource`).

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nmt.config import ExperimentConfig, load_config
+from nmt.checkpoint import load_run_config
+from nmt.config import ExperimentConfig
 from nmt.data.batching import make_batches
 from nmt.data.download import download
 from nmt.data.prepare import load_prepared, prepare, prepared_dir
@@ -55,7 +56,7 @@ class TinyCorpus:
         ]
 
     def config(self, run_dir: Path, *extra: str) -> ExperimentConfig:
-        return load_config(TINY_CONFIG, self.overrides(run_dir, *extra))
+        return load_run_config(TINY_CONFIG, self.overrides(run_dir, *extra))
 
     def cli_args(self, run_dir: Path, *extra: str) -> list[str]:
         """`CONFIG OVERRIDES...` for `nmt train`."""

@@ -15,8 +15,7 @@ import torch
 from _cli import assert_clean_failure, run_process
 from _shared import assert_equal_tree
 
-from nmt.checkpoint import load_checkpoint, save_checkpoint
-from nmt.config import load_config
+from nmt.checkpoint import load_checkpoint, load_run_config, save_checkpoint
 from nmt.data.download import register_files
 from nmt.data.prepare import load_prepared, prepare, prepared_dir
 from nmt.data.tokenizer import Tokenizer
@@ -122,7 +121,7 @@ def test_architecture_and_tokenizer_come_from_the_checkpoint(tiny_corpus, traine
     source = source_checkpoint(trained_run)
     data = f"data.data_dir={tiny_corpus.data_dir}"
     # No config file: every architecture and tokenizer key is the checkpoint's, not a default.
-    cfg = load_config(None, [data, f"train.init_from={source}", "model.dropout=0.3"])
+    cfg = load_run_config(None, [data, f"train.init_from={source}", "model.dropout=0.3"])
     assert (cfg.model.d_model, cfg.model.ffn_dim, cfg.model.preset) == (64, 128, "tiny")
     assert cfg.data.vocab_size == 400
     assert cfg.model.dropout == 0.3  # not architecture: fine-tuning may change it
