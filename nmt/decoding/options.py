@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nmt.config import DecodeConfig, decode_option_problems, decode_problems
+from nmt.config import DEVICE, DecodeConfig, decode_option_problems, decode_problems
 from nmt.decoding.sampling import Sampling
 from nmt.errors import NmtError
 
@@ -108,19 +108,14 @@ class DecodeOptions:
     def _field_problems(self) -> list[str]:
         given = {name: getattr(self, name) for name in DECODE_FIELDS}
         given = {name: value for name, value in given.items() if value is not None}
-        problems = decode_option_problems(given)
-        if not isinstance(self.device, str):
-            problems.append(f"decode.device: got {self.device!r}, expected a string")
-        else:
-            from nmt.config import DEVICE
-
-            if not DEVICE.matches(self.device):
-                problems.append(f"decode.device: {self.device!r}: expected {DEVICE.allowed}")
-        return [self._named(problem) for problem in problems]
+        problems = [self._named(problem) for problem in decode_option_problems(given)]
+        if not (isinstance(self.device, str) and DEVICE.matches(self.device)):
+            problems.append(f"{self.name('device')} {self.device!r}: expected {DEVICE.allowed}")
+        return problems
 
     def _named(self, problem: str) -> str:
         """`decode.beam_size: ...` -> `--beam-size: ...` (or `beam_size: ...`)."""
-        for option in (*DECODE_FIELDS, "device"):
+        for option in DECODE_FIELDS:
             problem = problem.replace(f"decode.{option}", self.name(option))
         return problem
 

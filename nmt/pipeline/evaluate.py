@@ -239,7 +239,8 @@ def _score_existing_output(r: EvaluateRequest) -> tuple[dict, dict[str, Score]]:
             f"--hyp scores existing output: leave out the checkpoint {r.models[0]} "
             "(or leave out --hyp to translate with it)"
         )
-    given = [r.options.name(name) for name in r.options.given()]
+    # (--device is where a model would run, harmless without one)
+    given = [r.options.name(name) for name in r.options.given() if name != "device"]
     given += ["--prefix-file"] if r.prefix_file is not None else []
     if given:
         raise DataError(
