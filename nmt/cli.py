@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,25 @@ from nmt.memory import configure_cpu_memory
 # CPU allocation.
 configure_cpu_memory()
 
+
+class _WholeSummaries(typer.core.TyperGroup):
+    """Lists each command with the whole first paragraph of its help, wrapped to the terminal
+    (click would cut it at the first full stop or with "..." to fit one line)."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            summary = inspect.cleandoc(self.commands[name].help or "").split("\n\n")[0]
+            rows.append((name, " ".join(summary.split())))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+# click's plain help wraps every help text at the terminal's width; rich's tables would cut
+# words wider than their help column with an ellipsis.
 app = typer.Typer(
+    cls=_WholeSummaries,
+    rich_markup_mode=None,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -622,7 +641,10 @@ def export(
 # --------------------------------------------------------------------------- import
 
 import_app = typer.Typer(
-    no_args_is_help=True, help="Import a model from another toolkit as an nmt checkpoint."
+    cls=_WholeSummaries,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Import a model from another toolkit as an nmt checkpoint.",
 )
 app.add_typer(import_app, name="import")
 

@@ -30,10 +30,10 @@ counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; ea
 stands for its row ended by EOS and is rescored so (score_batch). One difference remains
 there: a live row none of whose extensions is among CTranslate2's best beam_size is missing
 from its candidates, so a beam search that reaches the limit can differ (greedy search
-cannot: its one row is always there, tests/interop/test_equivalence.py). Measured once
-(2026-12-02) on the random models of tests/interop, 200 sentences, with a limit most
-searches reach (0.4 * src_len + 2): beam-5 best outputs differed in 0 to 39 sentences per
-variant. With the trained Multi30k model 999 of 1000 lines are nmt's (docs/benchmarks.md).
+cannot: its one row is always there, tests/interop/test_equivalence.py). On the random
+models of tests/interop, 200 sentences, with a limit most searches reach
+(0.4 * src_len + 2), beam-5 best outputs differ in 0 to 39 sentences per variant; with a
+trained Multi30k model, in 1 of 1000 lines (docs/benchmarks.md, "Export fidelity").
 Where no search reaches the limit, the n-best lists are nmt's too (tested), but see
 `_check_one_best`.
 Two more: with length_penalty 0 CTranslate2 stops as soon as its best hypothesis ends (nmt

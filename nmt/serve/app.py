@@ -4,9 +4,10 @@ LibreTranslate compatibility (its libretranslate/app.py is the reference): `POST
 takes JSON, form fields or query parameters (`q` a string or a list, `source`, `target`,
 `format`, `api_key`, `alternatives`) and answers `{"translatedText": ...}` shaped like `q`;
 `GET /languages` lists `[{"code", "name", "targets"}]`; errors are `{"error": "..."}`.
-Deliberate differences, each a status the issue asks for: a wrong API key is 401 (LibreTranslate
-says 403), a text over --max-chars or a request over --max-lines is 413 (LibreTranslate says
-400), a wrong JSON type is 422, and `q: ""` translates to "" (LibreTranslate refuses it).
+Deliberate differences, each the status HTTP defines for the case: a wrong API key is 401
+(LibreTranslate says 403), a text over --max-chars or a request over --max-lines is 413
+(LibreTranslate says 400), a wrong JSON type is 422, and `q: ""` translates to ""
+(LibreTranslate refuses it).
 `source: "auto"` is read as the model's source language: one model serves one pair, and no
 language detection runs (`detectedLanguage` says so with confidence 0).
 

@@ -1,4 +1,4 @@
-"""The README's back-translation recipe, end to end with the command line and the tiny model:
+"""The back-translation recipe of docs/data.md, end to end with the command line and the tiny model:
 train a reverse (en->de) model, translate monolingual English by sampling, register the
 result as a corpus, and train de->en on the union with data.corpora.
 

@@ -1,5 +1,5 @@
 """The whole pipeline on Chinese, both ways: newstest2017 zh-en registered as a user corpus
-(README "Your own data"), a tiny model trained for a few dozen updates, the test split
+(docs/data.md, "Your own data"), a tiny model trained for a few dozen updates, the test split
 translated and scored. Checks the pipeline, not quality: BLEU computed with the right
 tokenizer (tok:zh for output in Chinese, 13a for English, in training's validation too),
 SentencePiece coverage by language, no spaces inserted between Chinese characters, as many
