@@ -65,12 +65,8 @@ from nmt.decoding.translator import (
     search_settings,
 )
 from nmt.errors import NmtError
-from nmt.interop.source import (
-    ExportSource,
-    check_export_files,
-    require_extra,
-    write_provenance,
-)
+from nmt.extras import require_extra
+from nmt.interop.source import ExportSource, check_export_files, write_provenance
 
 QUANTIZATIONS = (
     "int8",

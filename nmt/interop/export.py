@@ -20,7 +20,8 @@ def export_command(
 ) -> str:
     """Run one export; returns the summary line. Every refusal comes before the (slow)
     checkpoint load: the target, its options, the optional extra, OUT."""
-    from nmt.interop.source import load_source, require_extra
+    from nmt.extras import require_extra
+    from nmt.interop.source import load_source
 
     _check_options(to, quantization=quantization, fp16=fp16)
     if to != "nmt":
@@ -123,8 +124,8 @@ def _remove(path: Path) -> None:
 
 def _from_transformers(hf_dir: Path, staging: Path, quantization: str | None) -> None:
     """CTranslate2's own TransformersConverter over an `nmt export --to huggingface` dir."""
+    from nmt.extras import require_extra
     from nmt.interop.ctranslate2 import CONFIG_NAME, copy_tokenizer_files
-    from nmt.interop.source import require_extra
 
     ctranslate2 = require_extra("ctranslate2", "nmt export --to ctranslate2")
     if not (hf_dir / "config.json").is_file():

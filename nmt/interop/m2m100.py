@@ -25,6 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmt.errors import NmtError
+from nmt.interop.seq2seq import (
+    load_transformers_model,
+    marian_weights,
+    nmt_model,
+    seq2seq_config,
+    spm_in_nmt_order,
+)
 
 SPM_FILE = "sentencepiece.bpe.model"
 
@@ -35,12 +42,6 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
 
     from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
     from nmt.config import config_from_dict, config_to_dict
-    from nmt.interop.importer import (
-        load_transformers_model,
-        marian_weights,
-        nmt_model,
-        spm_in_nmt_order,
-    )
     from nmt.interop.vocab import import_order, lost_pieces, with_aliases
 
     if not src_lang or not tgt_lang:
@@ -120,8 +121,6 @@ def _language_id(vocab: dict[str, int], lang: str, rows: list[int], option: str)
 def m2m100_config(directory: Path, hf, *, langs, prefixes) -> dict:
     """The nmt config (a dict for `config_from_dict`); refuses, naming the config.json key,
     what nmt's Transformer cannot compute."""
-    from nmt.interop.importer import seq2seq_config
-
     return seq2seq_config(
         directory,
         hf,
