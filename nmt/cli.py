@@ -210,11 +210,12 @@ def prepare(
     from nmt.data.prepare import existing_checkpoints
     from nmt.data.prepare import prepare as run_prepare
     from nmt.files import command_line, run_lock
+    from nmt.pipeline import init_from_tokenizer
     from nmt.report import print_prepare_summary
 
     cfg = load(config, overrides, init_from)
     with run_lock(cfg.run_path, command=command_line()):
-        result = run_prepare(cfg, force=force)
+        result = run_prepare(cfg, force=force, reused=init_from_tokenizer(cfg))
         if result.orphaned_checkpoints:
             typer.echo(
                 f"warning: replaced the prepared data of {cfg.run_path}: the run must restart; "
@@ -292,6 +293,7 @@ def run(
         ensure_downloaded,
         evaluate_test_splits,
         final_checkpoint,
+        init_from_tokenizer,
     )
     from nmt.report import print_prepare_summary
     from nmt.runtime import peer_failures_reported, setup_runtime, teardown_runtime
@@ -302,7 +304,7 @@ def run(
     check_extras(cfg)  # refused now, not after downloading and preparing
     with run_lock(cfg.run_path, command=command_line()):  # the whole pipeline, not per stage
         ensure_downloaded(cfg)
-        print_prepare_summary(run_prepare(cfg))
+        print_prepare_summary(run_prepare(cfg, reused=init_from_tokenizer(cfg)))
         if not existing_checkpoints(cfg):  # else the trainer writes it once resume is checked
             write_resolved_config(cfg)
         t = cfg.train

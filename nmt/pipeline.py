@@ -28,6 +28,8 @@ from nmt.evaluation import (
 if TYPE_CHECKING:
     import torch
 
+    from nmt.data.tokenizer import Tokenizer
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -55,6 +57,16 @@ def ensure_downloaded(cfg: ExperimentConfig) -> None:
                 data_dir=d.data_dir,
                 mirror=d.mirror,
             )
+
+
+def init_from_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
+    """The SentencePiece models of the checkpoint a run starts from (`train.init_from`),
+    which `prepare` reuses; None for a run from scratch."""
+    if cfg.train.init_from is None:
+        return None
+    from nmt.checkpoint import read_model_checkpoint  # imported here: it loads torch
+
+    return read_model_checkpoint(Path(cfg.train.init_from)).tokenizer
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from nmt.data.prepare import load_prepared, prepare, prepared_dir
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import ConfigError, TrainingError
 from nmt.evaluation import identify_checkpoint
+from nmt.pipeline import init_from_tokenizer
 from nmt.runtime import Runtime
 from nmt.training.checkpoints import average_checkpoints
 from nmt.training.trainer import Trainer
@@ -176,7 +177,7 @@ def test_prepare_writes_the_checkpoints_sentencepiece_model(
 ):
     source = source_checkpoint(trained_run)
     cfg = second_config(tiny_corpus, second_corpus, tmp_path / "ft", f"train.init_from={source}")
-    result = prepare(cfg)
+    result = prepare(cfg, reused=init_from_tokenizer(cfg))
     written = prepared_dir(cfg) / "spm.model"  # the source's vocabulary is joint
     assert written.read_bytes() == (trained_run / "data" / "spm.model").read_bytes()
     assert sorted(p.name for p in prepared_dir(cfg).glob("spm*")) == ["spm.model"]
