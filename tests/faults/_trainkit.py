@@ -21,7 +21,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from _shared import assert_equal_tree, fixtures_of
+from _shared import assert_equal_tree
 
 KILLER = Path(__file__).resolve().with_name("_killer.py")
 HARD_TIMEOUT = 120  # seconds for one run: a hang fails the test instead of blocking it
@@ -42,9 +42,6 @@ FAULT_RUN = (
 EXACT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
 PROGRESS_KEYS = ("step", "epoch", "position", "best_score", "bad_validations")
 LOGGED_KEYS = ("kind", "step", "epoch", "loss", "nll", "ppl", "lr", "grad_norm", "padding")
-
-
-training_fixtures = fixtures_of("training")
 
 
 class ForkServer:

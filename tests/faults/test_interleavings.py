@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _trainkit import assert_clean_failure, fork_server, nmt, train_args, training_fixtures
+from _trainkit import assert_clean_failure, fork_server, nmt, train_args
 
 from nmt.checkpoint import load_checkpoint
-
-tiny_corpus = training_fixtures.tiny_corpus
 
 pytestmark = pytest.mark.slow
 

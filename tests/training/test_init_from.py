@@ -27,8 +27,6 @@ from nmt.runtime import Runtime
 from nmt.training.checkpoints import average_checkpoints
 from nmt.training.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 CPU = Runtime(torch.device("cpu"), "fp32")
 QUIET = {"log": lambda message: None}
 
