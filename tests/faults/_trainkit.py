@@ -1,7 +1,7 @@
 """Helpers of the training and checkpoint fault tests: `nmt` in a subprocess, with a fault.
 
 Every run is a separate `nmt` process, forked by `_killer.py --serve` (which imported torch
-once) with at most one injected fault, on the tiny corpus of tests/training/conftest.py:
+once) with at most one injected fault, on the tiny corpus of tests/plugins/tiny_corpus.py:
 tiny model, CPU, one thread, fp32, so the same command gives the same bits every time.
 `fresh_nmt` runs the plain entry point instead (`python -m nmt.cli`), seconds slower.
 """

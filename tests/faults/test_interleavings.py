@@ -1,6 +1,6 @@
 """Interleavings: two writers at once, closed pipes and streams, symlinks, killed stages.
 
-Every process is a real `nmt` process on the tiny corpus of tests/training/conftest.py.
+Every process is a real `nmt` process on the tiny corpus of tests/plugins/tiny_corpus.py.
 One training run is shared by the module: while it runs, a second `nmt train` of the same
 run directory must be refused; its checkpoint then serves the translate tests.
 """

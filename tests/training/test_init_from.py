@@ -1,6 +1,6 @@
 """Starting a new run from a trained model (`train.init_from`, `--init-from`): fine-tuning.
 
-The source model is the session's 3-update tiny run (tests/training/conftest.py); the new
+The source model is the session's 3-update tiny run (tests/plugins/tiny_corpus.py); the new
 runs either reuse its prepared corpus or a second corpus of other Multi30k lines, registered
 as user data, as a fine-tuning corpus would be.
 """
