@@ -71,13 +71,9 @@ def prepared_dir(cfg: ExperimentConfig) -> Path:
 def prepare(
     cfg: ExperimentConfig, *, force: bool = False, reused: Tokenizer | None = None
 ) -> PrepareResult:
-    """Clean, train SentencePiece and binarize every split named by `cfg.data`.
-
-    `reused`, given exactly when `train.init_from` is set: the SentencePiece models of that
-    checkpoint (read by the caller: checkpoints are a layer above data), written and encoded
-    with instead of new ones, since the weights only make sense with their own vocabulary."""
-    if (reused is None) != (cfg.train.init_from is None):
-        raise ValueError("prepare: `reused` is given exactly when train.init_from is set")
+    """Clean, train SentencePiece and binarize every split named by `cfg.data`. `reused`: the
+    SentencePiece models of the `train.init_from` checkpoint (read by the caller), written and
+    encoded with instead of new ones: the weights only make sense with their own vocabulary."""
     d = cfg.data
     out = prepared_dir(cfg)
     raw = _raw_files(cfg)

@@ -35,13 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
-from nmt.interop.seq2seq import (
-    load_transformers_model,
-    marian_weights,
-    nmt_model,
-    seq2seq_config,
-    spm_in_nmt_order,
-)
+from nmt.interop import seq2seq
 
 COMMAND = "nmt import huggingface"
 SUPPORTED = ("marian", "pegasus", "m2m_100")
@@ -139,8 +133,10 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
     raw = marian_config(directory, hf, output_bias=output_bias, langs=langs, pre_norm=pre_norm)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
-    weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
-    model = nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
+    weights = seq2seq.nmt_weights(
+        hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias
+    )
+    model = seq2seq.nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
     joint = src_spm == tgt_spm
     return {
         "config": config_to_dict(cfg),
@@ -158,7 +154,7 @@ def _load_marian(directory: Path):
 
     model_type = AutoConfig.from_pretrained(str(directory)).model_type
     cls = PegasusForConditionalGeneration if model_type == "pegasus" else MarianMTModel
-    return load_transformers_model(cls, directory)
+    return seq2seq.load_transformers_model(cls, directory)
 
 
 def _tokenizer_settings(directory: Path) -> dict[str, Any]:
@@ -270,7 +266,7 @@ def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
     have them already; one model when both sides' rewritten models are the same bytes)."""
     blobs = []
     for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
-        blobs.append(spm_in_nmt_order(directory / name, pieces))
+        blobs.append(seq2seq.spm_in_nmt_order(directory / name, pieces))
     return blobs[0], blobs[1]
 
 
@@ -288,7 +284,7 @@ def marian_config(
     """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
     the config.json key, what nmt's Transformer cannot compute."""
     shared = bool(getattr(hf.config, "share_encoder_decoder_embeddings", True))
-    return seq2seq_config(
+    return seq2seq.nmt_config(
         directory,
         hf,
         langs=langs,

@@ -43,7 +43,7 @@ def spm_in_nmt_order(path: Path, pieces: list[str]) -> bytes:
     return blob
 
 
-def seq2seq_config(
+def nmt_config(
     directory: Path,
     hf,
     *,
@@ -106,7 +106,7 @@ def seq2seq_config(
     }
 
 
-def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
+def nmt_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
     """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
     the vocabulary rows put in nmt's order (nmt.interop.vocab); the output bias from
     final_logits_bias (zeros where the model has none, as M2M100)."""
