@@ -8,7 +8,8 @@ may lack it): heavy modules are imported by the stages that need them, and `Tran
 first use (module `__getattr__`, PEP 562).
 """
 
-__version__ = "0.1.0"
+from nmt.version import __version__
+
 __all__ = ["Translator", "__version__"]
 
 

@@ -56,12 +56,12 @@ from typing import Any
 import numpy as np
 import torch
 
-import nmt
 from nmt import files
 from nmt.config import ExperimentConfig, config_from_dict, load_config
 from nmt.data.tokenizer import PAD_ID, Tokenizer
 from nmt.errors import CheckpointError, NmtError, OutputError
 from nmt.model.transformer import Transformer
+from nmt.version import __version__
 
 FORMAT_VERSION = 2
 OLDEST_FORMAT_VERSION = 1
@@ -109,7 +109,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     On an OS error (a full disk, say) the temporary file is removed, a previous file at
     `path` stays as it was, and `CheckpointError` names the path and the error.
     """
-    payload = {**state, "format_version": FORMAT_VERSION, "nmt_version": nmt.__version__}
+    payload = {**state, "format_version": FORMAT_VERSION, "nmt_version": __version__}
     _check_plain_data(payload, "state")
 
     def write(tmp: Path) -> None:
@@ -258,7 +258,7 @@ def _check_format(path: Path, state: Any) -> None:
         writer = state.get("nmt_version", "unknown")
         raise CheckpointError(
             f"checkpoint {path} has format version {found!r} (written by nmt {writer}); "
-            f"this nmt ({nmt.__version__}) reads format version {FORMAT_VERSION} "
+            f"this nmt ({__version__}) reads format version {FORMAT_VERSION} "
             f"(and older ones from {OLDEST_FORMAT_VERSION})"
         )
 

@@ -119,11 +119,6 @@ def refuse_repeated_runs(run_dirs: Sequence[Path]) -> None:
             seen[key] = Path(run_dir)
 
 
-def plot_run(run_dir: Path, output: Path) -> Path:
-    """`plot_runs` of one run."""
-    return plot_runs([run_dir], output)
-
-
 def _draw_panel(ax, runs: list[RunCurves], key: str, *, by_minutes: bool) -> None:
     """Every run's `key` curve in one axes, its resumes as dotted lines of its colour."""
     values = []

@@ -3,26 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-TESTS = Path(__file__).resolve().parent
-
-
-def fixtures_of(directory: str) -> ModuleType:
-    """tests/<directory>/conftest.py as a module, to use its fixtures in another directory
-    (pytest offers a conftest's fixtures only below its own folder). Loaded once per
-    session: every user gets the same fixture functions."""
-    name = f"_conftest_of_{directory}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TESTS / directory / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 def assert_equal_tree(a, b, where: str = "state") -> None:
     """Bitwise equality of nested checkpoint data (tensors compared with torch.equal)."""

@@ -1,6 +1,9 @@
 """Shared fixtures: real Multi30k text, from the slice committed under tests/fixtures (fast
 tests: a plain clone runs them) or the full corpora in ../shared/data (tests that need them
-are skipped, with the reason, where they are absent; CI always has them)."""
+are skipped, with the reason, where they are absent; CI always has them); one intra-op thread
+for the whole session. The fixtures of tests/plugins (a tiny corpus and a tiny trained model)
+are registered here for every directory.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import traceback
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["plugins.tiny_corpus", "plugins.tiny_run"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NMT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -65,10 +70,11 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One intra-op thread for in-process model runs (what train.threads=1 sets in the CLI):
-    deterministic, and far faster than two threads when other jobs share the CPU."""
+    """One intra-op thread for every in-process model run of the session, fixtures included
+    (what train.threads=1 sets in the CLI): deterministic, and far faster than two threads
+    when other jobs share the CPU."""
     import torch
 
     before = torch.get_num_threads()

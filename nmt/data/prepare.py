@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nmt import __version__
 from nmt.config import CorpusWeight, DataConfig, ExperimentConfig
 from nmt.data.binarize import TokenArray, TokenArrayWriter, percentiles_of_counts
 from nmt.data.clean import CleanStats, FilterSettings, filter_pairs, normalize
@@ -43,6 +42,7 @@ from nmt.data.text import iter_lines, sha256_of
 from nmt.data.tokenizer import SpmSettings, Tokenizer, train_sentencepiece
 from nmt.errors import DataError, OutputError
 from nmt.files import atomic_write, os_reason, remove_stale_temporaries, temporary_name
+from nmt.version import __version__
 
 if TYPE_CHECKING:
     from nmt.data.batching import CorpusMix
@@ -68,12 +68,15 @@ def prepared_dir(cfg: ExperimentConfig) -> Path:
     return cfg.run_path / "data"
 
 
-def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
-    """Clean, train SentencePiece and binarize every split named by `cfg.data`."""
+def prepare(
+    cfg: ExperimentConfig, *, force: bool = False, reused: Tokenizer | None = None
+) -> PrepareResult:
+    """Clean, train SentencePiece and binarize every split named by `cfg.data`. `reused`: the
+    SentencePiece models of the `train.init_from` checkpoint (read by the caller), written and
+    encoded with instead of new ones: the weights only make sense with their own vocabulary."""
     d = cfg.data
     out = prepared_dir(cfg)
     raw = _raw_files(cfg)
-    reused = reused_tokenizer(cfg)
     fingerprint = _with_reused_tokenizer(_fingerprint(d, raw), reused)
     previous = _read_stats(out)
     if not force and previous.get("fingerprint") == fingerprint and _outputs_exist(out, d):
@@ -331,17 +334,6 @@ def _clean_eval(d: DataConfig, split: str, raw: tuple[Path, Path], out: Path) ->
 
 
 # --------------------------------------------------------------------------- subwords
-
-
-def reused_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
-    """The SentencePiece models of the checkpoint a run starts from (`train.init_from`),
-    which `prepare` writes and encodes with instead of training new ones: the weights only
-    make sense with the vocabulary they were trained on. None for a run from scratch."""
-    if cfg.train.init_from is None:
-        return None
-    from nmt.checkpoint import read_model_checkpoint  # imported here: it loads torch
-
-    return read_model_checkpoint(Path(cfg.train.init_from)).tokenizer
 
 
 def _with_reused_tokenizer(fingerprint: str, reused: Tokenizer | None) -> str:

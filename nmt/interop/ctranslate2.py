@@ -68,12 +68,8 @@ from nmt.decoding.engine import search_settings
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import Hypothesis, SearchSettings
 from nmt.errors import NmtError
-from nmt.interop.source import (
-    ExportSource,
-    check_export_files,
-    require_extra,
-    write_provenance,
-)
+from nmt.extras import require_extra
+from nmt.interop.source import ExportSource, check_export_files, write_provenance
 
 QUANTIZATIONS = (
     "int8",

@@ -25,7 +25,8 @@ def export_command(
     """Run one export (`to`, `quantize` and `precision` are choices the command line
     checked); returns the summary line. Every refusal comes before the (slow) checkpoint
     load: the target's options, the optional extra, OUT."""
-    from nmt.interop.source import load_source, require_extra
+    from nmt.extras import require_extra
+    from nmt.interop.source import load_source
 
     fp16 = _release_fp16(to, quantize=quantize, precision=precision)
     quantization = quantize
@@ -128,8 +129,8 @@ def _remove(path: Path) -> None:
 
 def _from_transformers(hf_dir: Path, staging: Path, quantization: str | None) -> None:
     """CTranslate2's own TransformersConverter over an `nmt export --to huggingface` dir."""
+    from nmt.extras import require_extra
     from nmt.interop.ctranslate2 import CONFIG_NAME, copy_tokenizer_files
-    from nmt.interop.source import require_extra
 
     ctranslate2 = require_extra("ctranslate2", "nmt export --to ctranslate2")
     if not (hf_dir / "config.json").is_file():

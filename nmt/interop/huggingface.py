@@ -54,8 +54,10 @@ from nmt.config import config_to_dict
 from nmt.data.prepare import splits_by_corpus
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import NmtError
+from nmt.extras import require_extra
 from nmt.interop.layout import to_transformers
-from nmt.interop.source import ExportSource, require_extra, write_provenance
+from nmt.interop.source import ExportSource, write_provenance
+from nmt.version import __version__
 
 COMMAND = "nmt export --to huggingface"
 NMT_CONFIG = "nmt_config.json"
@@ -239,8 +241,6 @@ def _vocab(processor) -> dict[str, int]:
 
 def model_card(source: ExportSource) -> str:
     """A hub-style README.md: front matter, data, config, scores, usage."""
-    import nmt
-
     cfg = source.config
     src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
     manifest = _manifest_hashes(source)
@@ -264,7 +264,7 @@ def model_card(source: ExportSource) -> str:
         "",
         f"# {cfg.name}: {src} -> {tgt}",
         "",
-        f"A Transformer trained with nmt {nmt.__version__} and exported with "
+        f"A Transformer trained with nmt {__version__} and exported with "
         f"`nmt export --to huggingface` from `{source.path.name}` "
         f"(update {checkpoint_step(source.checkpoint)}), as a `{arch}`.",
         "",

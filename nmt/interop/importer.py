@@ -31,17 +31,14 @@ start of a line) are not recognised in nmt's input.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nmt.errors import NmtError
+from nmt.interop import seq2seq
 
 COMMAND = "nmt import huggingface"
 SUPPORTED = ("marian", "pegasus", "m2m_100")
-ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
 TOKENIZER_FILES = {
     "marian": ("source.spm", "target.spm", "vocab.json"),
     "pegasus": ("source.spm", "target.spm", "vocab.json"),  # nmt's own pre-norm export
@@ -59,7 +56,7 @@ def import_command(
 ) -> str:
     """Convert `directory` into the checkpoint `out`; returns the summary line."""
     from nmt.checkpoint import save_checkpoint
-    from nmt.interop.source import require_extra
+    from nmt.extras import require_extra
 
     directory, out = Path(directory), Path(out)
     model_type = read_model_type(directory)
@@ -136,8 +133,10 @@ def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
     raw = marian_config(directory, hf, output_bias=output_bias, langs=langs, pre_norm=pre_norm)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
-    weights = marian_weights(hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias)
-    model = nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
+    weights = seq2seq.nmt_weights(
+        hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias
+    )
+    model = seq2seq.nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
     joint = src_spm == tgt_spm
     return {
         "config": config_to_dict(cfg),
@@ -155,19 +154,7 @@ def _load_marian(directory: Path):
 
     model_type = AutoConfig.from_pretrained(str(directory)).model_type
     cls = PegasusForConditionalGeneration if model_type == "pegasus" else MarianMTModel
-    return load_transformers_model(cls, directory)
-
-
-def load_transformers_model(cls, directory: Path):
-    """`cls.from_pretrained(directory)` in float32 and eval mode; a failure is one line."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # no bar for a local load into one line
-    try:
-        model = cls.from_pretrained(str(directory), dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise NmtError(f"{directory}: transformers cannot load the model ({exc})") from None
-    return model.eval()
+    return seq2seq.load_transformers_model(cls, directory)
 
 
 def _tokenizer_settings(directory: Path) -> dict[str, Any]:
@@ -279,23 +266,8 @@ def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
     have them already; one model when both sides' rewritten models are the same bytes)."""
     blobs = []
     for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
-        blobs.append(spm_in_nmt_order(directory / name, pieces))
+        blobs.append(seq2seq.spm_in_nmt_order(directory / name, pieces))
     return blobs[0], blobs[1]
-
-
-def spm_in_nmt_order(path: Path, pieces: list[str]) -> bytes:
-    """The SentencePiece model at `path` with piece i = pieces[i] (nmt.interop.vocab)."""
-    from nmt.interop.vocab import reordered_spm, spm_ids_match
-
-    blob = path.read_bytes()
-    try:
-        if not spm_ids_match(blob, pieces):
-            blob = reordered_spm(blob, pieces, where=str(path))
-    except NmtError:
-        raise
-    except Exception as exc:  # sentencepiece's RuntimeError, protobuf's DecodeError
-        raise NmtError(f"{path}: not a SentencePiece model ({exc})") from None
-    return blob
 
 
 def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | None):
@@ -312,7 +284,7 @@ def marian_config(
     """The nmt config (as a dict for `config_from_dict`) of a Marian model; refuses, naming
     the config.json key, what nmt's Transformer cannot compute."""
     shared = bool(getattr(hf.config, "share_encoder_decoder_embeddings", True))
-    return seq2seq_config(
+    return seq2seq.nmt_config(
         directory,
         hf,
         langs=langs,
@@ -321,105 +293,3 @@ def marian_config(
         reserved_positions=2,  # BOS-or-start and EOS
         model={"output_bias": output_bias},
     )
-
-
-def seq2seq_config(
-    directory: Path,
-    hf,
-    *,
-    langs: tuple[str, str],
-    shared: bool,
-    pre_norm: bool,
-    reserved_positions: int,
-    model: dict[str, Any],
-) -> dict:
-    """The nmt config (a dict for `config_from_dict`) of a transformers encoder-decoder of the
-    BART family (Marian, Pegasus, M2M100: the same config.json keys), with the layout's own
-    `model` keys added; refuses, naming the config.json key, what nmt's Transformer cannot
-    compute. `reserved_positions`: decoder positions the layout's special tokens take."""
-    c = hf.config
-    refusals = []
-    if not c.scale_embedding:
-        refusals.append("scale_embedding is false (nmt always scales embeddings by sqrt(D))")
-    if c.encoder_attention_heads != c.decoder_attention_heads:
-        refusals.append("encoder_attention_heads != decoder_attention_heads")
-    if c.encoder_ffn_dim != c.decoder_ffn_dim:
-        refusals.append("encoder_ffn_dim != decoder_ffn_dim")
-    if c.activation_function not in ACTIVATIONS:
-        refusals.append(
-            f"activation_function {c.activation_function!r} (allowed: {', '.join(ACTIVATIONS)})"
-        )
-    if refusals:
-        raise NmtError(f"{directory / 'config.json'}: nmt cannot represent " + "; ".join(refusals))
-    max_positions = c.max_position_embeddings
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).lstrip("._-")[:64]
-    beams = getattr(hf.generation_config, "num_beams", None) or 5
-    return {
-        "name": name or "imported",
-        "data": {
-            "src_lang": langs[0],
-            "tgt_lang": langs[1],
-            "joint_vocab": shared,
-            "vocab_size": c.vocab_size,
-            "max_tokens_per_sentence": min(250, max_positions - reserved_positions),
-        },
-        "model": {
-            "d_model": c.d_model,
-            "heads": c.encoder_attention_heads,
-            "encoder_layers": c.encoder_layers,
-            "decoder_layers": c.decoder_layers,
-            "ffn_dim": c.encoder_ffn_dim,
-            "dropout": c.dropout,
-            "attention_dropout": c.attention_dropout,
-            "activation_dropout": c.activation_dropout,
-            "activation": ACTIVATIONS[c.activation_function],
-            "norm": "pre" if pre_norm else "post",
-            "share_embeddings": shared,
-            "tie_output": bool(getattr(c, "tie_word_embeddings", True)),
-            "max_positions": max_positions,
-            **model,
-        },
-        "decode": {
-            "beam_size": beams,
-            "max_input_tokens": min(1000, max_positions - reserved_positions),
-        },
-    }
-
-
-def marian_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
-    """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
-    the vocabulary rows put in nmt's order (nmt.interop.vocab); the output bias from
-    final_logits_bias (zeros where the model has none, as M2M100)."""
-    from nmt.interop.layout import from_transformers
-    from nmt.interop.vocab import BOS_MARGIN
-
-    if "lm_head.weight" not in hf_state:  # tied and not saved under its own name
-        hf_state["lm_head.weight"] = hf_state["model.decoder.embed_tokens.weight"]
-    weights = from_transformers(hf_state, cfg=model_cfg)
-    src_rows, tgt_rows = torch.tensor(src_order.rows), torch.tensor(tgt_order.rows)
-    weights["src_embed.tokens.weight"] = weights["src_embed.tokens.weight"][src_rows]
-    weights["tgt_embed.tokens.weight"] = weights["tgt_embed.tokens.weight"][tgt_rows]
-    weights["output.weight"] = weights["output.weight"][tgt_rows]
-    if output_bias:
-        hf_bias = hf_state.get("final_logits_bias", torch.zeros(1, len(tgt_order.rows)))[0]
-        bias = hf_bias[tgt_rows].clone()
-        if tgt_order.copied_bos:  # a copy of the start row, kept out of the softmax (vocab.py)
-            from nmt.data.tokenizer import BOS_ID
-
-            bias[BOS_ID] -= BOS_MARGIN
-        if tgt_order.aliases:  # copies of UNK's row, the same
-            bias[-tgt_order.aliases :] -= BOS_MARGIN
-        weights["output.bias"] = bias
-    return weights
-
-
-def nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
-    """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
-    from nmt.data.tokenizer import PAD_ID
-    from nmt.model.transformer import Transformer
-
-    model = Transformer(
-        cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD_ID
-    )
-    model.load_state_dict(weights, strict=True)
-    return model.eval()

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmt.errors import NmtError
+from nmt.interop import seq2seq
 
 SPM_FILE = "sentencepiece.bpe.model"
 
@@ -35,12 +36,6 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
 
     from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
     from nmt.config import config_from_dict, config_to_dict
-    from nmt.interop.importer import (
-        load_transformers_model,
-        marian_weights,
-        nmt_model,
-        spm_in_nmt_order,
-    )
     from nmt.interop.vocab import import_order, lost_pieces, with_aliases
 
     if not src_lang or not tgt_lang:
@@ -49,7 +44,7 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
             "pair with --src-lang and --tgt-lang (e.g. --src-lang de --tgt-lang en)"
         )
     tokenizer = _tokenizer(directory)
-    hf = load_transformers_model(M2M100ForConditionalGeneration, directory)
+    hf = seq2seq.load_transformers_model(M2M100ForConditionalGeneration, directory)
     vocab = _full_vocab(tokenizer, hf.config.vocab_size, directory)
     order = import_order(
         vocab,
@@ -64,12 +59,14 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     order = with_aliases(order, lost)
     prefixes = [_language_id(vocab, lang, order.rows, option) for lang, option in
                 ((src_lang, "--src-lang"), (tgt_lang, "--tgt-lang"))]  # fmt: skip
-    blob = spm_in_nmt_order(directory / SPM_FILE, order.pieces)
+    blob = seq2seq.spm_in_nmt_order(directory / SPM_FILE, order.pieces)
     raw = m2m100_config(directory, hf, langs=(src_lang, tgt_lang), prefixes=prefixes)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
     hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
-    weights = marian_weights(hf_state, cfg.model, order, order, output_bias=cfg.model.output_bias)
-    model = nmt_model(cfg, len(order.rows), len(order.rows), weights)
+    weights = seq2seq.nmt_weights(
+        hf_state, cfg.model, order, order, output_bias=cfg.model.output_bias
+    )
+    model = seq2seq.nmt_model(cfg, len(order.rows), len(order.rows), weights)
     return {
         "config": config_to_dict(cfg),
         "spm": {"src": bytes_to_tensor(blob), "tgt": bytes_to_tensor(blob)},
@@ -120,9 +117,7 @@ def _language_id(vocab: dict[str, int], lang: str, rows: list[int], option: str)
 def m2m100_config(directory: Path, hf, *, langs, prefixes) -> dict:
     """The nmt config (a dict for `config_from_dict`); refuses, naming the config.json key,
     what nmt's Transformer cannot compute."""
-    from nmt.interop.importer import seq2seq_config
-
-    return seq2seq_config(
+    return seq2seq.nmt_config(
         directory,
         hf,
         langs=langs,

@@ -1,5 +1,4 @@
-"""What every export reads: the model, tokenizer and config of an nmt checkpoint; and the
-optional extras, imported only when asked for.
+"""What every export reads: the model, tokenizer and config of an nmt checkpoint.
 
 Checkpoint loading goes through `load_source` alone, which reads the file once through
 nmt/checkpoint.py (schema-checked, as decoding reads it).
@@ -15,7 +14,6 @@ from nmt.checkpoint import PROVENANCE_NAME
 from nmt.config import ExperimentConfig
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import NmtError
-from nmt.extras import EXTRAS, require_extra  # noqa: F401 (their old home; exports import them)
 from nmt.model.transformer import Transformer
 
 

@@ -16,6 +16,8 @@ from nmt.pipeline.evaluate import Scored, evaluate_test_splits, log
 if TYPE_CHECKING:
     import torch
 
+    from nmt.data.tokenizer import Tokenizer
+
 
 def ensure_downloaded(cfg: ExperimentConfig) -> None:
     """Fetch the corpus splits the config names (of every corpus of data.corpora too) unless
@@ -39,6 +41,16 @@ def ensure_downloaded(cfg: ExperimentConfig) -> None:
                 data_dir=d.data_dir,
                 mirror=d.mirror,
             )
+
+
+def init_from_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
+    """The SentencePiece models of the checkpoint a run starts from (`train.init_from`),
+    which `prepare` reuses; None for a run from scratch."""
+    if cfg.train.init_from is None:
+        return None
+    from nmt.checkpoint import read_model_checkpoint  # imported here: it loads torch
+
+    return read_model_checkpoint(Path(cfg.train.init_from)).tokenizer
 
 
 def check_scoring(cfg: ExperimentConfig, *, evaluate_at_end: bool) -> None:
@@ -92,7 +104,7 @@ def prepare_command(cfg: ExperimentConfig, *, force: bool) -> None:
     from nmt.report import print_prepare_summary
 
     with run_lock(cfg.run_path, command=command_line()):
-        result = prepare(cfg, force=force)
+        result = prepare(cfg, force=force, reused=init_from_tokenizer(cfg))
         if result.orphaned_checkpoints:
             log(
                 f"warning: replaced the prepared data of {cfg.run_path}: the run must restart; "
@@ -137,7 +149,7 @@ def run_command(cfg: ExperimentConfig) -> list[Scored]:
     check_extras(cfg)  # refused now, not after downloading and preparing
     with run_lock(cfg.run_path, command=command_line()):
         ensure_downloaded(cfg)
-        print_prepare_summary(prepare(cfg))
+        print_prepare_summary(prepare(cfg, reused=init_from_tokenizer(cfg)))
         if not existing_checkpoints(cfg):  # else the trainer writes it once resume is checked
             write_resolved_config(cfg)
         t = cfg.train

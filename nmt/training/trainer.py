@@ -564,7 +564,3 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-
-
-def train(cfg: ExperimentConfig, runtime: Runtime) -> TrainResult:
-    return Trainer(cfg, runtime).fit()

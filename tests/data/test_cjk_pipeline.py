@@ -102,7 +102,7 @@ def coverage_of(model: Path) -> float:
 
 
 @pytest.mark.parametrize(("src", "tgt", "tok"), [("zh", "en", "13a"), ("en", "zh", "zh")])
-def test_tiny_model_trains_translates_and_scores_chinese(registered, src, tgt, tok, one_thread):
+def test_tiny_model_trains_translates_and_scores_chinese(registered, src, tgt, tok):
     from nmt.decoding.engine import Engine
 
     result = run_process("run", write_config(registered, src, tgt), cwd=registered)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 from _cli import assert_clean_failure, run_process
-from _shared import assert_equal_tree, fixtures_of
+from _shared import assert_equal_tree
+from plugins.tiny_corpus import BASE_OVERRIDES
 
 from nmt import __version__
 from nmt.checkpoint import load_checkpoint
@@ -45,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 CPU = Runtime(torch.device("cpu"), "fp32")
 MIX = "data.corpora=[{name: multi30k, weight: 1}, {name: mydomain, weight: 2.5}]"
-BASE = fixtures_of("training").BASE_OVERRIDES  # tiny, CPU-only, single-threaded
+BASE = BASE_OVERRIDES  # tiny, CPU-only, single-threaded
 
 
 def lines_of(path: Path, start: int, n: int) -> str:
@@ -245,7 +246,7 @@ def train(corpora, prepared: Path, run: Path, *extra: str) -> Trainer:
     return trainer
 
 
-def test_each_epoch_draws_the_corpora_by_weight(corpora, prepared, tmp_path, one_thread):
+def test_each_epoch_draws_the_corpora_by_weight(corpora, prepared, tmp_path):
     """Over an epoch the trainer's batches hold corpus k's pairs floor(w) times each plus
     round(frac(w) n) more: exact counts, so the shares are the weights' within rounding."""
     trainer = Trainer(corpora.config(prepared, MIX), CPU, log=lambda message: None)
@@ -260,7 +261,7 @@ def test_each_epoch_draws_the_corpora_by_weight(corpora, prepared, tmp_path, one
     assert not np.array_equal(np.sort(first), np.sort(second))  # another half drawn
 
 
-def test_resumed_mid_epoch_equals_uninterrupted(corpora, prepared, tmp_path, one_thread):
+def test_resumed_mid_epoch_equals_uninterrupted(corpora, prepared, tmp_path):
     resume = ("model.dropout=0.1", "train.update_freq=2", "train.save_every=1")
     reference = train(corpora, prepared, tmp_path / "reference", *resume, "train.max_updates=18")
     per_epoch = -(-len(reference._epoch_batches(0)) // 2)

@@ -1,7 +1,7 @@
 """Helpers of the training and checkpoint fault tests: `nmt` in a subprocess, with a fault.
 
 Every run is a separate `nmt` process, forked by `_killer.py --serve` (which imported torch
-once) with at most one injected fault, on the tiny corpus of tests/training/conftest.py:
+once) with at most one injected fault, on the tiny corpus of tests/plugins/tiny_corpus.py:
 tiny model, CPU, one thread, fp32, so the same command gives the same bits every time.
 `fresh_nmt` runs the plain entry point instead (`python -m nmt.cli`), seconds slower.
 """
@@ -21,7 +21,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from _shared import assert_equal_tree, fixtures_of
+from _shared import assert_equal_tree
 
 KILLER = Path(__file__).resolve().with_name("_killer.py")
 HARD_TIMEOUT = 120  # seconds for one run: a hang fails the test instead of blocking it
@@ -42,9 +42,6 @@ FAULT_RUN = (
 EXACT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
 PROGRESS_KEYS = ("step", "epoch", "position", "best_score", "bad_validations")
 LOGGED_KEYS = ("kind", "step", "epoch", "loss", "nll", "ppl", "lr", "grad_norm", "padding")
-
-
-training_fixtures = fixtures_of("training")
 
 
 class ForkServer:

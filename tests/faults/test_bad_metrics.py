@@ -14,11 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-from _trainkit import nmt, train_args, training_fixtures
+from _trainkit import nmt, train_args
 
 from nmt.training.metrics import MetricsLog, read_metrics
-
-tiny_corpus = training_fixtures.tiny_corpus
 
 GOOD = [
     {"kind": "train", "time": 1.0, "step": 1, "loss": 9.1, "ppl": 800.0, "elapsed_s": 1.5},

@@ -28,7 +28,6 @@ from _trainkit import (
     leftovers,
     nmt,
     train_args,
-    training_fixtures,
     visible_checkpoints,
 )
 
@@ -42,8 +41,6 @@ from nmt.checkpoint import (
 )
 from nmt.errors import CheckpointError
 from nmt.training.checkpoints import CheckpointManager, average_checkpoints
-
-tiny_corpus = training_fixtures.tiny_corpus
 
 
 class Exploit:

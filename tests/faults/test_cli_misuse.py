@@ -24,7 +24,7 @@ TINY_YAML = REPO / "configs" / "tiny.yaml"
 
 
 @pytest.fixture
-def nmt(in_tmp, one_thread, cli_inline):
+def nmt(in_tmp, cli_inline):
     """`nmt(*args)`: the CLI in this process (`cli_inline`), cwd = the test's empty tmp dir."""
     return cli_inline
 
@@ -190,7 +190,7 @@ def checkpoint(tmp_path_factory, corpus_slice) -> Path:
     from nmt.config import load_config
     from nmt.data.download import register_files
     from nmt.data.prepare import prepare
-    from nmt.runtime import setup_runtime
+    from nmt.runtime import Runtime
     from nmt.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("model")
@@ -213,12 +213,7 @@ def checkpoint(tmp_path_factory, corpus_slice) -> Path:
         ],
     )
     prepare(cfg)
-    threads = torch.get_num_threads()
-    try:
-        runtime = setup_runtime(device="cpu", precision="fp32", threads=1)
-        Trainer(cfg, runtime, log=lambda message: None).fit()
-    finally:
-        torch.set_num_threads(threads)
+    Trainer(cfg, Runtime(torch.device("cpu"), "fp32"), log=lambda message: None).fit()
     return root / "run" / "checkpoints" / "last.pt"
 
 

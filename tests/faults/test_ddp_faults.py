@@ -20,13 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared import fixtures_of
 
 HARD_TIMEOUT = 120  # seconds for a whole launch, start-up included: a hang fails the test
 PROMPT = 30  # seconds from the fault to the survivor's exit that count as "no hang"
 
-
-tiny_corpus = fixtures_of("training").tiny_corpus
 
 # `RANK` and `SIGNAL` are filled in. After update 2 that rank writes the time, then sends
 # itself the signal: SIGKILL gives no handler, no cleanup and no goodbye to the peer.

@@ -1,6 +1,6 @@
 """Interleavings: two writers at once, closed pipes and streams, symlinks, killed stages.
 
-Every process is a real `nmt` process on the tiny corpus of tests/training/conftest.py.
+Every process is a real `nmt` process on the tiny corpus of tests/plugins/tiny_corpus.py.
 One training run is shared by the module: while it runs, a second `nmt train` of the same
 run directory must be refused; its checkpoint then serves the translate tests.
 """
@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _trainkit import assert_clean_failure, fork_server, nmt, train_args, training_fixtures
+from _trainkit import assert_clean_failure, fork_server, nmt, train_args
 
 from nmt.checkpoint import load_checkpoint
-
-tiny_corpus = training_fixtures.tiny_corpus
 
 pytestmark = pytest.mark.slow
 

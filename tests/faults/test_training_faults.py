@@ -27,13 +27,10 @@ from _trainkit import (
     logged,
     nmt,
     train_args,
-    training_fixtures,
     visible_checkpoints,
 )
 
 from nmt.checkpoint import load_checkpoint
-
-tiny_corpus = training_fixtures.tiny_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -22,15 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared import fixtures_of
 
 HARD_TIMEOUT = 60  # seconds for any one step of a test: a hang fails instead of blocking CI
 
-
-_decoding = fixtures_of("decoding")
-tiny_corpus = fixtures_of("training").tiny_corpus
-nmt_inline = _decoding.nmt_inline
-assert_clean_failure = _decoding.assert_clean_failure
 
 LINES = 400  # input lines of the interrupted runs, written 3 lines at a time
 # Greedy search, outputs of at most 12 pieces: translating is cheap, and the runs that are
@@ -48,12 +42,7 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
 
     run = tiny_corpus.new_run(tmp_path_factory.mktemp("one_update"))
     cfg = tiny_corpus.config(run, "train.max_updates=1", *DECODE)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Trainer(cfg, Runtime(torch.device("cpu"), "fp32"), log=lambda message: None).fit()
-    finally:
-        torch.set_num_threads(threads)
+    Trainer(cfg, Runtime(torch.device("cpu"), "fp32"), log=lambda message: None).fit()
     return run / "checkpoints" / "last.pt"
 
 

@@ -96,7 +96,6 @@ def built(request, tmp_path_factory, spm_models, test_sentences) -> Built:
         hf_dir = root / "hf"
         hf_dir.mkdir()
         export_huggingface(source, hf_dir)
-    torch.set_num_threads(1)
     src_ids = source.tokenizer.encode_src(test_sentences)
     nmt = {}
     for beam in BEAMS:

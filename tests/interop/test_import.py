@@ -68,7 +68,6 @@ def searched(imported, sentences):
     the premise of the comparisons is checked: no search reached the length limit (where
     generate() cuts a hypothesis and nmt ends it with EOS, see test_equivalence), which the
     models of _marian.py ensure by making EOS more likely the longer a hypothesis gets."""
-    torch.set_num_threads(1)
     translator = Engine.from_checkpoint(imported[1], DecodeOptions(max_len_a=0, max_len_b=MAX_NEW))
     best = {}
     for beam in BEAMS:

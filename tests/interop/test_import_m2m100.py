@@ -63,7 +63,6 @@ def searched(m2m, sentences) -> dict:
     the comparisons is checked: no search reached the length limit (_marian.py makes EOS
     more likely the longer a hypothesis gets; test_import.searched says why it matters)."""
     translator = m2m[3]
-    torch.set_num_threads(1)
     best = {}
     for beam in BEAMS:
         nbest = translator.with_options(DecodeOptions(beam_size=beam, n_best=beam)).translate(

@@ -56,9 +56,3 @@ def make_model():
 def make_batch():
     """random_batch as a fixture: make_batch(src_lengths=[5, 3], tgt_len=4)."""
     return random_batch
-
-
-@pytest.fixture(autouse=True)
-def _tiny_models_use_one_thread(one_thread):
-    """These models are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy machine waiting for it makes the tests several times slower."""

@@ -9,9 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _shared import fixtures_of
-
-tiny_run = fixtures_of("decoding").tiny_run
 
 # Short outputs (a half-trained model rarely ends a sentence): decoding stays quick.
 SHORT_OUTPUTS = {"max_len_a": 0.5, "max_len_b": 2}

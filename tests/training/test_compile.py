@@ -21,7 +21,7 @@ def trained(tiny_corpus, run_dir, *extra) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_compiled_training_on_the_cpu_matches_eager(tiny_corpus, tmp_path, one_thread):
+def test_compiled_training_on_the_cpu_matches_eager(tiny_corpus, tmp_path):
     from nmt.checkpoint import load_checkpoint
 
     eager = trained(tiny_corpus, tmp_path / "eager")

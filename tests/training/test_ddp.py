@@ -74,7 +74,6 @@ def run_torchrun(args: list[str], *, cwd: Path, timeout: float) -> subprocess.Co
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_equal_one_process_accumulating_two_batches(tiny_corpus, tmp_path):
     assert tiny_corpus.num_batches() >= 2 * UPDATES  # all updates inside epoch 0
     ddp = tiny_corpus.new_run(tmp_path / "ddp")

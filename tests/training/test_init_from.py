@@ -1,6 +1,6 @@
 """Starting a new run from a trained model (`train.init_from`, `--init-from`): fine-tuning.
 
-The source model is the session's 3-update tiny run (tests/training/conftest.py); the new
+The source model is the session's 3-update tiny run (tests/plugins/tiny_corpus.py); the new
 runs either reuse its prepared corpus or a second corpus of other Multi30k lines, registered
 as user data, as a fine-tuning corpus would be.
 """
@@ -21,11 +21,10 @@ from nmt.data.prepare import load_prepared, prepare, prepared_dir
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import ConfigError, TrainingError
 from nmt.evaluation.results import identify_checkpoint
+from nmt.pipeline.run import init_from_tokenizer
 from nmt.runtime import Runtime
 from nmt.training.checkpoints import average_checkpoints
 from nmt.training.trainer import Trainer
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = Runtime(torch.device("cpu"), "fp32")
 QUIET = {"log": lambda message: None}
@@ -175,7 +174,7 @@ def test_prepare_writes_the_checkpoints_sentencepiece_model(
 ):
     source = source_checkpoint(trained_run)
     cfg = second_config(tiny_corpus, second_corpus, tmp_path / "ft", f"train.init_from={source}")
-    result = prepare(cfg)
+    result = prepare(cfg, reused=init_from_tokenizer(cfg))
     written = prepared_dir(cfg) / "spm.model"  # the source's vocabulary is joint
     assert written.read_bytes() == (trained_run / "data" / "spm.model").read_bytes()
     assert sorted(p.name for p in prepared_dir(cfg).glob("spm*")) == ["spm.model"]

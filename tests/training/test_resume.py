@@ -27,8 +27,6 @@ from nmt.training.resume import (
 )
 from nmt.training.trainer import Trainer, TrainResult
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 CPU = Runtime(torch.device("cpu"), "fp32")
 
 

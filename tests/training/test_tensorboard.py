@@ -21,11 +21,6 @@ CPU = Runtime(torch.device("cpu"), "fp32")
 TENSORBOARD = ("train.tensorboard=true", "train.save_every=2", "train.keep_last=5")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Single-threaded runs: deterministic, and fast on a shared CPU."""
-
-
 def fit(tiny_corpus, run: Path, *overrides: str) -> None:
     Trainer(tiny_corpus.config(run, *TENSORBOARD, *overrides), CPU, log=lambda m: None).fit()
 

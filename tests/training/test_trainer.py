@@ -39,8 +39,6 @@ from nmt.training.schedule import inverse_sqrt_multiplier
 from nmt.training.trainer import Trainer, TrainingInterrupted, TrainResult
 from nmt.training.validation import dev_loss
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 CPU = Runtime(torch.device("cpu"), "fp32")
 
 # Dropout on (so the RNG state must be restored), gradient accumulation, a warmup that ends
@@ -166,16 +164,11 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(tiny_corpus, tmp_path_factory) -> Reference:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        batches = tiny_corpus.num_batches()
-        per_epoch = math.ceil(batches / 2)
-        max_updates = 2 * (per_epoch + 2)  # covers every case of test_resumed_training...
-        run = tiny_corpus.new_run(tmp_path_factory.mktemp("reference"))
-        fit(tiny_corpus.config(run, *RESUME, f"train.max_updates={max_updates}"))
-    finally:
-        torch.set_num_threads(threads)
+    batches = tiny_corpus.num_batches()
+    per_epoch = math.ceil(batches / 2)
+    max_updates = 2 * (per_epoch + 2)  # covers every case of test_resumed_training...
+    run = tiny_corpus.new_run(tmp_path_factory.mktemp("reference"))
+    fit(tiny_corpus.config(run, *RESUME, f"train.max_updates={max_updates}"))
     return Reference(run, batches, per_epoch, max_updates)
 
 

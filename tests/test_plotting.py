@@ -8,11 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _shared import fixtures_of
 
 from nmt.plotting import legend_names, run_curves
-
-tiny_corpus = fixtures_of("training").tiny_corpus
 
 
 def write_run(run: Path, records: list[dict]) -> Path:
@@ -61,7 +58,7 @@ def test_legend_names_are_the_directories_unless_two_share_one():
     assert legend_names([Path("a/tiny"), Path("b/tiny")]) == ["a/tiny", "b/tiny"]
 
 
-def test_a_real_resumed_run_is_marked_where_it_resumed(tiny_corpus, tmp_path, one_thread):
+def test_a_real_resumed_run_is_marked_where_it_resumed(tiny_corpus, tmp_path):
     """`nmt train` to update 2, then on to 4: the log marks the resume at 2, and the plot's
     loss series has every update once."""
     import torch

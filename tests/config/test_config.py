@@ -16,7 +16,7 @@ from nmt.config import (
 )
 from nmt.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def problems_of(raw: dict, overrides: dict | None = None) -> list[str]:

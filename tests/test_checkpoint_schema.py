@@ -29,8 +29,6 @@ from nmt.checkpoint import (
 from nmt.data.tokenizer import SpmSettings, train_sentencepiece
 from nmt.errors import CheckpointError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 INPUT = "Ein Mann fährt Fahrrad.\nZwei Hunde spielen im Schnee.\n"
 
 
