@@ -327,10 +327,6 @@ PrecisionOption = Annotated[
 BeamSizeOption = Annotated[
     int | None, typer.Option(help="Beam size (default: the model's decode.beam_size).")
 ]
-NBestOption = Annotated[
-    int | None,
-    typer.Option(help="Hypotheses per line, at most the beam size (default: 1)."),
-]
 LengthPenaltyOption = Annotated[
     float | None,
     typer.Option(help="alpha in score / length**alpha (default: the model's decode setting)."),
@@ -375,28 +371,16 @@ PrefixFileOption = Annotated[
         "starts with its prefix and search continues from there."
     ),
 ]
-DECODE_OPTION_NAMES = (
-    "beam_size",
-    "n_best",
-    "length_penalty",
-    "min_len",
-    "max_len_a",
-    "max_len_b",
-    "batch_tokens",
-    "quantize",
-    "precision",
-    "sampling",
-    "temperature",
-    "seed",
-    "device",
-)
 
 
 def decode_options(arguments: dict):
     """The DecodeOptions of a command's arguments (its `locals()`), checked once, here."""
+    import dataclasses
+
     from nmt.decoding.options import DecodeOptions
 
-    values = {k: arguments[k] for k in DECODE_OPTION_NAMES if k in arguments}
+    names = [f.name for f in dataclasses.fields(DecodeOptions) if f.name != "spelling"]
+    values = {k: arguments[k] for k in names if k in arguments}
     values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
     return DecodeOptions.from_cli(**values)
 

@@ -21,33 +21,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nmt.config import DEVICE, DecodeConfig, decode_option_problems, decode_problems
-from nmt.decoding.sampling import Sampling
 from nmt.errors import NmtError
 
 Spelling = Literal["cli", "api"]
 
-# The options that are settings of the config's decode section (the others are not stored
-# in a checkpoint: the device, and how sampling draws).
-DECODE_FIELDS = (
-    "beam_size",
-    "n_best",
-    "length_penalty",
-    "min_len",
-    "max_len_a",
-    "max_len_b",
-    "batch_tokens",
-    "quantize",
-    "precision",
-)
-# What changes the search itself (a server batches requests that agree on these).
-SEARCH_FIELDS = (
-    "beam_size",
-    "n_best",
-    "length_penalty",
-    "min_len",
-    "max_len_a",
-    "max_len_b",
-)
+# What changes the search itself (the native HTTP API's options), then the options that are
+# settings of the config's decode section too (not the device, nor how sampling draws).
+SEARCH_FIELDS = ("beam_size", "n_best", "length_penalty", "min_len", "max_len_a", "max_len_b")
+DECODE_FIELDS = (*SEARCH_FIELDS, "batch_tokens", "quantize", "precision")
 SAMPLING_SYNTAX = "topk:K (K >= 1), topp:P (0 < P <= 1) or random"
 SEED_LIMIT = 2**63
 
@@ -99,10 +80,6 @@ class DecodeOptions:
             values.pop("device")
         return {name: value for name, value in values.items() if value is not None}
 
-    def search_key(self) -> tuple:
-        """What a search depends on, for grouping requests that can share one batch."""
-        return tuple(getattr(self, name) for name in SEARCH_FIELDS)
-
     # ------------------------------------------------------------------ validation
 
     def _field_problems(self) -> list[str]:
@@ -149,8 +126,11 @@ class DecodeOptions:
 
     # ------------------------------------------------------------------ use
 
-    def sampling_policy(self) -> Sampling | None:
-        """The sampling step policy these options ask for (None: search)."""
+    def sampling_policy(self):
+        """The sampling step policy these options ask for (`nmt.decoding.sampling.Sampling`;
+        None: search). Imported here: it needs torch, the options do not."""
+        from nmt.decoding.sampling import Sampling
+
         if self.sampling is None:
             return None
         kind, values = _parse_sampling_kind(self.sampling)

@@ -53,7 +53,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from nmt.config import ExperimentConfig, config_from_dict
+from nmt.config import CTranslate2Quantize, ExperimentConfig, choices, config_from_dict
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from nmt.decoding.backend import (
@@ -71,16 +71,6 @@ from nmt.errors import NmtError
 from nmt.extras import require_extra
 from nmt.interop.source import ExportSource, check_export_files, write_provenance
 
-QUANTIZATIONS = (
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
 CONFIG_NAME = "nmt_config.json"  # the resolved nmt config, for decoding settings and data
 SPM_NAMES = ("source.spm", "target.spm")
 COMMAND = "nmt export --to ctranslate2"
@@ -92,8 +82,9 @@ COMMAND = "nmt export --to ctranslate2"
 def export_ctranslate2(source: ExportSource, out_dir: Path, *, quantization: str | None) -> None:
     """Write a CTranslate2 model directory for `source` into `out_dir` (which must not exist)."""
     ctranslate2 = require_extra("ctranslate2", COMMAND)
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise NmtError(f"--quantization {quantization}: expected one of {', '.join(QUANTIZATIONS)}")
+    allowed = choices(CTranslate2Quantize)
+    if quantization is not None and quantization not in allowed:
+        raise NmtError(f"--quantize {quantization}: expected one of {', '.join(allowed)}")
 
     class NmtConverter(ctranslate2.converters.Converter):
         def _load(self):

@@ -286,11 +286,13 @@ def test_nmt_serve_decodes_a_ctranslate2_directory_as_the_checkpoint(
     """nmt serve's model loader takes an export directory: the same translations as the
     checkpoint it came from, also with a request's own search settings."""
     pytest.importorskip("fastapi", reason="nmt serve needs the serve extra")
-    from nmt.serve.model import load_served_model
+    from nmt.backends import load_backend
+    from nmt.serve.model import ServedModel
 
     lines = test_sentences[:8]
-    served = load_served_model(exported["ct2"], device="cpu")
-    native = load_served_model(models["pre"], device="cpu")
+    cpu = DecodeOptions(device="cpu")
+    served = ServedModel(load_backend(exported["ct2"], cpu), name="ct2")
+    native = ServedModel(load_backend(models["pre"], cpu), name="pre.pt")
     for options in (DecodeOptions(), DecodeOptions(beam_size=2)):
         ours, theirs = (m.translate(lines, options) for m in (served, native))
         assert [r.texts for r in ours] == [r.texts for r in theirs]

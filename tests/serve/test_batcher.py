@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from nmt.backends import load_backend
 from nmt.decoding.options import DecodeOptions
 from nmt.serve.batcher import Batcher
-from nmt.serve.model import ServedModel, load_served_model
+from nmt.serve.model import ServedModel
 
 LINES = [
     "Ein Hund rennt über die Wiese.",
@@ -29,7 +30,9 @@ def model(serve_checkpoint: Path) -> ServedModel:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield load_served_model(serve_checkpoint, device="cpu")
+    yield ServedModel(
+        load_backend(serve_checkpoint, DecodeOptions(device="cpu")), name=serve_checkpoint.name
+    )
     torch.set_num_threads(threads)
 
 
