@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from nmt.config import BleuTokenize, CTranslate2Quantize, choice_enum
+from nmt.config import BleuTokenize, CTranslate2Quantize, choice_enum, choices
 from nmt.config import ExportTarget as ExportTargetName
 from nmt.config import Precision as PrecisionName
 from nmt.config import Quantize as QuantizeName
@@ -598,7 +598,11 @@ def export(
     to: Annotated[ExportTarget, typer.Option(help="What to write.")],
     quantize: Annotated[
         ExportQuantize | None,
-        typer.Option(help="--to ctranslate2: the weights' type (default: as saved)."),
+        typer.Option(
+            metavar="TYPE",
+            help="--to ctranslate2: the weights' type, "
+            f"{', '.join(choices(CTranslate2Quantize))} (default: as saved).",
+        ),
     ] = None,
     precision: Annotated[
         Precision | None,

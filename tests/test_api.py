@@ -26,7 +26,7 @@ def test_one_string_gives_one_string(translator):
     assert isinstance(expected, str) and len(expected.split()) > 1
 
 
-def test_a_list_gives_a_list_in_order(translator, one_thread):
+def test_a_list_gives_a_list_in_order(translator):
     assert translator.translate(SOURCES) == translator.engine.translate(SOURCES).best
     assert translator.translate(SOURCES)[1] == ""
     assert translator.translate([]) == []

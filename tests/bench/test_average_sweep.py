@@ -14,7 +14,7 @@ import sacrebleu
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_choice_is_made_on_dev_and_only_it_and_best_are_tested(tiny_run, tmp_path, one_thread):
+def test_the_choice_is_made_on_dev_and_only_it_and_best_are_tested(tiny_run, tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     import average_sweep
 

@@ -16,8 +16,6 @@ from nmt.decoding.engine import Engine
 from nmt.decoding.options import DecodeOptions
 from tests._cli import assert_clean_failure
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_a_hand_written_attention_gives_its_argmax_pairs():
     # 3 target pieces (+ EOS row) over 2 source pieces (+ EOS column, + one PAD column).

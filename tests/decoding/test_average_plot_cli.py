@@ -9,8 +9,6 @@ from nmt.checkpoint import load_checkpoint
 from nmt.decoding.engine import Engine
 from nmt.training.checkpoints import average_checkpoints
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LINES = ["Ein Mann fährt Fahrrad.", "", "Zwei Hunde spielen im Schnee."]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from nmt.decoding.ensemble import Ensemble
 from nmt.decoding.options import DecodeOptions
@@ -72,7 +71,6 @@ def test_real_ensemble_of_copies_translates_like_the_model(tiny_run, tmp_path):
 
     from nmt.decoding.engine import Engine
 
-    torch.set_num_threads(1)
     lines = tiny_run.raw("val", "de").read_text(encoding="utf-8").splitlines()[:6] + [""]
     one = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu")).translate(lines)
     steps = tiny_run.step_checkpoints

@@ -19,10 +19,9 @@ from nmt.decoding.packing import PackedLinear, pack_linears
 from nmt.decoding.search import SearchSettings, beam_search
 from nmt.model.layers import FeedForward
 
-pytestmark = [
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.skipif(not packing.packing_available(), reason="torch built without oneDNN"),
-]
+pytestmark = pytest.mark.skipif(
+    not packing.packing_available(), reason="torch built without oneDNN"
+)
 
 IDS = dict(bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
 

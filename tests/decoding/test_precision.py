@@ -21,7 +21,6 @@ from nmt.decoding.search import SearchSettings, beam_search
 from nmt.errors import NmtError
 from nmt.runtime import choose_precision
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 IDS = dict(bos_id=2, eos_id=3, pad_id=0)
 

@@ -61,11 +61,9 @@ def test_a_prefix_longer_than_max_len_still_fits():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_run):
-    import torch
 
     from nmt.decoding.engine import Engine
 
-    torch.set_num_threads(1)
     return Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu"))
 
 

@@ -15,8 +15,6 @@ from nmt.decoding.options import DecodeOptions
 from nmt.decoding.quantize import quantize, quantize_int8
 from nmt.errors import NmtError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def sources(tiny_run) -> list[str]:

@@ -90,7 +90,6 @@ def test_a_target_longer_than_the_position_table_is_refused_by_line():
 def greedy(tiny_run):
     from nmt.decoding.engine import Engine
 
-    torch.set_num_threads(1)
     return Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu")).with_options(
         DecodeOptions(beam_size=1)
     )

@@ -16,8 +16,6 @@ from nmt.data.text import read_lines
 from nmt.decoding.options import DecodeOptions
 from tests._cli import assert_clean_failure
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 # Empty and blank lines among real ones: they must keep their place (and stay empty).
 SOURCE = ["Ein Hund rennt über die Wiese.", "", "Zwei Männer gehen.", "  ", "Eine Frau singt."]
 PREFIXES = ["A dog", "A", "", "", "The woman"]  # an empty source with a prefix is decoded

@@ -16,8 +16,6 @@ from nmt.decoding.engine import Engine, ListSequences
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search, greedy_search
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def sources(tiny_run) -> list[str]:

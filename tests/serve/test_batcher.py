@@ -26,14 +26,8 @@ LINES = [
 
 @pytest.fixture(scope="module")
 def model(serve_checkpoint: Path) -> ServedModel:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield ServedModel(
-        load_backend(serve_checkpoint, DecodeOptions(device="cpu")), name=serve_checkpoint.name
-    )
-    torch.set_num_threads(threads)
+    options = DecodeOptions(device="cpu")
+    return ServedModel(load_backend(serve_checkpoint, options), name=serve_checkpoint.name)
 
 
 class Recorder:

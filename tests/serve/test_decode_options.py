@@ -113,9 +113,7 @@ def through_python(checkpoint, option, value):
 
 
 @pytest.mark.slow
-def test_each_limit_gets_one_answer_everywhere(
-    serve_checkpoint, http, files, cli_inline, one_thread
-):
+def test_each_limit_gets_one_answer_everywhere(serve_checkpoint, http, files, cli_inline):
     disagreements = []
     for option, value, accepted in CASES:
         answers = {}
