@@ -448,10 +448,7 @@ class Trainer:
         tok = self.tokenizer
         return {
             "config": config_to_dict(self.cfg),
-            "spm": {
-                "src": bytes_to_tensor(tok.src_model),
-                "tgt": bytes_to_tensor(tok.tgt_model),
-            },
+            "spm": {"src": bytes_to_tensor(tok.src_model), "tgt": bytes_to_tensor(tok.tgt_model)},
             "fingerprint": self._fingerprint(),
             "vocab": {"src": tok.src_vocab_size, "tgt": tok.tgt_vocab_size, "joint": tok.joint},
             "model": self.model.state_dict(),
