@@ -215,12 +215,8 @@ def _check_checksums(path: Path) -> None:
             return
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # a damaged directory of the archive: BadZipFile and others
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if bad_member is not None:
         raise CheckpointError(
             f"checkpoint {path} is corrupt: {bad_member} does not match its CRC-32 checksum"
@@ -241,12 +237,16 @@ def _torch_load(path: Path, map_location: Any) -> Any:
                 f"({_weights_only_reason(exc)})"
             ) from exc
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(exc)})") from exc
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}") from exc
     except Exception as exc:  # zip, pickle and EOF errors of many kinds: all mean a bad file
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    if isinstance(exc, OSError):
+        return CheckpointError(f"cannot read checkpoint {path}: {files.os_reason(exc)}")
+    return CheckpointError(
+        f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
+    )
 
 
 def _check_format(path: Path, state: Any) -> None:
@@ -403,13 +403,8 @@ def _numpy_state() -> dict[str, Any]:
 
 def _numpy_state_tuple(state: dict[str, Any]) -> tuple:
     keys = np.asarray(state["keys"], dtype=np.uint32)
-    return (
-        state["bit_generator"],
-        keys,
-        state["pos"],
-        state["has_gauss"],
-        state["cached_gaussian"],
-    )
+    rest = (state[key] for key in ("pos", "has_gauss", "cached_gaussian"))
+    return (state["bit_generator"], keys, *rest)
 
 
 # --------------------------------------------------------------------------- file type

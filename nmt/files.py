@@ -139,16 +139,8 @@ def _keep_mode(target: Path, tmp: Path) -> None:
 
 def fsync_directory(directory: Path) -> None:
     """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        _fsync_file(directory)
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

@@ -153,9 +153,7 @@ def legend_names(run_dirs: Sequence[Path]) -> list[str]:
     """Each run's directory name; where two runs share one (runs/a/tiny, runs/b/tiny), the
     paths as given, so no two curves have the same label."""
     names = [Path(d).name or str(d) for d in run_dirs]
-    if len(set(names)) == len(names):
-        return names
-    return [str(d) for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
 def _elapsed_by_step(train: list[dict]) -> dict[int, float]:

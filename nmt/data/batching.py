@@ -247,11 +247,7 @@ def _bucket_order(
     """Sentence indices [N] sorted by the bucketing key; np.lexsort is stable, last key first."""
     if bucket_by == "tgt" and not has_tgt:
         raise ValueError("bucket_by='tgt' needs target lengths")
-    keys = {
-        "max": (tgt_w, src_w, widths),
-        "src": (tgt_w, src_w),
-        "tgt": (src_w, tgt_w),
-    }
+    keys = {"max": (tgt_w, src_w, widths), "src": (tgt_w, src_w), "tgt": (src_w, tgt_w)}
     if bucket_by not in keys:
         raise ValueError(f"bucket_by={bucket_by!r}; allowed: {', '.join(keys)}")
     return np.lexsort(keys[bucket_by])

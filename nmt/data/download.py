@@ -418,38 +418,32 @@ def _check_split_aligned(
 
 def _source_name(source: str) -> str:
     """`mirror:/m/train.de` -> `/m/train.de`; a URL or sacreBLEU name stays as it is."""
-    for prefix in ("mirror:", "file:"):
-        if source.startswith(prefix):
-            return source[len(prefix) :]
-    return source
+    return re.sub(r"^(mirror|file):", "", source)
 
 
 def _copy_checked(src: Path, dest: Path) -> None:
     """Copy text (gunzipping if needed), checking UTF-8 line by line; atomic at `dest`. The
     lines are copied as stored (a BOM, CRLF): every reader of `dest` reads them as text."""
     with atomic_write(dest) as out:
-        lines, first = 0, ""
-        for lines, line in enumerate(iter_raw_lines(src), start=1):
-            out.write(line + "\n")
-            if lines == 1:
-                first = line
         # Raised inside the block: an earlier good `dest` stays untouched.
-        _check_line_structure(src, lines, first)
+        for line in _checked_lines(src, iter_raw_lines(src)):
+            out.write(line + "\n")
 
 
 def _count_corpus_lines(path: Path) -> int:
-    """Line count of a corpus file that `_check_line_structure` accepts."""
+    """Line count of a corpus file that `_checked_lines` accepts."""
+    return sum(1 for _ in _checked_lines(path, iter_lines(path)))
+
+
+def _checked_lines(path: Path, text: Iterator[str]) -> Iterator[str]:
+    """The lines of `path`; after the last, refuse an empty file, and one with CR-only
+    (classic Mac) line ends: only "\\n" ends a line, so such a file reads as one line, and
+    aligning it would pair whole files."""
     lines, first = 0, ""
-    for lines, line in enumerate(iter_lines(path), start=1):
+    for lines, line in enumerate(text, start=1):
         if lines == 1:
             first = line
-    _check_line_structure(path, lines, first)
-    return lines
-
-
-def _check_line_structure(path: Path, lines: int, first: str) -> None:
-    """Refuse an empty file, and one with CR-only (classic Mac) line ends: only "\\n" ends
-    a line, so such a file reads as one line, and aligning it would pair whole files."""
+        yield line
     if lines == 0:
         raise DataError(f"{path} is empty")
     if lines == 1 and "\r" in first.rstrip("\r"):

@@ -298,17 +298,7 @@ def aligned_lines(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
 def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
     settings = FilterSettings(d.max_chars, d.max_length_ratio, d.dedup)
     stats = CleanStats()
-    normalized = (
-        (normalize(s, nfc=d.normalize_unicode), normalize(t, nfc=d.normalize_unicode))
-        for s, t in aligned_lines(*raw)
-    )
-    with (
-        atomic_write(out / f"{d.train_split}.{d.src_lang}") as fs,
-        atomic_write(out / f"{d.train_split}.{d.tgt_lang}") as ft,
-    ):
-        for s, t in filter_pairs(normalized, settings, stats):
-            fs.write(s + "\n")
-            ft.write(t + "\n")
+    _write_pairs(d, d.train_split, out, filter_pairs(_normalized(d, raw), settings, stats))
     if stats.kept == 0:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dropped.items()))
         raise DataError(
@@ -321,16 +311,27 @@ def _clean_train(d: DataConfig, raw: tuple[Path, Path], out: Path) -> dict:
 
 def _clean_eval(d: DataConfig, split: str, raw: tuple[Path, Path], out: Path) -> dict:
     """Dev/test: normalise only. Lines are never dropped (references must stay complete)."""
+    n = _write_pairs(d, split, out, _normalized(d, raw))
+    return {"read": n, "kept": n, "dropped": {}}
+
+
+def _normalized(d: DataConfig, raw: tuple[Path, Path]) -> Iterator[tuple[str, str]]:
+    for s, t in aligned_lines(*raw):
+        yield normalize(s, nfc=d.normalize_unicode), normalize(t, nfc=d.normalize_unicode)
+
+
+def _write_pairs(d: DataConfig, split: str, out: Path, pairs: Iterator[tuple[str, str]]) -> int:
+    """Write `pairs` as the split's two text files; returns the number written."""
     n = 0
     with (
         atomic_write(out / f"{split}.{d.src_lang}") as fs,
         atomic_write(out / f"{split}.{d.tgt_lang}") as ft,
     ):
-        for s, t in aligned_lines(*raw):
-            fs.write(normalize(s, nfc=d.normalize_unicode) + "\n")
-            ft.write(normalize(t, nfc=d.normalize_unicode) + "\n")
+        for s, t in pairs:
+            fs.write(s + "\n")
+            ft.write(t + "\n")
             n += 1
-    return {"read": n, "kept": n, "dropped": {}}
+    return n
 
 
 # --------------------------------------------------------------------------- subwords
@@ -476,15 +477,12 @@ def _encoded_chunks(
     is encoded by `workers` processes (when more than 1), with at most _CHUNKS_IN_FLIGHT
     chunks per process read ahead, so memory is bounded by the chunk size, not the split."""
     chunks = _chunks(pairs, _ENCODE_CHUNK)
-    first = next(chunks, None)
-    if first is None:
-        return
-    second = next(chunks, None)
-    if workers <= 1 or second is None:
-        for chunk in itertools.chain([first], [second] if second else [], chunks):
-            yield encode_chunk(tok, chunk, rule)
-        return
-    yield from _encode_in_processes(tok, itertools.chain([first, second], chunks), rule, workers)
+    head = list(itertools.islice(chunks, 2))
+    chunks = itertools.chain(head, chunks)
+    if workers > 1 and len(head) == 2:
+        yield from _encode_in_processes(tok, chunks, rule, workers)
+    else:
+        yield from (encode_chunk(tok, chunk, rule) for chunk in chunks)
 
 
 def _encode_in_processes(
@@ -656,17 +654,15 @@ def _clean_corpora(d: DataConfig, raw: dict, out: Path) -> tuple[dict, dict]:
             for path in parts:
                 with open(path, "rb") as f:
                     shutil.copyfileobj(f, union)
-    return per_corpus, _summed_counts(per_corpus.values())
+    return per_corpus, _summed_counts(list(per_corpus.values()))
 
 
-def _summed_counts(stats) -> dict:
-    total = {"read": 0, "kept": 0, "dropped": {}}
+def _summed_counts(stats: list[dict]) -> dict:
+    dropped: collections.Counter = collections.Counter()
     for s in stats:
-        total["read"] += s["read"]
-        total["kept"] += s["kept"]
-        for reason, n in s["dropped"].items():
-            total["dropped"][reason] = total["dropped"].get(reason, 0) + n
-    return total
+        dropped.update(s["dropped"])
+    read, kept = (sum(s[key] for s in stats) for key in ("read", "kept"))
+    return {"read": read, "kept": kept, "dropped": dict(dropped)}
 
 
 def _binarize_corpora(d: DataConfig, tok: Tokenizer, out: Path, per_corpus: dict) -> dict:
@@ -688,10 +684,8 @@ def _binarize_corpora(d: DataConfig, tok: Tokenizer, out: Path, per_corpus: dict
     with atomic_write(corpora_file(out, d)) as f:
         json.dump({"corpora": runs}, f, indent=2)
     shutil.rmtree(out / _PARTS)
-    src, tgt = (
-        TokenArray(out / f"{d.train_split}.{d.src_lang}"),
-        TokenArray(out / f"{d.train_split}.{d.tgt_lang}"),
-    )
+    src = TokenArray(out / f"{d.train_split}.{d.src_lang}")
+    tgt = TokenArray(out / f"{d.train_split}.{d.tgt_lang}")
     return {
         "dropped_too_many_tokens": sum(s["dropped_too_many_tokens"] for s in per_corpus.values()),
         "pairs": len(src),

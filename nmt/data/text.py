@@ -30,9 +30,7 @@ def open_binary(path: Path) -> IO[bytes]:
         raise DataError(f"file not found: {path}")
     if path.is_dir():
         raise DataError(f"expected a file but found a directory: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def iter_lines(path: Path) -> Iterator[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ def train_sentencepiece(sentences: Iterable[str], settings: SpmSettings) -> byte
     sample only (a corpus within the sample size is passed whole, in its order). A
     vocabulary larger than the text supports is reported as a config error.
     """
-    sample = sample_sentences(_non_empty(sentences), settings.sample, seed=settings.seed)
+    sample = sample_sentences(filter(None, sentences), settings.sample, seed=settings.seed)
     model = io.BytesIO()
     spm.set_random_generator_seed(settings.seed)  # SentencePiece's own draws are reproducible
     try:
@@ -107,12 +107,6 @@ def _explain_training_error(message: str, vocab_size: int) -> Exception:
             ]
         )
     return DataError(f"SentencePiece training failed: {message}")
-
-
-def _non_empty(sentences: Iterable[str]) -> Iterator[str]:
-    for s in sentences:
-        if s:
-            yield s
 
 
 class Tokenizer:

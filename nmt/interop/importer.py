@@ -119,33 +119,23 @@ def _check_out(out: Path, *, force: bool) -> None:
 
 def marian_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None) -> dict:
     """The checkpoint state of the Marian model in `directory` (see the module docstring)."""
-    from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
-    from nmt.config import config_from_dict, config_to_dict
+    from nmt.config import config_from_dict
 
     hf = _load_marian(directory)
     pre_norm = hf.config.model_type == "pegasus"
     tokens = _tokenizer_settings(directory)
     src_order, tgt_order = marian_orders(directory, hf.config, tokens)
-    src_spm, tgt_spm = _spm_pair(directory, src_order.pieces, tgt_order.pieces)
-    hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
-    bias = hf_state["final_logits_bias"][0]
+    spms = tuple(
+        seq2seq.spm_in_nmt_order(directory / name, order.pieces)
+        for name, order in (("source.spm", src_order), ("target.spm", tgt_order))
+    )
+    bias = hf.state_dict()["final_logits_bias"][0]
     output_bias = bool(bias.any()) or tgt_order.copied_bos or tgt_order.aliases > 0
     langs = _languages(tokens, src_lang=src_lang, tgt_lang=tgt_lang)
     raw = marian_config(directory, hf, output_bias=output_bias, langs=langs, pre_norm=pre_norm)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
-    weights = seq2seq.nmt_weights(
-        hf_state, cfg.model, src_order, tgt_order, output_bias=output_bias
-    )
-    model = seq2seq.nmt_model(cfg, len(src_order.rows), len(tgt_order.rows), weights)
-    joint = src_spm == tgt_spm
-    return {
-        "config": config_to_dict(cfg),
-        "spm": {"src": bytes_to_tensor(src_spm), "tgt": bytes_to_tensor(tgt_spm)},
-        "vocab": {"src": len(src_order.rows), "tgt": len(tgt_order.rows), "joint": joint},
-        "fingerprint": {"tokenizer": tokenizer_fingerprint(src_spm, tgt_spm), "data": None},
-        "model": model.state_dict(),
-        "imported": {"from": str(directory.resolve()), "model_type": hf.config.model_type},
-    }
+    orders = (src_order, tgt_order)
+    return seq2seq.imported_state(directory, hf, cfg, orders, spms)
 
 
 def _load_marian(directory: Path):
@@ -259,15 +249,6 @@ def _special(vocab: dict[str, int], piece: str, where: Path) -> int:
     if piece not in vocab:
         raise NmtError(f"{where}: the special token {piece!r} is not in the vocabulary")
     return vocab[piece]
-
-
-def _spm_pair(directory: Path, src_pieces: list[str], tgt_pieces: list[str]):
-    """The source and target SentencePiece models with nmt's ids (kept as they are when they
-    have them already; one model when both sides' rewritten models are the same bytes)."""
-    blobs = []
-    for name, pieces in (("source.spm", src_pieces), ("target.spm", tgt_pieces)):
-        blobs.append(seq2seq.spm_in_nmt_order(directory / name, pieces))
-    return blobs[0], blobs[1]
 
 
 def _languages(tokens: dict[str, Any], *, src_lang: str | None, tgt_lang: str | None):

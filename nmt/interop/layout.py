@@ -81,15 +81,15 @@ def width_permutation(d_model: int) -> Tensor:
     return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
 
 
-def entries(*, encoder_layers: int, decoder_layers: int, pre_norm: bool):
-    """Every (Entry, nmt prefix, HF prefix) of a model of these sizes."""
-    for i in range(encoder_layers):
+def entries(cfg):
+    """Every (Entry, nmt prefix, HF prefix) of a model of `cfg`'s (ModelConfig) sizes."""
+    for i in range(cfg.encoder_layers):
         for e in ENCODER_LAYER:
             yield e, f"encoder_layers.{i}.", f"model.encoder.layers.{i}."
-    for i in range(decoder_layers):
+    for i in range(cfg.decoder_layers):
         for e in DECODER_LAYER:
             yield e, f"decoder_layers.{i}.", f"model.decoder.layers.{i}."
-    if pre_norm:
+    if cfg.norm == "pre":
         for e in FINAL_NORMS:
             yield e, "", ""
 
@@ -98,20 +98,14 @@ def _permute(tensor: Tensor, axes: str, param: str, perm: Tensor) -> Tensor:
     """Apply `perm` to the model-width axis of `tensor` (param: "weight" or "bias")."""
     if axes == READS:
         return tensor.index_select(1, perm) if param == "weight" else tensor
-    if axes == WRITES:
-        return tensor.index_select(0, perm)
-    return tensor.index_select(0, perm)  # NORM
+    return tensor.index_select(0, perm)  # WRITES and NORM
 
 
 def to_transformers(state: dict[str, Tensor], *, cfg) -> dict[str, Tensor]:
     """An nmt state dict -> transformers names and layout (cfg: nmt's ModelConfig)."""
     perm = width_permutation(cfg.d_model)
     out: dict[str, Tensor] = {}
-    for e, nmt_prefix, hf_prefix in entries(
-        encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers,
-        pre_norm=cfg.norm == "pre",
-    ):
+    for e, nmt_prefix, hf_prefix in entries(cfg):
         for param in ("weight", "bias"):
             tensor = _permute(state[f"{nmt_prefix}{e.nmt}.{param}"], e.axes, param, perm)
             for name, part in zip(e.hf, tensor.chunk(len(e.hf), dim=0)):
@@ -125,11 +119,7 @@ def from_transformers(state: dict[str, Tensor], *, cfg) -> dict[str, Tensor]:
     """The reverse of `to_transformers`: transformers names and layout -> an nmt state dict."""
     inverse = torch.argsort(width_permutation(cfg.d_model))
     out: dict[str, Tensor] = {}
-    for e, nmt_prefix, hf_prefix in entries(
-        encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers,
-        pre_norm=cfg.norm == "pre",
-    ):
+    for e, nmt_prefix, hf_prefix in entries(cfg):
         for param in ("weight", "bias"):
             parts = [state[f"{hf_prefix}{name}.{param}"] for name in e.hf]
             tensor = _permute(torch.cat(parts, dim=0), e.axes, param, inverse)

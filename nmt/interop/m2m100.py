@@ -34,8 +34,7 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     """The checkpoint state of the M2M100 model in `directory` for src_lang -> tgt_lang."""
     from transformers import M2M100ForConditionalGeneration
 
-    from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
-    from nmt.config import config_from_dict, config_to_dict
+    from nmt.config import config_from_dict
     from nmt.interop.vocab import import_order, lost_pieces, with_aliases
 
     if not src_lang or not tgt_lang:
@@ -62,19 +61,8 @@ def m2m100_state(directory: Path, *, src_lang: str | None, tgt_lang: str | None)
     blob = seq2seq.spm_in_nmt_order(directory / SPM_FILE, order.pieces)
     raw = m2m100_config(directory, hf, langs=(src_lang, tgt_lang), prefixes=prefixes)
     cfg = config_from_dict(raw, source=str(directory / "config.json"))
-    hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
-    weights = seq2seq.nmt_weights(
-        hf_state, cfg.model, order, order, output_bias=cfg.model.output_bias
-    )
-    model = seq2seq.nmt_model(cfg, len(order.rows), len(order.rows), weights)
-    return {
-        "config": config_to_dict(cfg),
-        "spm": {"src": bytes_to_tensor(blob), "tgt": bytes_to_tensor(blob)},
-        "vocab": {"src": len(order.rows), "tgt": len(order.rows), "joint": True},
-        "fingerprint": {"tokenizer": tokenizer_fingerprint(blob, blob), "data": None},
-        "model": model.state_dict(),
-        "imported": {"from": str(directory.resolve()), "model_type": "m2m_100"},
-    }
+    orders, spms = (order, order), (blob, blob)
+    return seq2seq.imported_state(directory, hf, cfg, orders, spms)
 
 
 def _tokenizer(directory: Path):

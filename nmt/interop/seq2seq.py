@@ -106,7 +106,7 @@ def nmt_config(
     }
 
 
-def nmt_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool) -> dict:
+def nmt_weights(hf_state, model_cfg, src_order, tgt_order) -> dict:
     """nmt tensors from transformers ones: names and width layout by nmt.interop.layout, then
     the vocabulary rows put in nmt's order (nmt.interop.vocab); the output bias from
     final_logits_bias (zeros where the model has none, as M2M100)."""
@@ -120,7 +120,7 @@ def nmt_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool)
     weights["src_embed.tokens.weight"] = weights["src_embed.tokens.weight"][src_rows]
     weights["tgt_embed.tokens.weight"] = weights["tgt_embed.tokens.weight"][tgt_rows]
     weights["output.weight"] = weights["output.weight"][tgt_rows]
-    if output_bias:
+    if model_cfg.output_bias:
         hf_bias = hf_state.get("final_logits_bias", torch.zeros(1, len(tgt_order.rows)))[0]
         bias = hf_bias[tgt_rows].clone()
         if tgt_order.copied_bos:  # a copy of the start row, kept out of the softmax (vocab.py)
@@ -133,13 +133,26 @@ def nmt_weights(hf_state, model_cfg, src_order, tgt_order, *, output_bias: bool)
     return weights
 
 
-def nmt_model(cfg, src_vocab_size: int, tgt_vocab_size: int, weights: dict):
-    """nmt's Transformer holding `weights`; every tensor it has must be set (strict load)."""
+def imported_state(directory: Path, hf, cfg, orders: tuple, spms: tuple[bytes, bytes]) -> dict:
+    """The checkpoint state of the transformers model `hf` (read from `directory`) as nmt's
+    Transformer of `cfg`; `orders`: its (source, target) ImportOrder, `spms`: the source and
+    target SentencePiece models with nmt's ids. No training state, as a release checkpoint."""
+    from nmt.checkpoint import bytes_to_tensor, tokenizer_fingerprint
+    from nmt.config import config_to_dict
     from nmt.data.tokenizer import PAD_ID
     from nmt.model.transformer import Transformer
 
-    model = Transformer(
-        cfg.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD_ID
-    )
-    model.load_state_dict(weights, strict=True)
-    return model.eval()
+    (src_order, tgt_order), (src_spm, tgt_spm) = orders, spms
+    src_size, tgt_size = len(src_order.rows), len(tgt_order.rows)
+    hf_state = {k: v.detach().float() for k, v in hf.state_dict().items()}
+    weights = nmt_weights(hf_state, cfg.model, src_order, tgt_order)
+    model = Transformer(cfg.model, src_vocab_size=src_size, tgt_vocab_size=tgt_size, pad_id=PAD_ID)
+    model.load_state_dict(weights, strict=True)  # every tensor of nmt's model must be set
+    return {
+        "config": config_to_dict(cfg),
+        "spm": {"src": bytes_to_tensor(src_spm), "tgt": bytes_to_tensor(tgt_spm)},
+        "vocab": {"src": src_size, "tgt": tgt_size, "joint": src_spm == tgt_spm},
+        "fingerprint": {"tokenizer": tokenizer_fingerprint(src_spm, tgt_spm), "data": None},
+        "model": model.eval().state_dict(),
+        "imported": {"from": str(directory.resolve()), "model_type": hf.config.model_type},
+    }

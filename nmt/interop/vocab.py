@@ -68,7 +68,7 @@ def _model_proto(blob: bytes, where: str):
     return model, pb
 
 
-def lost_pieces(blob: bytes, vocab: dict[str, int], *, where: str) -> list[str]:
+def lost_pieces(blob: bytes, vocab: dict[str, int] | set[str], *, where: str) -> list[str]:
     """Pieces the SentencePiece model `blob` can produce that `vocab` lacks (transformers
     reads them as UNK), in the model's order."""
     model, pb = _model_proto(blob, where)
@@ -122,17 +122,15 @@ def reordered_spm(blob: bytes, pieces: list[str], *, where: str) -> bytes:
     Refused (naming `where`): a model with pieces encoding can produce that `pieces` lacks
     (`with_aliases` adds them first).
     """
-    model, pb = _model_proto(blob, where)
-    kind = pb.ModelProto.SentencePiece
-    own = {p.piece: p for p in model.pieces}
-    wanted = set(pieces)
-    producible = (kind.NORMAL, kind.USER_DEFINED, kind.BYTE)
-    lost = [p.piece for p in model.pieces if p.type in producible and p.piece not in wanted]
+    lost = lost_pieces(blob, set(pieces), where=where)
     if lost:
         raise NmtError(
             f"{where}: {len(lost)} pieces of the SentencePiece model are not in the vocabulary "
             f"(e.g. {', '.join(lost[:3])}); nmt cannot map them to <unk>"
         )
+    model, pb = _model_proto(blob, where)
+    kind = pb.ModelProto.SentencePiece
+    own = {p.piece: p for p in model.pieces}
     specials = {
         PAD_ID: kind.CONTROL,
         UNK_ID: kind.UNKNOWN,
@@ -166,9 +164,9 @@ def spm_ids_match(blob: bytes, pieces: list[str]) -> bool:
 
     processor = spm.SentencePieceProcessor()
     processor.LoadFromSerializedProto(blob)
-    if processor.get_piece_size() != len(pieces):
-        return False
     ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
-    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-        return False
-    return all(processor.id_to_piece(i) == p for i, p in enumerate(pieces))
+    return (
+        processor.get_piece_size() == len(pieces)
+        and ids == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+        and all(processor.id_to_piece(i) == p for i, p in enumerate(pieces))
+    )

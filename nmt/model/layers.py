@@ -107,7 +107,9 @@ class DecoderLayer(nn.Module):
         """
         res = self.self_attn_residual
         x = res.add(x, self.self_attn(res.inputs(x), causal=True))
-        return self._cross_and_ffn(x, memory_kv, memory_mask)
+        res = self.cross_attn_residual
+        x = res.add(x, self.cross_attn(res.inputs(x), memory_kv, mask=memory_mask))
+        return self._feed_forward(x)
 
     def step(self, x: Tensor, *, cache: DecoderCache, layer: int) -> Tensor:
         """One position for N rows: x [N, 1, D] -> [N, 1, D]; writes this layer's key/value."""
@@ -115,11 +117,6 @@ class DecoderLayer(nn.Module):
         x = res.add(x, self.self_attn.step(res.inputs(x), cache=cache, layer=layer))
         res = self.cross_attn_residual
         x = res.add(x, self.cross_attn.step(res.inputs(x), cache=cache, layer=layer))
-        return self._feed_forward(x)
-
-    def _cross_and_ffn(self, x: Tensor, memory_kv: Tensor, memory_mask: Tensor) -> Tensor:
-        res = self.cross_attn_residual
-        x = res.add(x, self.cross_attn(res.inputs(x), memory_kv, mask=memory_mask))
         return self._feed_forward(x)
 
     def _feed_forward(self, x: Tensor) -> Tensor:

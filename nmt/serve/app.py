@@ -240,10 +240,7 @@ class RequestLog:
 
 
 def create_app(
-    model: ServedModel,
-    settings: ServeSettings,
-    *,
-    log: Callable[[str], None] | None = None,
+    model: ServedModel, settings: ServeSettings, *, log: Callable[[str], None] | None = None
 ) -> FastAPI:
     log = log or _log_to_stderr
     metrics = Metrics()

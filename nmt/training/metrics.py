@@ -29,13 +29,8 @@ class Window:
     def add(self, stats) -> None:
         if not stats.finite:
             return
-        self.loss += stats.loss
-        self.nll += stats.nll
-        self.tgt_tokens += stats.tgt_tokens
-        self.src_tokens += stats.src_tokens
-        self.slots += stats.slots
-        self.grad_norm += stats.grad_norm
-        self.seconds += stats.seconds
+        for key in ("loss", "nll", "tgt_tokens", "src_tokens", "slots", "grad_norm", "seconds"):
+            setattr(self, key, getattr(self, key) + getattr(stats, key))
         self.updates += 1
 
     def summary(self) -> dict:
@@ -142,9 +137,7 @@ class TensorBoardLog:
         kind, step = record["kind"], record["step"]
         with _stop_on_os_error(Path(self.writer.log_dir)):
             for key, value in record.items():
-                if key in _NOT_SCALARS or isinstance(value, bool):
-                    continue
-                if isinstance(value, (int, float)):
+                if key not in _NOT_SCALARS and _is_number(value):
                     self.writer.add_scalar(
                         f"{kind}/{key}", value, global_step=step, walltime=record["time"]
                     )
@@ -210,6 +203,10 @@ def _parse_record(raw: bytes) -> dict | None:
         return None
     for key in _NUMERIC_KEYS:
         value = record.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not _is_number(value):
             return None
     return record
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -273,15 +273,11 @@ class Trainer:
 
     def _make_batches(self, *, epoch: int) -> list[np.ndarray]:
         """All batches of `epoch` before shuffling; one list for every epoch of one corpus."""
-        lengths = (self.train_src.lengths, self.train_tgt.lengths)
+        lengths, t = (self.train_src.lengths, self.train_tgt.lengths), self.cfg.train
         if self.mix is None:
-            return make_batches(*lengths, max_tokens=self.cfg.train.max_tokens)
+            return make_batches(*lengths, max_tokens=t.max_tokens)
         return weighted_batches(
-            *lengths,
-            self.mix,
-            max_tokens=self.cfg.train.max_tokens,
-            seed=self.cfg.train.seed,
-            epoch=epoch,
+            *lengths, self.mix, max_tokens=t.max_tokens, seed=t.seed, epoch=epoch
         )
 
     def _shard_for_epoch(self, epoch: int) -> list[np.ndarray]:
@@ -448,10 +444,7 @@ class Trainer:
         tok = self.tokenizer
         return {
             "config": config_to_dict(self.cfg),
-            "spm": {
-                "src": bytes_to_tensor(tok.src_model),
-                "tgt": bytes_to_tensor(tok.tgt_model),
-            },
+            "spm": {"src": bytes_to_tensor(tok.src_model), "tgt": bytes_to_tensor(tok.tgt_model)},
             "fingerprint": self._fingerprint(),
             "vocab": {"src": tok.src_vocab_size, "tgt": tok.tgt_vocab_size, "joint": tok.joint},
             "model": self.model.state_dict(),
