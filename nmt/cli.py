@@ -11,15 +11,16 @@ import functools
 import inspect
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from nmt.config import BleuTokenize, CTranslate2Quantize, choice_enum, choices
+from nmt.config import BleuTokenize, CTranslate2Quantize, DecodeConfig, choice_enum, choices
 from nmt.config import ExportTarget as ExportTargetName
 from nmt.config import Precision as PrecisionName
-from nmt.config import Quantize as QuantizeName
+from nmt.config.schema import Doc
 from nmt.errors import NmtError
 from nmt.memory import configure_cpu_memory
 
@@ -284,11 +285,31 @@ def run(
 # `nmt.decoding.options.DecodeOptions` (the bounds of the config's decode section).
 
 
-Quantize = choice_enum(QuantizeName, "Quantize")
-Precision = choice_enum(PrecisionName, "Precision")
 BleuTokenizer = choice_enum(BleuTokenize, "BleuTokenizer")
 ExportQuantize = choice_enum(CTranslate2Quantize, "ExportQuantize")
 ExportTarget = choice_enum(ExportTargetName, "ExportTarget")
+
+
+def decode_option(name: str):
+    """The option of the setting decode.<name>: its type, choices and description are the
+    config schema's; left out, it is the model's own setting."""
+    hint = typing.get_type_hints(DecodeConfig, include_extras=True)[name]
+    kind, *notes = typing.get_args(hint)
+    if typing.get_origin(kind) is typing.Literal:
+        kind = choice_enum(kind, name.title())
+    (doc,) = (note.text for note in notes if isinstance(note, Doc))
+    help = f"{doc.rstrip('.')} (default: the model's decode.{name})."
+    return Annotated[kind | None, typer.Option(help=help)]
+
+
+BeamSizeOption = decode_option("beam_size")
+LengthPenaltyOption = decode_option("length_penalty")
+MinLenOption = decode_option("min_len")
+MaxLenAOption = decode_option("max_len_a")
+MaxLenBOption = decode_option("max_len_b")
+BatchTokensOption = decode_option("batch_tokens")
+QuantizeOption = decode_option("quantize")
+PrecisionOption = decode_option("precision")
 
 ModelArg = Annotated[
     Path,
@@ -310,45 +331,6 @@ ModelsArg = Annotated[
 ]
 DeviceOption = Annotated[
     str, typer.Option(help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N.")
-]
-QuantizeOption = Annotated[
-    Quantize | None,
-    typer.Option(
-        help="int8: dynamic int8 linears, CPU only (default: the model's decode.quantize)."
-    ),
-]
-PrecisionOption = Annotated[
-    Precision | None,
-    typer.Option(
-        help="The weights' precision; bf16 and fp16 need a GPU, where auto picks bf16 "
-        "(default: the model's decode.precision)."
-    ),
-]
-BeamSizeOption = Annotated[
-    int | None, typer.Option(help="Beam size (default: the model's decode.beam_size).")
-]
-LengthPenaltyOption = Annotated[
-    float | None,
-    typer.Option(help="alpha in score / length**alpha (default: the model's decode setting)."),
-]
-MinLenOption = Annotated[
-    int | None,
-    typer.Option(help="No EOS before this many tokens (default: the model's decode.min_len)."),
-]
-MaxLenAOption = Annotated[
-    float | None,
-    typer.Option(
-        help="Hypotheses end after max_len_a * source tokens + max_len_b tokens, EOS "
-        "included (default: the model's decode.max_len_a)."
-    ),
-]
-MaxLenBOption = Annotated[
-    int | None,
-    typer.Option(help="See --max-len-a (default: the model's decode.max_len_b)."),
-]
-BatchTokensOption = Annotated[
-    int | None,
-    typer.Option(help="Source tokens per batch (default: the model's decode.batch_tokens)."),
 ]
 SamplingOption = Annotated[
     str | None,
@@ -605,7 +587,7 @@ def export(
         ),
     ] = None,
     precision: Annotated[
-        Precision | None,
+        choice_enum(PrecisionName, "Precision") | None,
         typer.Option(help="--to nmt: fp16 stores float16 weights (default: fp32)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
