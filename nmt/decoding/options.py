@@ -85,14 +85,16 @@ class DecodeOptions:
     def _field_problems(self) -> list[str]:
         given = {name: getattr(self, name) for name in DECODE_FIELDS}
         given = {name: value for name, value in given.items() if value is not None}
-        problems = [self._named(problem) for problem in decode_option_problems(given)]
+        problems = [
+            self._named(problem, DECODE_FIELDS) for problem in decode_option_problems(given)
+        ]
         if not (isinstance(self.device, str) and DEVICE.matches(self.device)):
             problems.append(f"{self.name('device')} {self.device!r}: expected {DEVICE.allowed}")
         return problems
 
-    def _named(self, problem: str) -> str:
-        """`decode.beam_size: ...` -> `--beam-size: ...` (or `beam_size: ...`)."""
-        for option in DECODE_FIELDS:
+    def _named(self, problem: str, options) -> str:
+        """`decode.beam_size: ...` -> `--beam-size: ...` (or `beam_size: ...`) for `options`."""
+        for option in options:
             problem = problem.replace(f"decode.{option}", self.name(option))
         return problem
 
@@ -110,7 +112,7 @@ class DecodeOptions:
         if t is not None and not (_is_number(t) and math.isfinite(t) and t > 0):
             problems.append(f"{self.name('temperature')} {t}: expected a finite number > 0")
         s = self.seed
-        if s is not None and not (_is_int(s) and 0 <= s < SEED_LIMIT):
+        if s is not None and not (type(s) is int and 0 <= s < SEED_LIMIT):
             problems.append(f"{self.name('seed')} {s}: expected an integer from 0 to 2**63 - 1")
         if (self.beam_size or 1) > 1:
             problems.append(
@@ -144,19 +146,11 @@ class DecodeOptions:
         if self.sampling is not None:  # one drawn hypothesis, whatever the model's beam
             given |= {"beam_size": 1, "n_best": 1}
         resolved = dataclasses.replace(decode, **{k: v for k, v in given.items() if v is not None})
-        problems = decode_problems(resolved)
-        if problems:
-            named = [self._named_if_given(problem) for problem in problems]
-            raise DecodingOptionsError(named)
+        given = [name for name in DECODE_FIELDS if getattr(self, name) is not None]
+        problems = [self._named(problem, given) for problem in decode_problems(resolved)]
+        if problems:  # named: the options given as options, the rest as the model's settings
+            raise DecodingOptionsError(problems)
         return resolved
-
-    def _named_if_given(self, problem: str) -> str:
-        """A rule's problem, naming the options given as options and the others as the
-        model's decode settings."""
-        for option in DECODE_FIELDS:
-            if getattr(self, option) is not None:
-                problem = problem.replace(f"decode.{option}", self.name(option))
-        return problem
 
 
 def _parse_sampling_kind(text) -> tuple[str, dict] | None:
@@ -178,7 +172,3 @@ def _parse_sampling_kind(text) -> tuple[str, dict] | None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -14,34 +14,22 @@ order or company draws other numbers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-KINDS = ("topk", "topp", "random")
-
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to draw a token: kind "topk" (keep `k`), "topp" (keep mass `p`) or "random"."""
+    """How to draw a token: kind "topk" (keep `k`), "topp" (keep mass `p`) or "random";
+    the values are checked where they enter (`nmt.decoding.options`)."""
 
     kind: str = "random"
     k: int = 0
     p: float = 1.0
     temperature: float = 1.0
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"sampling kind must be one of {', '.join(KINDS)}, got {self.kind}")
-        if self.kind == "topk" and self.k < 1:
-            raise ValueError(f"topk needs K >= 1, got {self.k}")
-        if self.kind == "topp" and not 0 < self.p <= 1:
-            raise ValueError(f"topp needs P in (0, 1], got {self.p}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A generator on `device` seeded with `seed`: one per translation run."""

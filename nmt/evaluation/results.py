@@ -107,16 +107,16 @@ def provenance(identities: Sequence[CheckpointIdentity], translator) -> dict:
     members = {"checkpoint": identities[0].as_dict()}
     if len(identities) > 1:
         members["ensemble"] = [identity.as_dict() for identity in identities]
-    return members | decoding_description(translator)
-
-
-def decoding_description(translator) -> dict:
-    sampling = getattr(translator.settings, "sampling", None)
-    return {
-        "beam_size": translator.settings.beam_size,
-        "device": str(translator.device),
-        "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
-    } | ({"sampling": asdict(sampling)} if sampling is not None else {})
+    sampling = translator.settings.sampling
+    return (
+        members
+        | {
+            "beam_size": translator.settings.beam_size,
+            "device": str(translator.device),
+            "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
+        }
+        | ({"sampling": asdict(sampling)} if sampling is not None else {})
+    )
 
 
 def record_results(out_dir: Path, records: list[dict]) -> Path:
