@@ -273,10 +273,11 @@ def run(
     from nmt.pipeline.run import run_command
 
     for r in run_command(load(config, overrides, init_from)):
+        bleu = r["cased"]["bleu"]
         typer.echo(
-            f"{r.split}: BLEU {r.cased['bleu'].score:.2f} "
-            f"(lowercased {r.lowercased['bleu'].score:.2f}) chrF {r.cased['chrf'].score:.2f}  "
-            f"[{r.cased['bleu'].signature}]"
+            f"{r['split']}: BLEU {bleu['score']:.2f} (lowercased "
+            f"{r['lowercased']['bleu']['score']:.2f}) chrF {r['cased']['chrf']['score']:.2f}  "
+            f"[{bleu['signature']}]"
         )
 
 

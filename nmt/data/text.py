@@ -129,3 +129,11 @@ def write_lines_atomic(path: Path, lines: Iterable[str]) -> int:
             f.write("\n")
             count += 1
     return count
+
+
+def check_one_stdin(**files) -> None:
+    """At most one input can be stdin ("-"): the others would find it already read. The
+    keyword names each input's option (`prefix_file` for --prefix-file)."""
+    named = [f"--{key.replace('_', '-')}" for key, path in files.items() if str(path) == STDIN]
+    if len(named) > 1:
+        raise DataError(f"{' and '.join(named)} are both - (stdin): only one input can be stdin")

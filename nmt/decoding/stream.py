@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nmt.data.text import count_lines, iter_lines, read_lines, stdin_lines
+from nmt.data.text import check_one_stdin, count_lines, iter_lines, read_lines, stdin_lines
 from nmt.decoding.backend import TranslationBackend, TranslationStats, require
 from nmt.errors import DataError, NmtError, OutputError
 from nmt.files import atomic_write, os_reason
@@ -178,20 +178,13 @@ def read_prefixes(prefix_file: str | None, input: str) -> list[str] | None:
     input's is refused now, before the model is loaded (stdin is checked as it is read)."""
     if prefix_file is None:
         return None
-    check_one_reader_of_stdin(prefix_file, input)
+    check_one_stdin(input=input, prefix_file=prefix_file)
     prefixes = read_lines(prefix_file)
     if input != "-":
         lines = count_lines(Path(input))
         if lines != len(prefixes):
             raise DataError(prefix_count_message(prefix_file, len(prefixes), input, lines))
     return prefixes
-
-
-def check_one_reader_of_stdin(prefix_file: str, input: str) -> None:
-    """`--prefix-file -` with stdin as input: the prefixes would take every input line."""
-    if str(prefix_file) == "-" and str(input) == "-":
-        # (the words of evaluate's rule, nmt.pipeline.evaluate._check_one_stdin)
-        raise DataError("--input and --prefix-file are both - (stdin): only one input can be stdin")
 
 
 def prefix_count_message(prefix_file: str, prefixes: int, input: str, lines: int) -> str:

@@ -17,13 +17,12 @@ from pathlib import Path
 from nmt.backends import load_backend
 from nmt.config import ExperimentConfig
 from nmt.data.download import check_names, corpus_dir
-from nmt.data.text import STDIN, read_lines, write_lines_atomic
+from nmt.data.text import STDIN, check_one_stdin, read_lines, write_lines_atomic
 from nmt.decoding.backend import TranslationBackend, require
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.stream import prefix_count_message
 from nmt.errors import DataError
 from nmt.evaluation.metrics import (
-    Score,
     bleu_tokenizer,
     check_bleu_tokenizer,
     language_of_file,
@@ -74,19 +73,6 @@ def load_for_evaluation(
 
 
 @dataclass(frozen=True)
-class Scored:
-    """A translated and scored split: the scores and the record written for it."""
-
-    cased: dict[str, Score]
-    lowercased: dict[str, Score]
-    record: dict
-
-    @property
-    def split(self) -> str:
-        return self.record["split"]
-
-
-@dataclass(frozen=True)
 class Inputs:
     """What one evaluation translates: `name` names the hypotheses file (the split, or the
     --src file's name); `named_by_file`: files given by path, whose content enters the tag
@@ -106,9 +92,9 @@ def translate_and_score(
     *,
     out_dir: Path,
     tokenize: str,
-) -> Scored:
+) -> dict:
     """Translate `inputs.src`, write the hypotheses, score them against `inputs.ref` (cased
-    and lowercased) and return the record (not yet written to results.json)."""
+    and lowercased) and return the results.json record (not yet written)."""
     sources, refs = read_lines(inputs.src), read_lines(inputs.ref)
     if len(sources) != len(refs):
         raise DataError(
@@ -123,23 +109,20 @@ def translate_and_score(
     tag = result_tag(identities, backend, prefixes=prefix_digest, inputs=digest)
     hyp_path = out_dir / f"{inputs.name}.{tag}.hyp.{backend.config.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
-    cased = score_lines(hyps, refs, tokenize=tokenize)
-    lowered = score_lines(hyps, refs, lowercase=True, tokenize=tokenize)
     described = provenance(identities, backend)
     if inputs.prefix_file is not None:
         described["prefixes"] = file_identity(inputs.prefix_file)
     stats = translation.stats
-    record = split_record(
+    return split_record(
         split=inputs.name,
         source=inputs.src,
         reference=inputs.ref,
         hypotheses=hyp_path,
-        cased=cased,
-        lowercased=lowered,
+        cased=score_lines(hyps, refs, tokenize=tokenize),
+        lowercased=score_lines(hyps, refs, lowercase=True, tokenize=tokenize),
         sentences_per_s=stats.sentences / max(stats.seconds, 1e-9),
         described=described,
     )
-    return Scored(cased, lowered, record)
 
 
 def _read_prefixes(prefix_file: str | None, src: Path, lines: int) -> list[str] | None:
@@ -161,7 +144,7 @@ def _lines_digest(lines: list[str]) -> str:
 
 def evaluate_test_splits(
     cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
-) -> list[Scored]:
+) -> list[dict]:
     """Score `checkpoint` on every `data.test_splits` of its corpus (the checkpoint's own
     decode settings); the records go to the run's eval/results.json."""
     if not cfg.data.test_splits:
@@ -181,12 +164,13 @@ def evaluate_test_splits(
         results.append(
             translate_and_score(backend, identities, inputs, out_dir=out_dir, tokenize=tokenize)
         )
-    record_results(out_dir, [r.record for r in results])
+    record_results(out_dir, results)
     for r in results:
-        log(f"{r.split}: {r.cased['bleu'].text}")
+        cased = r["cased"]
+        log(f"{r['split']}: {cased['bleu']['text']}")
         log(
-            f"{r.split}: lowercased BLEU {r.lowercased['bleu'].score:.2f}, "
-            f"chrF {r.cased['chrf'].score:.2f}, TER {r.cased['ter'].score:.2f}"
+            f"{r['split']}: lowercased BLEU {r['lowercased']['bleu']['score']:.2f}, "
+            f"chrF {cased['chrf']['score']:.2f}, TER {cased['ter']['score']:.2f}"
         )
     return results
 
@@ -218,20 +202,17 @@ class EvaluateRequest:
 def evaluate_command(request: EvaluateRequest, *, json_output: bool) -> None:
     """`nmt evaluate`: print the scores (sacreBLEU's lines, or one JSON object)."""
     r = request
-    _check_one_stdin(hyp=r.hyp, ref=r.ref, src=r.src, prefix_file=r.prefix_file)
-    if r.hyp is not None:
-        report, scores = _score_existing_output(r)
-    else:
-        report, scores = _translate_and_report(r)
+    check_one_stdin(hyp=r.hyp, ref=r.ref, src=r.src, prefix_file=r.prefix_file)
+    report = _score_existing_output(r) if r.hyp is not None else _translate_and_report(r)
     if json_output:
         print(json.dumps(report))
     else:
-        for s in scores.values():
-            print(s.text)
-            print(f"  signature: {s.signature}")
+        for name in ("bleu", "chrf", "ter"):
+            print(report[name]["text"])
+            print(f"  signature: {report[name]['signature']}")
 
 
-def _score_existing_output(r: EvaluateRequest) -> tuple[dict, dict[str, Score]]:
+def _score_existing_output(r: EvaluateRequest) -> dict:
     """--hyp scores a file as it is: a model or a decoding option given with it could not
     take effect, so it is refused, named."""
     if r.models:
@@ -249,18 +230,16 @@ def _score_existing_output(r: EvaluateRequest) -> tuple[dict, dict[str, Score]]:
     if r.ref is None:
         raise DataError("--hyp needs --ref")
     tokenize = bleu_tokenizer(language_of_file(r.ref), r.tokenize or "auto")
-    scores = score_files(r.hyp, r.ref, lowercase=r.lowercase, tokenize=tokenize)
-    report = scores_as_json(
-        scores,
+    return scores_as_json(
+        score_files(r.hyp, r.ref, lowercase=r.lowercase, tokenize=tokenize),
         hypotheses=str(r.hyp),
         references=str(r.ref),
         files={"hypotheses": file_identity(r.hyp), "references": file_identity(r.ref)},
         lowercase=r.lowercase,
     )
-    return report, scores
 
 
-def _translate_and_report(r: EvaluateRequest) -> tuple[dict, dict[str, Score]]:
+def _translate_and_report(r: EvaluateRequest) -> dict:
     """Translate with the models, score, record in results.json, and write the report
     beside the hypotheses (`<hypotheses>.scores.json`)."""
     if not r.models:
@@ -272,23 +251,21 @@ def _translate_and_report(r: EvaluateRequest) -> tuple[dict, dict[str, Score]]:
     if r.prefix_file is not None:
         require(backend, "prefixes", what=f"{r.models[0]} is a directory")
     out_dir = Path(r.output or default_output_dir(r.models[0]))
-    scored = translate_and_score(
+    record = translate_and_score(
         backend, identities, _inputs(r, cfg), out_dir=out_dir, tokenize=tokenize
     )
-    scores = scored.lowercased if r.lowercase else scored.cased
-    record = scored.record
-    described = {k: v for k, v in record.items() if k not in _SCORES_AND_FILES}
-    report = scores_as_json(scores, hypotheses=record["hypotheses"], lowercase=r.lowercase)
-    report |= described
+    # The report beside the hypotheses: the scores asked for, then how they were made.
+    scores = record["lowercased" if r.lowercase else "cased"]
+    report = scores | {"hypotheses": record["hypotheses"], "lowercase": r.lowercase}
+    report |= {k: v for k, v in record.items() if k not in SCORES_AND_FILES}
     with atomic_write(Path(record["hypotheses"] + ".scores.json")) as f:
         json.dump(report, f, indent=2)
     record_results(out_dir, [record])
-    return report, scores
+    return report
 
 
-# The record's keys that the report beside the hypotheses does not repeat.
-_SCORES_AND_FILES = ("split", "source", "reference", "cased", "lowercased", "hypotheses")
-_SCORES_AND_FILES += ("sentences_per_s",)
+SCORES_AND_FILES = {"split", "source", "reference", "cased", "lowercased", "hypotheses"}
+SCORES_AND_FILES |= {"sentences_per_s"}
 
 
 def _inputs(r: EvaluateRequest, cfg: ExperimentConfig) -> Inputs:
@@ -304,14 +281,3 @@ def _inputs(r: EvaluateRequest, cfg: ExperimentConfig) -> Inputs:
     src = base / f"{r.split}.{cfg.data.src_lang}"
     ref = base / f"{r.split}.{cfg.data.tgt_lang}"
     return Inputs(r.split, src, ref, prefix_file=r.prefix_file)
-
-
-def _check_one_stdin(**files: Path | str | None) -> None:
-    """At most one input can be stdin ("-"): the others would find it already read."""
-    named = [
-        f"--{key.replace('_', '-')}"
-        for key, path in files.items()
-        if path is not None and str(path) == STDIN
-    ]
-    if len(named) > 1:
-        raise DataError(f"{' and '.join(named)} are both - (stdin): only one input can be stdin")

@@ -11,7 +11,7 @@ from nmt.config import ExperimentConfig, write_resolved_config
 from nmt.data.download import corpus_dir, download
 from nmt.evaluation.metrics import check_bleu_tokenizer, configured_bleu_tokenizer
 from nmt.files import command_line, run_lock, run_lock_if
-from nmt.pipeline.evaluate import Scored, evaluate_test_splits, log
+from nmt.pipeline.evaluate import evaluate_test_splits, log
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,7 @@ def train_command(cfg: ExperimentConfig, *, evaluate_at_end: bool) -> None:
         teardown_runtime(runtime)
 
 
-def run_command(cfg: ExperimentConfig) -> list[Scored]:
+def run_command(cfg: ExperimentConfig) -> list[dict]:
     """`nmt run`: every stage, under one lock for the whole pipeline."""
     from nmt.data.prepare import existing_checkpoints, prepare
     from nmt.report import print_prepare_summary
