@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nmt.config import DEVICE, ExperimentConfig, Precision, choices
+from nmt.config import DEVICE, ExperimentConfig
 from nmt.errors import ConfigError, DistributedError, NmtError
 
 
@@ -80,12 +80,9 @@ def _no_gpu_reason() -> str:
 
 
 def choose_precision(requested: str, device: torch.device, *, key: str = "train.precision") -> str:
-    """auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.
-
-    `key` names the setting in errors (train.precision, or decode.precision for translation).
-    """
-    if requested not in choices(Precision):
-        raise NmtError(f"{key} {requested!r}: expected one of {', '.join(choices(Precision))}")
+    """auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU. `requested` is
+    one of `Precision`, checked where it entered; `key` names the setting in errors
+    (train.precision, or decode.precision for translation)."""
     if device.type != "cuda":
         if requested in ("bf16", "fp16"):
             raise NmtError(f"{key} {requested} needs a GPU; use fp32 or auto on CPU")

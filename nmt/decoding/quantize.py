@@ -19,16 +19,14 @@ import warnings
 import torch
 from torch import nn
 
-from nmt.config import Quantize, choices
 from nmt.errors import NmtError
 
 
 def quantize(model: nn.Module, mode: str, *, device: torch.device) -> nn.Module:
-    """`model` for inference in `mode` ("none": unchanged; "int8": see the module docstring)."""
+    """`model` for inference in `mode` ("none": unchanged; "int8": see the module docstring),
+    a `decode.quantize` value the config schema or the decoding options already checked."""
     if mode == "none":
         return model
-    if mode != "int8":
-        raise NmtError(f"unknown quantization {mode!r}; allowed: {', '.join(choices(Quantize))}")
     if device.type != "cpu":
         raise NmtError(
             f"int8 quantization runs on the CPU only (device {device}; --device cpu decodes "

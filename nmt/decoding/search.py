@@ -96,12 +96,8 @@ class SearchSettings:
         return max(1, limit)
 
     def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if not 1 <= self.n_best <= self.beam_size:
-            raise ValueError(f"n_best must be in 1..beam_size={self.beam_size}, got {self.n_best}")
-        if self.min_len < 0:
-            raise ValueError(f"min_len must be >= 0, got {self.min_len}")
+        # The settings are checked where they enter (the config schema, DecodeOptions); this
+        # pairing can still arise here: an engine that samples, given a request's beam.
         if self.sampling is not None and self.beam_size != 1:
             raise ValueError(
                 f"sampling draws one hypothesis: beam_size must be 1, got {self.beam_size}"
@@ -157,13 +153,11 @@ def greedy_search(
     src_ids [B, S] -> B lists of one Hypothesis. A sentence leaves the batch (its rows are
     pruned from memory and cache) as soon as it ends in EOS.
     """
-    rules = _Rules(
-        min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, prefixes=prefixes
-    )
+    rules = _Rules(settings.min_len, bos_id, eos_id, pad_id, prefixes)
     pick = _step_policy(settings.sampling, generator, src_ids.device)
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
-        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id, prefixes=prefixes)
+        state = _start(model, src_ids, settings, rules)
         step = 0
         while state is not None:
             log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
@@ -202,12 +196,10 @@ def beam_search(
     exactly `greedy_search`. Ties between equal scores break arbitrarily.
     """
     k_max = settings.beam_size
-    rules = _Rules(
-        min_len=settings.min_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, prefixes=prefixes
-    )
+    rules = _Rules(settings.min_len, bos_id, eos_id, pad_id, prefixes)
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
-        state = _start(model, src_ids, settings, bos_id=bos_id, pad_id=pad_id, prefixes=prefixes)
+        state = _start(model, src_ids, settings, rules)
         step = 0
         while state is not None:
             log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
@@ -320,28 +312,21 @@ class _Rows:
 
 
 def _start(
-    model: SearchModel,
-    src_ids: Tensor,
-    settings: SearchSettings,
-    *,
-    bos_id: int,
-    pad_id: int,
-    prefixes: Sequence[Sequence[int]] | None,
+    model: SearchModel, src_ids: Tensor, settings: SearchSettings, rules: _Rules
 ) -> _Rows | None:
     """Encode the batch and set up one row per sentence; None for an empty batch."""
     batch, device = len(src_ids), src_ids.device
     if batch == 0:
         return None
-    src_lens = (src_ids != pad_id).sum(dim=1).tolist()
-    limits = [settings.max_len(n) for n in src_lens]
-    if prefixes is not None:  # room for the prefix and EOS after it
-        limits = [max(limit, len(prefix) + 1) for limit, prefix in zip(limits, prefixes)]
+    limits = [settings.max_len(n) for n in (src_ids != rules.pad_id).sum(dim=1).tolist()]
+    if rules.prefixes is not None:  # room for the prefix and EOS after it
+        limits = [max(limit, len(prefix) + 1) for limit, prefix in zip(limits, rules.prefixes)]
     memory = model.encode(src_ids)
     return _Rows(
         sentences=list(range(batch)),
         limits=limits,
         k=1,
-        prev=torch.full((batch,), bos_id, dtype=torch.long, device=device),
+        prev=torch.full((batch,), rules.bos_id, dtype=torch.long, device=device),
         tokens=torch.empty((batch, 0), dtype=torch.long, device=device),
         log_probs=torch.zeros(batch, device=device),
         max_lens=torch.tensor(limits, device=device),

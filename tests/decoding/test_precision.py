@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from nmt.checkpoint import load_trained_model
+from nmt.config import load_config
 from nmt.data.batching import collate
 from nmt.data.clean import normalize
 from nmt.data.text import read_lines
 from nmt.decoding.engine import Engine, ListSequences, inference_model
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import SearchSettings, beam_search
-from nmt.errors import NmtError
+from nmt.errors import ConfigError, NmtError
 from nmt.runtime import choose_precision
 
 CPU = torch.device("cpu")
@@ -47,8 +48,13 @@ def test_auto_is_fp32_on_the_cpu_and_half_precision_is_refused_there():
     assert choose_precision("fp32", CPU, key="decode.precision") == "fp32"
     with pytest.raises(NmtError, match="decode.precision bf16 needs a GPU"):
         choose_precision("bf16", CPU, key="decode.precision")
-    with pytest.raises(NmtError, match="decode.precision 'half': expected one of auto, fp32"):
-        choose_precision("half", CPU, key="decode.precision")
+    # An unknown precision is refused where it enters: the decoding options, the config.
+    with pytest.raises(NmtError, match="precision: got 'half' \\(str\\), expected one of 'auto'"):
+        DecodeOptions(precision="half")
+    with pytest.raises(ConfigError, match="decode.precision: got 'half'"):
+        load_config(None, ["decode.precision=half"])
+    with pytest.raises(ConfigError, match="train.precision: got 'half'"):
+        load_config(None, ["train.precision=half"])
 
 
 def test_auto_on_a_gpu_is_bf16_only_where_the_hardware_has_it(monkeypatch):

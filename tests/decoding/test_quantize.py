@@ -9,11 +9,12 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from nmt.checkpoint import load_trained_model
+from nmt.config import load_config
 from nmt.data.text import read_lines
 from nmt.decoding.engine import Engine
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.quantize import quantize, quantize_int8
-from nmt.errors import NmtError
+from nmt.errors import ConfigError, NmtError
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,13 @@ def test_int8_scores_are_close_to_float32(tiny_run, sources):
 def test_unknown_mode_and_gpu_are_refused():
     model = nn.Sequential(nn.Linear(4, 4))
     assert quantize(model, "none", device=torch.device("cpu")) is model
-    with pytest.raises(NmtError, match="allowed: none, int8"):
-        quantize(model, "int4", device=torch.device("cpu"))
+    # An unknown mode is refused where it enters: the decoding options, the config.
+    with pytest.raises(
+        NmtError, match="quantize: got 'int4' \\(str\\), expected one of 'none', 'int8'"
+    ):
+        DecodeOptions(quantize="int4")
+    with pytest.raises(ConfigError, match="decode.quantize: got 'int4'"):
+        load_config(None, ["decode.quantize=int4"])
     with pytest.raises(NmtError, match="CPU only"):
         quantize(model, "int8", device=torch.device("cuda"))
 

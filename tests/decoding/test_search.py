@@ -13,6 +13,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from nmt.config import DecodeConfig
+from nmt.decoding.options import DecodeOptions
 from nmt.decoding.search import (
     Hypothesis,
     SearchSettings,
@@ -20,6 +22,7 @@ from nmt.decoding.search import (
     greedy_search,
     search,
 )
+from nmt.errors import NmtError
 
 PAD, UNK, BOS, EOS, A, B = range(6)
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
@@ -359,8 +362,13 @@ def test_empty_batch_and_invalid_settings():
         beam_search(random_model(0), torch.zeros((0, 3), dtype=torch.long), SearchSettings(), **IDS)
         == []
     )
-    with pytest.raises(ValueError, match="n_best"):
-        SearchSettings(beam_size=2, n_best=3)
+    # Settings are checked where they enter: the decoding options refuse what search would not take.
+    with pytest.raises(NmtError, match=r"n_best \(3\) must be <= beam_size \(2\)"):
+        DecodeOptions(beam_size=2, n_best=3).resolve(DecodeConfig())
+    with pytest.raises(NmtError, match="beam_size: 0 is out of range"):
+        DecodeOptions(beam_size=0)
+    with pytest.raises(NmtError, match="min_len: -1 is out of range"):
+        DecodeOptions(min_len=-1)
 
 
 def test_max_len_formula_and_cap():
