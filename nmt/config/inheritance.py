@@ -56,9 +56,8 @@ def init_checkpoint_config(
     except CheckpointError as exc:
         raise ConfigError([f"train.init_from: {exc}"], source) from None
     except OSError as exc:  # a name too long for the file system, say (before any read)
-        raise ConfigError(
-            [f"train.init_from: cannot read {value}: {exc.strerror}"], source
-        ) from None
+        problem = f"train.init_from: cannot read {value}: {exc.strerror}"
+        raise ConfigError([problem], source) from None
 
 
 def take_from_init(

@@ -92,15 +92,12 @@ def rename_old_keys(tree: dict[str, Any], problems: list[str]) -> None:
 def apply_model_preset(tree: dict[str, Any], problems: list[str]) -> None:
     """Fill the model keys of `tree` (in place) that `model.preset` sets and the tree does not."""
     model = tree.get("model")
-    if not isinstance(model, dict) or model.get("preset") is None:
-        return
-    name = model["preset"]
+    name = model.get("preset") if isinstance(model, dict) else None
     if not isinstance(name, str):
-        return  # a list or a number: `_build` reports the type
+        return  # unset, or a list or a number: `_build` reports the type
     if name not in MODEL_PRESETS:
-        problems.append(
-            f"model.preset: unknown preset {name!r}; allowed: {', '.join(MODEL_PRESETS)}"
-        )
+        allowed = ", ".join(MODEL_PRESETS)
+        problems.append(f"model.preset: unknown preset {name!r}; allowed: {allowed}")
         return
     for key, value in MODEL_PRESETS[name].items():
         model.setdefault(key, value)

@@ -22,13 +22,7 @@ from nmt.config.overrides import (
     parse_overrides,
     rename_old_keys,
 )
-from nmt.config.schema import (
-    DataConfig,
-    DecodeConfig,
-    ExperimentConfig,
-    Pattern,
-    Range,
-)
+from nmt.config.schema import DataConfig, DecodeConfig, ExperimentConfig, Pattern, Range
 from nmt.config.yaml_io import read_yaml_mapping
 from nmt.errors import ConfigError
 
@@ -118,11 +112,7 @@ def _build(cls: type, values: Any, prefix: str, problems: list[str]) -> Any:
             kwargs[name] = converted
         else:
             problems.append(f"{prefix}{name}: got {_describe(values[name])}, expected {allowed}")
-    try:
-        instance = cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        problems.append(f"{where}: {exc}")
-        return cls()
+    instance = cls(**kwargs)  # only known keys, each converted: a section takes them all
     problems.extend(range_problems(instance, prefix))
     return instance
 

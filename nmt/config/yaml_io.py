@@ -21,34 +21,29 @@ MAX_INT_DIGITS = 40
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Load a YAML file that must hold a mapping; errors name the file, line and column."""
+
+    def refused(problem: str) -> ConfigError:
+        return ConfigError([problem], str(path))
+
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_YAML_BYTES + 1)  # bounded: a config is never a large file
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read config file: {exc.strerror}"], str(path)) from None
+        raise refused(f"cannot read config file: {exc.strerror}") from None
     if len(data) > MAX_YAML_BYTES:
-        raise ConfigError(
-            [f"config file is larger than {MAX_YAML_BYTES // 1024} KiB; is it a config?"],
-            str(path),
-        )
+        raise refused(f"config file is larger than {MAX_YAML_BYTES // 1024} KiB; is it a config?")
     try:
-        text = data.decode("utf-8")
+        data = load_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [f"config file is not valid UTF-8 (byte {exc.start})"], str(path)
-        ) from None
-    try:
-        data = load_yaml(text)
+        raise refused(f"config file is not valid UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"malformed YAML at {_yaml_problem(exc)}"], str(path)) from None
+        raise refused(f"malformed YAML at {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            [f"the top level must be a mapping, got {type(data).__name__}"], str(path)
-        )
+        raise refused(f"the top level must be a mapping, got {type(data).__name__}")
     return data
 
 
@@ -63,12 +58,15 @@ def load_yaml(text: str) -> Any:
     data only, no aliases, no duplicate keys, bounded size, depth and integers. Every
     problem is a `yaml.YAMLError`; a `RefusedYAML` is one of these bounds."""
     if len(text) > MAX_YAML_BYTES:
-        raise RefusedYAML(None, None, f"more than {MAX_YAML_BYTES} characters of YAML")
+        raise RefusedYAML(f"more than {MAX_YAML_BYTES} characters of YAML")
     return yaml.load(text, Loader=StrictLoader)
 
 
 class RefusedYAML(yaml.MarkedYAMLError):
     """Valid YAML that nmt refuses: an alias, nesting too deep, an integer too long."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None = None):
+        super().__init__(None, None, problem, mark)
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -83,16 +81,10 @@ class StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            raise RefusedYAML(
-                None,
-                None,
-                f"alias *{event.anchor} is not allowed: write the value out",
-                event.start_mark,
-            )
+            problem = f"alias *{event.anchor} is not allowed: write the value out"
+            raise RefusedYAML(problem, event.start_mark)
         if self._depth >= MAX_YAML_DEPTH:
-            raise RefusedYAML(
-                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark
-            )
+            raise RefusedYAML(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -120,12 +112,8 @@ def _construct_mapping_once(loader: StrictLoader, node: yaml.MappingNode) -> dic
         except TypeError:  # an unhashable key: SafeLoader reports it below
             continue
         if seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first on line {first_line[key] + 1})",
-                key_node.start_mark,
-            )
+            problem = f"duplicate key {key!r} (first on line {first_line[key] + 1})"
+            raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
         first_line[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=True)
 
@@ -133,18 +121,12 @@ def _construct_mapping_once(loader: StrictLoader, node: yaml.MappingNode) -> dic
 def _construct_bounded_int(loader: StrictLoader, node: yaml.ScalarNode) -> int:
     digits = len(node.value.lstrip("+-").replace("_", ""))
     if digits > MAX_INT_DIGITS:
-        raise RefusedYAML(
-            None,
-            None,
-            f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are read",
-            node.start_mark,
-        )
+        problem = f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are read"
+        raise RefusedYAML(problem, node.start_mark)
     return loader.construct_yaml_int(node)
 
 
-StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once
-)
+StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping_once)
 StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
 # A date (`name: 2024-01-01`) stays the text it is: no setting is a date.
 StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
