@@ -8,11 +8,7 @@ from types import ModuleType
 from nmt.errors import NmtError
 
 # extra name in pyproject.toml -> the module it provides
-EXTRAS = {
-    "ctranslate2": "ctranslate2",
-    "huggingface": "transformers",
-    "tensorboard": "tensorboard",
-}
+EXTRAS = {"ctranslate2": "ctranslate2", "huggingface": "transformers", "tensorboard": "tensorboard"}
 
 
 def require_extra(extra: str, command: str) -> ModuleType:

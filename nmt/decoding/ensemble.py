@@ -60,11 +60,8 @@ class Ensemble:
         return EnsembleMemory(tuple(m.encode(src_ids) for m in self.members))
 
     def init_cache(self, memory: EnsembleMemory, *, max_len: int) -> EnsembleCache:
-        return EnsembleCache(
-            tuple(
-                m.init_cache(part, max_len=max_len) for m, part in zip(self.members, memory.parts)
-            )
-        )
+        parts = zip(self.members, memory.parts)
+        return EnsembleCache(tuple(m.init_cache(part, max_len=max_len) for m, part in parts))
 
     def decode_step(self, prev_tokens: Tensor, memory: EnsembleMemory, cache: EnsembleCache):
         """prev_tokens [N] -> the members' mean log-probs, float32 [N, V]."""

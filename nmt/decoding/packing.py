@@ -46,12 +46,8 @@ class PackedLinear(nn.Module):
 
 def packing_available() -> bool:
     """Whether this torch build has oneDNN and the packed-linear ops."""
-    ops = torch.ops.mkldnn
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_reorder_linear_weight")
-        and hasattr(ops, "_linear_pointwise")
-    )
+    ops = ("_reorder_linear_weight", "_linear_pointwise")
+    return torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, op) for op in ops)
 
 
 def pack_linears(model: nn.Module) -> nn.Module:

@@ -42,19 +42,10 @@ class DecoderCache:
         self.cross_kv = cross_kv
         self.cross_mask = cross_mask
         self.rows_per_sentence = 1
-        self._max_len = max_len
+        self.max_len = max_len
         self._buffers = [self._allocate(cross_kv.shape[2])]
         self.self_kv = self._buffers[0]
-        self._length = 0
-
-    @property
-    def length(self) -> int:
-        """Number of positions decoded so far (the position the next step writes)."""
-        return self._length
-
-    @property
-    def max_len(self) -> int:
-        return self._max_len
+        self.length = 0  # positions decoded so far (the position the next step writes)
 
     @property
     def num_rows(self) -> int:
@@ -67,7 +58,7 @@ class DecoderCache:
         each (views into the buffer). `advance` moves to the next position once every layer
         has written.
         """
-        position = self._length
+        position = self.length
         if position >= self.max_len:
             raise IndexError(f"DecoderCache is full: max_len={self.max_len} positions decoded")
         buffer = self.self_kv[layer]
@@ -79,7 +70,7 @@ class DecoderCache:
         return self.cross_kv[layer]
 
     def advance(self) -> None:
-        self._length += 1
+        self.length += 1
 
     def reorder(self, index: Tensor, *, sentences: Tensor | None = None) -> None:
         """Keep rows `index` (LongTensor [N'], on the cache's device), in this order.
@@ -109,11 +100,11 @@ class DecoderCache:
 
     def _reorder_self(self, index: Tensor) -> None:
         """New row i = old row index[i], for the decoded positions of every layer."""
-        if self._length and self._reorder_in_place(index):
+        if self.length and self._reorder_in_place(index):
             return
         rows = index.numel()
         spare = self._spare(rows)
-        filled = self._length
+        filled = self.length
         if filled:
             # The gather writes straight into the spare buffer's strided prefix: one kernel.
             source = self.self_kv[:, :, :, :, :filled]
@@ -136,7 +127,7 @@ class DecoderCache:
         if 2 * moved.numel() >= rows:
             return False
         if moved.numel():
-            decoded = self.self_kv[:, :, :, :, : self._length]
+            decoded = self.self_kv[:, :, :, :, : self.length]
             decoded.index_copy_(2, moved, decoded.index_select(2, index[moved]))
         return True
 
@@ -152,4 +143,4 @@ class DecoderCache:
 
     def _allocate(self, rows: int) -> Tensor:
         layers, two, _, heads, _, head_dim = self.cross_kv.shape
-        return self.cross_kv.new_empty(layers, two, rows, heads, self._max_len, head_dim)
+        return self.cross_kv.new_empty(layers, two, rows, heads, self.max_len, head_dim)
