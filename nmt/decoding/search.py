@@ -158,14 +158,11 @@ def greedy_search(
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
         state = _start(model, src_ids, settings, rules)
-        step = 0
         while state is not None:
-            log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
-            best, tokens = pick(log_probs)  # [N]
+            best, tokens = pick(rules.next_log_probs(model, state))  # [N]
             # EOS is forced at a row's last step; the limit also ends a row whose EOS is -inf
-            ended = (tokens == eos_id) | (state.max_lens == step + 1)
+            ended = (tokens == eos_id) | (state.max_lens == state.step + 1)
             state = _greedy_advance(state, tokens, state.log_probs + best, ended, finished)
-            step += 1
         return finished.best(n_best=1, alpha=settings.length_penalty)
 
 
@@ -200,13 +197,10 @@ def beam_search(
     finished = _Finished(len(src_ids))
     with torch.inference_mode():
         state = _start(model, src_ids, settings, rules)
-        step = 0
         while state is not None:
-            log_probs = rules.next_log_probs(model, state, step=step)  # [N, V]
-            cands = _expand(state, log_probs, beam_size=k_max)
-            live = _finalize(state, cands, finished, step=step, beam_size=k_max, eos_id=eos_id)
+            cands = _expand(state, rules.next_log_probs(model, state), beam_size=k_max)
+            live = _finalize(state, cands, finished, beam_size=k_max, eos_id=eos_id)
             state = _keep_alive(state, cands, live, beam_size=k_max, eos_id=eos_id)
-            step += 1
         return finished.best(n_best=settings.n_best, alpha=settings.length_penalty)
 
 
@@ -244,18 +238,18 @@ class _Rules:
             log_probs[rows, self.eos_id] = eos
         return log_probs
 
-    def next_log_probs(self, model: SearchModel, state: _Rows, *, step: int) -> Tensor:
+    def next_log_probs(self, model: SearchModel, state: _Rows) -> Tensor:
         """One decoding step of every row, constrained. -> float32 [N, V]."""
         log_probs = model.decode_step(state.prev, state.memory, state.cache)
-        log_probs = self.constrain(log_probs, step=step, last_rows=state.rows_at_limit(step))
+        log_probs = self.constrain(log_probs, step=state.step, last_rows=state.rows_at_limit())
         if self.prefixes is not None:
-            self.force_prefixes(log_probs, state, step=step)
+            self.force_prefixes(log_probs, state)
         return log_probs
 
-    def force_prefixes(self, log_probs: Tensor, state: _Rows, *, step: int) -> None:
-        """In place: the rows of a sentence whose prefix reaches past `step` may produce only
-        its token at `step`, with its model log-prob. log_probs [N, V]."""
-        rows, tokens = [], []
+    def force_prefixes(self, log_probs: Tensor, state: _Rows) -> None:
+        """In place: the rows of a sentence whose prefix reaches past this step may produce
+        only its token at this step, with its model log-prob. log_probs [N, V]."""
+        rows, tokens, step = [], [], state.step
         for i, sentence in enumerate(state.sentences):
             prefix = self.prefixes[sentence]
             if step < len(prefix):
@@ -282,9 +276,14 @@ class _Rows:
     memory: Memory  # N rows (B before the first step of beam search)
     cache: DecoderCache
 
-    def rows_at_limit(self, step: int) -> list[int]:
+    @property
+    def step(self) -> int:
+        """The tokens generated so far: the step about to run, counted from 0."""
+        return self.tokens.size(1)
+
+    def rows_at_limit(self) -> list[int]:
         """The rows whose sentence allows no token after this step (max_len = step + 1)."""
-        ending = [i for i, limit in enumerate(self.limits) if limit == step + 1]
+        ending = [i for i, limit in enumerate(self.limits) if limit == self.step + 1]
         return [i * self.k + j for i in ending for j in range(self.k)]
 
     def extend(self, rows: Tensor, *, tokens: Tensor, log_probs: Tensor, live: list[int]) -> _Rows:
@@ -424,13 +423,7 @@ def _expand(state: _Rows, log_probs: Tensor, *, beam_size: int) -> _Candidates:
 
 
 def _finalize(
-    state: _Rows,
-    cands: _Candidates,
-    finished: _Finished,
-    *,
-    step: int,
-    beam_size: int,
-    eos_id: int,
+    state: _Rows, cands: _Candidates, finished: _Finished, *, beam_size: int, eos_id: int
 ) -> list[int]:
     """Move EOS candidates among each sentence's top K to its finished list; return the live
     sentences (positions in `state.sentences`).
@@ -454,7 +447,7 @@ def _finalize(
     return [
         i
         for i, (s, limit) in enumerate(zip(state.sentences, state.limits))
-        if finished.counts[s] < beam_size and step + 1 < limit
+        if finished.counts[s] < beam_size and state.step + 1 < limit
     ]
 
 
