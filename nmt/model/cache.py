@@ -85,7 +85,7 @@ class DecoderCache:
         and the memory state is not touched: beam steps pass None. Reordering arbitrary rows
         of a k = 1 cache is `reorder(index, sentences=index)`.
         """
-        kept = self.num_sentences if sentences is None else len(sentences)
+        kept = self.cross_kv.shape[2] if sentences is None else len(sentences)
         if kept == 0 or len(index) % kept:
             raise ValueError(f"{len(index)} rows cannot be split evenly over {kept} sentences")
         self._reorder_self(index)
@@ -93,10 +93,6 @@ class DecoderCache:
             self.cross_kv = self.cross_kv.index_select(2, sentences)
             self.cross_mask = self.cross_mask.index_select(0, sentences)
         self.rows_per_sentence = len(index) // kept
-
-    @property
-    def num_sentences(self) -> int:
-        return self.cross_kv.shape[2]
 
     def _reorder_self(self, index: Tensor) -> None:
         """New row i = old row index[i], for the decoded positions of every layer."""

@@ -85,8 +85,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.status, self.message = status, message
 
 
 # 499: nginx's "client closed request"; nobody reads it, but the log and metrics do.
@@ -187,9 +186,6 @@ class Metrics:
         )
         self.queue = Gauge("nmt_serve_queue_lines", "Lines waiting to be decoded", registry=r)
 
-    def watch_queue(self, queued_lines: Callable[[], int]) -> None:
-        self.queue.set_function(queued_lines)
-
     def batch(self, report: BatchReport) -> None:
         self.batch_lines.observe(report.lines)
         self.batch_tokens.observe(report.tokens)
@@ -251,7 +247,7 @@ def create_app(
         max_wait_ms=settings.max_wait_ms,
         on_batch=metrics.batch,
     )
-    metrics.watch_queue(batcher.queued_lines)
+    metrics.queue.set_function(batcher.queued_lines)
     state = {"ready": False, "problem": None}
 
     @contextlib.asynccontextmanager
@@ -326,25 +322,21 @@ def _add_routes(
         job = batcher.submit(lines, options)
         return await _await_job(request, job.future, timeout=settings.timeout)
 
+    needs_key = settings.api_key is not None
+    page_html = render_page(
+        source=model.source, target=model.target, model=model.name, needs_key=needs_key
+    )
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(
-            render_page(
-                source=model.source,
-                target=model.target,
-                model=model.name,
-                needs_key=settings.api_key is not None,
-            )
-        )
+        return HTMLResponse(page_html)
 
     @app.get("/health", summary="Ready once the model has translated a warm-up line")
     async def health() -> JSONResponse:
         if state["ready"]:
-            body = {"status": "ok", "source": model.source, "target": model.target}
-            return JSONResponse(body)
-        body = {"status": "error" if state["problem"] else "loading"}
-        if state["problem"]:
-            body["error"] = state["problem"]
+            return JSONResponse({"status": "ok", "source": model.source, "target": model.target})
+        problem = state["problem"]
+        body = {"status": "error", "error": problem} if problem else {"status": "loading"}
         return JSONResponse(body, status_code=503)
 
     @app.get("/metrics", summary="Prometheus text format")
