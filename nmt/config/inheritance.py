@@ -32,10 +32,8 @@ def inherited_from_init() -> list[str]:
     architecture (every model key but `NOT_ARCHITECTURE`, so that a new model option counts
     as architecture) and the tokenizer (`TOKENIZER_KEYS`). A config that sets one of them to
     another value is refused; one that leaves it unset gets the checkpoint's."""
-    model = [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
-    return [k for k in model if k.split(".")[1] not in NOT_ARCHITECTURE] + [
-        f"data.{name}" for name in TOKENIZER_KEYS
-    ]
+    model = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in NOT_ARCHITECTURE]
+    return [f"model.{name}" for name in model] + [f"data.{name}" for name in TOKENIZER_KEYS]
 
 
 def init_checkpoint_config(

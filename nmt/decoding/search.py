@@ -461,10 +461,8 @@ def _keep_alive(
     # A stable sort moves EOS candidates last and keeps the others in score order.
     is_eos = cands.tokens == eos_id  # [b, C]
     order = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :beam_size]
-    local_parents = cands.rows.gather(1, order) - state.k * torch.arange(
-        len(state.sentences), device=order.device
-    ).unsqueeze(1)
-    order = order.gather(1, _by_parent_slot(local_parents))
+    first_row = state.k * torch.arange(len(state.sentences), device=order.device)[:, None]
+    order = order.gather(1, _by_parent_slot(cands.rows.gather(1, order) - first_row))
     keep = None if len(live) == len(state.sentences) else _index(live, order.device)
 
     def pick(x: Tensor) -> Tensor:  # [b, C] -> [b', K] -> [b'*K]

@@ -152,15 +152,10 @@ class Metrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "nmt_serve_requests", "HTTP requests answered", ["path", "status"], registry=r
-        )
+        r, labels = self.registry, ["path", "status"]
+        self.requests = Counter("nmt_serve_requests", "HTTP requests answered", labels, registry=r)
         self.errors = Counter(
-            "nmt_serve_errors",
-            "HTTP requests answered with a 4xx or 5xx",
-            ["path", "status"],
-            registry=r,
+            "nmt_serve_errors", "HTTP requests answered with a 4xx or 5xx", labels, registry=r
         )
         self.latency = Histogram(
             "nmt_serve_request_seconds",
