@@ -298,6 +298,13 @@ def test_nmt_serve_decodes_a_ctranslate2_directory_as_the_checkpoint(
         assert [r.texts for r in ours] == [r.texts for r in theirs]
     with pytest.raises(NmtError, match="n-best 2 with a CTranslate2 directory"):
         served.check(DecodeOptions(beam_size=2, n_best=2))
+    # LibreTranslate's alternatives are n-best lists: a request the backend cannot serve (4xx)
+    from nmt.serve.app import ApiError, _alternatives_options
+
+    with pytest.raises(ApiError, match="alternatives: this server's model gives one") as refused:
+        _alternatives_options(2, served)
+    assert refused.value.status == 400
+    assert _alternatives_options(2, native).n_best == 3
 
 
 def test_n_best_from_a_ctranslate2_directory_is_refused(exported, source_file, cli_inline):
