@@ -365,7 +365,7 @@ def decode_options(arguments: dict):
     names = [f.name for f in dataclasses.fields(DecodeOptions) if f.name != "spelling"]
     values = {k: arguments[k] for k in names if k in arguments}
     values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
-    return DecodeOptions.from_cli(**values)
+    return DecodeOptions(**values, spelling="cli")  # problems name `--beam-size`
 
 
 # --------------------------------------------------------------------------- translate

@@ -220,8 +220,7 @@ def _score_existing_output(r: EvaluateRequest) -> dict:
             f"--hyp scores existing output: leave out the checkpoint {r.models[0]} "
             "(or leave out --hyp to translate with it)"
         )
-    # (--device is where a model would run, harmless without one)
-    given = [r.options.name(name) for name in r.options.given() if name != "device"]
+    given = [r.options.name(name) for name in r.options.given()]  # --device is harmless
     given += ["--prefix-file"] if r.prefix_file is not None else []
     if given:
         raise DataError(
