@@ -31,9 +31,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- loading
-
-
 def load_for_evaluation(
     models: Sequence[Path], options: DecodeOptions
 ) -> tuple[TranslationBackend, list[CheckpointIdentity]]:
@@ -50,9 +47,6 @@ def load_for_evaluation(
                 "evaluate again, or give a step_N.pt"
             )
     return backend, identities
-
-
-# --------------------------------------------------------------------------- one split
 
 
 @dataclass(frozen=True)
@@ -122,9 +116,6 @@ def _lines_digest(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------- test splits
-
-
 def evaluate_test_splits(
     cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
 ) -> list[dict]:
@@ -156,9 +147,6 @@ def evaluate_test_splits(
             f"chrF {cased['chrf']['score']:.2f}, TER {cased['ter']['score']:.2f}"
         )
     return records
-
-
-# --------------------------------------------------------------------------- nmt evaluate
 
 
 @dataclass(frozen=True)
