@@ -18,13 +18,13 @@ maps onto the spec:
   LayerNorm eps 1e-5                   layer_norm_epsilon = 1e-5
   source + EOS, decoder starts at BOS  add_source_eos = True, decoder_start_token = "<s>"
 
-Decoding (`CTranslate2Engine`, used by `nmt translate` / `nmt evaluate` when given an
-export directory) asks CTranslate2 for nmt's search: beam search stops once beam_size
-hypotheses have finished (patience 1), scores are log_prob / length**alpha with EOS counted
+Decoding (`CTranslate2Engine`, used by `nmt translate` / `nmt evaluate` when given an export
+directory) asks CTranslate2 for nmt's search: beam search stops once beam_size hypotheses
+have finished (patience 1), scores are log_prob / length**alpha with EOS counted
 (return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
 before that many tokens in both. nmt's max length a * src_len + b is per sentence where
-CTranslate2 has one max_decoding_length per call: one call with the largest limit, then
-the sentences whose search reached their own limit again, grouped by it.
+CTranslate2 has one max_decoding_length per call: one call with the largest limit, then the
+sentences whose search reached their own limit again, grouped by it.
 At its last step nmt ends every live hypothesis with a forced EOS whose log-probability
 counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; each cut one
 stands for its row ended by EOS and is rescored so (score_batch). One difference remains
@@ -33,13 +33,13 @@ from its candidates, so a beam search that reaches the limit can differ (greedy 
 cannot: its one row is always there, tests/interop/test_equivalence.py). On the random
 models of tests/interop, 200 sentences, with a limit most searches reach
 (0.4 * src_len + 2), beam-5 best outputs differ in 0 to 39 sentences per variant; with a
-trained Multi30k model, in 1 of 1000 lines (docs/benchmarks.md, "Export fidelity").
-Where no search reaches the limit, the n-best lists are nmt's too (tested), but see
+trained Multi30k model, in 1 of 1000 lines (docs/benchmarks.md, "Export fidelity"). Where no
+search reaches the limit, the n-best lists are nmt's too (tested), but see
 `_check_one_best`.
 Two more: with length_penalty 0 CTranslate2 stops as soon as its best hypothesis ends (nmt
-waits for beam_size), and it masks tokens before its softmax where nmt masks after; the first step's
-masked mass is taken off again (`_first_step_shifts`), later steps mask only PAD and BOS,
-which a trained model leaves near zero.
+waits for beam_size), and it masks tokens before its softmax where nmt masks after; the
+first step's masked mass is taken off again (`_first_step_shifts`), later steps mask only
+PAD and BOS, which a trained model leaves near zero.
 """
 
 from __future__ import annotations
@@ -303,19 +303,11 @@ class CTranslate2Engine:
         return Translation(hyps, texts, stats)
 
     def _search_all(self, sources: list[list[int]]):
-        """Yield (index, n-best) for the non-empty sources.
-
-        max_len counts the source's EOS in src_len and the hypothesis' EOS in the length,
-        as nmt's search does (nmt.decoding.search). Up to its last step (max_len - 1) nmt's
-        search is CTranslate2's; there nmt ends each live row with a forced EOS, where
-        CTranslate2 finishes its best extensions, EOS or not (a cut one stands for its row
-        ended by EOS and is rescored so, `_rescore_cut`).
-
-        CTranslate2 has one max_decoding_length per call. One call with the largest limit
-        decodes everything; a sentence whose search stopped before its own last step got
-        exactly nmt's result (`_ended_early`), the others (few, with a trained model) are
-        decoded again, one call per limit.
-        """
+        """Yield (index, n-best) for the non-empty sources (the module docstring): one call
+        with the largest limit; a search that stopped before its own last step got nmt's
+        result (`_ended_early`), the others (few, with a trained model) are decoded again, one
+        call per limit, their cut rows rescored (`_rescore_cut`). max_len counts the source's
+        EOS in src_len and the hypothesis' EOS in the length, as nmt's search does."""
         todo = [i for i, s in enumerate(sources) if s]
         if not todo:
             return
