@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer import Argument, Option
 
 from nmt.config import BleuTokenize, CTranslate2Quantize, DecodeConfig, choice_enum, choices
 from nmt.config import ExportTarget as ExportTargetName
@@ -66,7 +67,7 @@ def _print_version(value: bool) -> None:
 def _options(
     version: Annotated[
         bool,
-        typer.Option(
+        Option(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
@@ -119,18 +120,17 @@ def os_error_line(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if exc.filename is not None else reason
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML config.", show_default=False)]
+OutputOption = functools.partial(Option, "--output", "-o")
+ConfigArg = Annotated[Path, Argument(help="Experiment YAML config.", show_default=False)]
 OverridesArg = Annotated[
     list[str] | None,
-    typer.Argument(
-        help="Dotted overrides, e.g. train.lr=5e-4 model.preset=tiny.", show_default=False
-    ),
+    Argument(help="Dotted overrides, e.g. train.lr=5e-4 model.preset=tiny.", show_default=False),
 ]
 
 
 InitFromOption = Annotated[
     Path | None,
-    typer.Option(
+    Option(
         "--init-from",
         help="Start a new run from this checkpoint's weights, architecture and tokenizer "
         "(the same as train.init_from=CHECKPOINT).",
@@ -151,40 +151,33 @@ def load(config: Path, overrides: list[str] | None, init_from: Path | None = Non
     return cfg
 
 
-# --------------------------------------------------------------------------- download
-
-
 @app.command()
 @user_errors
 def download(
     corpus: Annotated[
         str,
-        typer.Argument(
+        Argument(
             help="multi30k, wmt_newstest, hf:<dataset>[:<config>], or a new name with --src/--tgt."
         ),
     ],
     langs: Annotated[
-        str | None, typer.Option(help="Comma-separated languages (default: all the corpus has).")
+        str | None, Option(help="Comma-separated languages (default: all the corpus has).")
     ] = None,
     pair: Annotated[
-        str | None, typer.Option(help="Language pair such as de-en (same as --langs de,en).")
+        str | None, Option(help="Language pair such as de-en (same as --langs de,en).")
     ] = None,
     split: Annotated[
-        list[str] | None, typer.Option(help="Split to fetch (repeatable; default: all).")
+        list[str] | None, Option(help="Split to fetch (repeatable; default: all).")
     ] = None,
-    data_dir: Annotated[Path, typer.Option(help="Where corpora are written.")] = Path("data"),
+    data_dir: Annotated[Path, Option(help="Where corpora are written.")] = Path("data"),
     mirror: Annotated[
         Path | None,
-        typer.Option(help="Offline mirror <dir>/<corpus>/<split>.<lang> (env NMT_DATA_MIRROR)."),
+        Option(help="Offline mirror <dir>/<corpus>/<split>.<lang> (env NMT_DATA_MIRROR)."),
     ] = None,
-    src: Annotated[
-        Path | None, typer.Option(help="Register a user source file (plain or .gz).")
-    ] = None,
-    tgt: Annotated[
-        Path | None, typer.Option(help="Register a user target file (plain or .gz).")
-    ] = None,
-    src_lang: Annotated[str, typer.Option(help="Language of --src.")] = "src",
-    tgt_lang: Annotated[str, typer.Option(help="Language of --tgt.")] = "tgt",
+    src: Annotated[Path | None, Option(help="Register a user source file (plain or .gz).")] = None,
+    tgt: Annotated[Path | None, Option(help="Register a user target file (plain or .gz).")] = None,
+    src_lang: Annotated[str, Option(help="Language of --src.")] = "src",
+    tgt_lang: Annotated[str, Option(help="Language of --tgt.")] = "tgt",
 ) -> None:
     """Fetch a parallel corpus into DATA_DIR/CORPUS/<split>.<lang> with a manifest."""
     from nmt.data import download as dl
@@ -220,17 +213,12 @@ def _languages(langs: str | None, pair: str | None) -> list[str]:
     return [lang.strip() for lang in text.split(",") if lang.strip()]
 
 
-# --------------------------------------------------------------------------- prepare
-
-
 @app.command()
 @user_errors
 def prepare(
     config: ConfigArg,
     overrides: OverridesArg = None,
-    force: Annotated[
-        bool, typer.Option(help="Redo the work even if inputs are unchanged.")
-    ] = False,
+    force: Annotated[bool, Option(help="Redo the work even if inputs are unchanged.")] = False,
     init_from: InitFromOption = None,
 ) -> None:
     """Clean the corpus, train SentencePiece (or reuse --init-from's) and binarize every split."""
@@ -239,16 +227,13 @@ def prepare(
     prepare_command(load(config, overrides, init_from), force=force)
 
 
-# --------------------------------------------------------------------------- train
-
-
 @app.command()
 @user_errors
 def train(
     config: ConfigArg,
     overrides: OverridesArg = None,
     evaluate_at_end: Annotated[
-        bool, typer.Option("--evaluate/--no-evaluate", help="Score data.test_splits at the end.")
+        bool, Option("--evaluate/--no-evaluate", help="Score data.test_splits at the end.")
     ] = True,
     init_from: InitFromOption = None,
 ) -> None:
@@ -259,9 +244,6 @@ def train(
     from nmt.pipeline.run import train_command
 
     train_command(load(config, overrides, init_from), evaluate_at_end=evaluate_at_end)
-
-
-# --------------------------------------------------------------------------- run
 
 
 @app.command()
@@ -281,16 +263,13 @@ def run(
         )
 
 
-# --------------------------------------------------------------------------- decoding options
-# Defined once for every command that decodes; their values are checked in one place,
-# `nmt.decoding.options.DecodeOptions` (the bounds of the config's decode section).
-
-
 BleuTokenizer = choice_enum(BleuTokenize, "BleuTokenizer")
 ExportQuantize = choice_enum(CTranslate2Quantize, "ExportQuantize")
 ExportTarget = choice_enum(ExportTargetName, "ExportTarget")
 
 
+# The decoding options, defined once for every command that decodes; their values are checked
+# in one place, `nmt.decoding.options.DecodeOptions` (the bounds of the config's decode section).
 def decode_option(name: str):
     """The option of the setting decode.<name>: its type, choices and description are the
     config schema's; left out, it is the model's own setting."""
@@ -300,7 +279,7 @@ def decode_option(name: str):
         kind = choice_enum(kind, name.title())
     (doc,) = (note.text for note in notes if isinstance(note, Doc))
     help = f"{doc.rstrip('.')} (default: the model's decode.{name})."
-    return Annotated[kind | None, typer.Option(help=help)]
+    return Annotated[kind | None, Option(help=help)]
 
 
 BeamSizeOption = decode_option("beam_size")
@@ -314,7 +293,7 @@ PrecisionOption = decode_option("precision")
 
 ModelArg = Annotated[
     Path,
-    typer.Argument(
+    Argument(
         help="A checkpoint written by nmt train (or nmt average, nmt import), or a directory "
         "written by nmt export --to ctranslate2.",
         metavar="MODEL",
@@ -323,7 +302,7 @@ ModelArg = Annotated[
 ]
 ModelsArg = Annotated[
     list[Path],
-    typer.Argument(
+    Argument(
         help="A checkpoint written by nmt train, or an `nmt export --to ctranslate2` dir; "
         "several checkpoints decode as an ensemble (the mean of their log-probs).",
         metavar="MODEL",
@@ -331,25 +310,23 @@ ModelsArg = Annotated[
     ),
 ]
 DeviceOption = Annotated[
-    str, typer.Option(help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N.")
+    str, Option(help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N.")
 ]
 SamplingOption = Annotated[
     str | None,
-    typer.Option(
+    Option(
         help="Draw each token instead of searching: topk:K, topp:P (nucleus) or random "
         "(beam 1, one hypothesis per line)."
     ),
 ]
 TemperatureOption = Annotated[
     float | None,
-    typer.Option(help="With --sampling: divide the log-probs by T before drawing (default 1)."),
+    Option(help="With --sampling: divide the log-probs by T before drawing (default 1)."),
 ]
-SeedOption = Annotated[
-    int | None, typer.Option(help="With --sampling: the random seed (default 0).")
-]
+SeedOption = Annotated[int | None, Option(help="With --sampling: the random seed (default 0).")]
 PrefixFileOption = Annotated[
     str | None,
-    typer.Option(
+    Option(
         help="Target prefixes, one line per input line (may be empty): each translation "
         "starts with its prefix and search continues from there."
     ),
@@ -365,26 +342,19 @@ def decode_options(arguments: dict):
     names = [f.name for f in dataclasses.fields(DecodeOptions) if f.name != "spelling"]
     values = {k: arguments[k] for k in names if k in arguments}
     values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
-    return DecodeOptions.from_cli(**values)
-
-
-# --------------------------------------------------------------------------- translate
+    return DecodeOptions(**values, spelling="cli")  # problems name `--beam-size`
 
 
 @app.command()
 @user_errors(stdout_is_output=True)
 def translate(
     models: ModelsArg,
-    input: Annotated[str, typer.Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="Output file, or - for stdout.")
-    ] = "-",
+    input: Annotated[str, Option("--input", "-i", help="Input file, or - for stdin.")] = "-",
+    output: Annotated[str, OutputOption(help="Output file, or - for stdout.")] = "-",
     beam_size: BeamSizeOption = None,
     n_best: Annotated[
         int | None,
-        typer.Option(
-            help="Write N hypotheses per line as index<TAB>score<TAB>text (at most the beam)."
-        ),
+        Option(help="Write N hypotheses per line as index<TAB>score<TAB>text (at most the beam)."),
     ] = None,
     length_penalty: LengthPenaltyOption = None,
     min_len: MinLenOption = None,
@@ -392,9 +362,7 @@ def translate(
     max_len_b: MaxLenBOption = None,
     batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
-    chunk_lines: Annotated[
-        int, typer.Option(min=1, help="Lines read and translated at a time.")
-    ] = 2000,
+    chunk_lines: Annotated[int, Option(min=1, help="Lines read and translated at a time.")] = 2000,
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
     sampling: SamplingOption = None,
@@ -403,7 +371,7 @@ def translate(
     prefix_file: PrefixFileOption = None,
     print_alignment: Annotated[
         bool,
-        typer.Option(
+        Option(
             help="End each line (or n-best row) with <TAB> and the hard alignment of the "
             "last decoder layer's cross-attention, fairseq's 0-0 1-2 ... (source-target "
             "piece indices); one checkpoint only."
@@ -427,25 +395,18 @@ def translate(
     )
 
 
-# --------------------------------------------------------------------------- score
-
-
 @app.command()
 @user_errors(stdout_is_output=True)
 def score(
     model: Annotated[
         Path,
-        typer.Argument(
-            help="A checkpoint written by nmt train.", metavar="MODEL", show_default=False
-        ),
+        Argument(help="A checkpoint written by nmt train.", metavar="MODEL", show_default=False),
     ],
-    src: Annotated[Path, typer.Option(help="Source lines (- for stdin).")],
-    tgt: Annotated[Path, typer.Option(help="Their translations, one per source line.")],
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="Scores file, or - for stdout.")
-    ] = "-",
+    src: Annotated[Path, Option(help="Source lines (- for stdin).")],
+    tgt: Annotated[Path, Option(help="Their translations, one per source line.")],
+    output: Annotated[str, OutputOption(help="Scores file, or - for stdout.")] = "-",
     per_token: Annotated[
-        bool, typer.Option(help="Add a column with each token's log-prob (EOS last).")
+        bool, Option(help="Add a column with each token's log-prob (EOS last).")
     ] = False,
     batch_tokens: BatchTokensOption = None,
     device: DeviceOption = "auto",
@@ -470,37 +431,30 @@ def score(
     )
 
 
-# --------------------------------------------------------------------------- evaluate
-
-
 @app.command()
 @user_errors
 def evaluate(
     models: Annotated[
         list[Path] | None,
-        typer.Argument(
+        Argument(
             help="Model to translate with (not with --hyp); several checkpoints decode as an "
             "ensemble, as in translate.",
             metavar="MODEL",
             show_default=False,
         ),
     ] = None,
-    corpus: Annotated[
-        str | None, typer.Option(help="Corpus of --split (default: the model's).")
-    ] = None,
+    corpus: Annotated[str | None, Option(help="Corpus of --split (default: the model's).")] = None,
     split: Annotated[
-        str | None, typer.Option(help="Split to translate and score, e.g. test_2016_flickr.")
+        str | None, Option(help="Split to translate and score, e.g. test_2016_flickr.")
     ] = None,
-    src: Annotated[
-        Path | None, typer.Option(help="Source file to translate (- for stdin).")
-    ] = None,
-    ref: Annotated[Path | None, typer.Option(help="Reference file (- for stdin).")] = None,
+    src: Annotated[Path | None, Option(help="Source file to translate (- for stdin).")] = None,
+    ref: Annotated[Path | None, Option(help="Reference file (- for stdin).")] = None,
     hyp: Annotated[
         Path | None,
-        typer.Option(help="Score this existing output instead of translating (- for stdin)."),
+        Option(help="Score this existing output instead of translating (- for stdin)."),
     ] = None,
-    lowercase: Annotated[bool, typer.Option(help="Case-insensitive scores.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    lowercase: Annotated[bool, Option(help="Case-insensitive scores.")] = False,
+    json_output: Annotated[bool, Option("--json", help="Print one JSON object.")] = False,
     beam_size: BeamSizeOption = None,
     length_penalty: LengthPenaltyOption = None,
     min_len: MinLenOption = None,
@@ -512,13 +466,11 @@ def evaluate(
     precision: PrecisionOption = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where corpora are (default: the model's data.data_dir)."),
+        Option(help="Where corpora are (default: the model's data.data_dir)."),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
+        OutputOption(
             help="Directory for hypotheses, scores and results.json (default: the run's "
             "eval/ for a checkpoint in runs/<name>/checkpoints/, else eval/ beside it).",
         ),
@@ -529,7 +481,7 @@ def evaluate(
     prefix_file: PrefixFileOption = None,
     tokenize: Annotated[
         BleuTokenizer | None,
-        typer.Option(
+        Option(
             "--tokenize",
             help="BLEU's sacreBLEU tokenizer; auto is sacreBLEU's default for the target "
             "language: zh, ja-mecab, ko-mecab, else 13a (default: the model's "
@@ -558,15 +510,12 @@ def evaluate(
     evaluate_command(request, json_output=json_output)
 
 
-# --------------------------------------------------------------------------- export
-
-
 @app.command()
 @user_errors
 def export(
     model: Annotated[
         Path,
-        typer.Argument(
+        Argument(
             help="A checkpoint (or, for --to ctranslate2, an `nmt export --to huggingface` dir).",
             metavar="MODEL",
             show_default=False,
@@ -574,14 +523,12 @@ def export(
     ],
     output: Annotated[
         Path,
-        typer.Option(
-            "--output", "-o", help="Directory (ctranslate2, huggingface) or .pt file (nmt)."
-        ),
+        OutputOption(help="Directory (ctranslate2, huggingface) or .pt file (nmt)."),
     ],
-    to: Annotated[ExportTarget, typer.Option(help="What to write.")],
+    to: Annotated[ExportTarget, Option(help="What to write.")],
     quantize: Annotated[
         ExportQuantize | None,
-        typer.Option(
+        Option(
             metavar="TYPE",
             help="--to ctranslate2: the weights' type, "
             f"{', '.join(choices(CTranslate2Quantize))} (default: as saved).",
@@ -589,9 +536,9 @@ def export(
     ] = None,
     precision: Annotated[
         choice_enum(PrecisionName, "Precision") | None,
-        typer.Option(help="--to nmt: fp16 stores float16 weights (default: fp32)."),
+        Option(help="--to nmt: fp16 stores float16 weights (default: fp32)."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    force: Annotated[bool, Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Export a trained model: CTranslate2, Hugging Face transformers, or a release checkpoint."""
     from nmt.interop.export import export_command
@@ -609,8 +556,6 @@ def export(
     )
 
 
-# --------------------------------------------------------------------------- import
-
 import_app = typer.Typer(
     cls=_WholeSummaries,
     rich_markup_mode=None,
@@ -624,18 +569,18 @@ app.add_typer(import_app, name="import")
 @user_errors
 def import_huggingface(
     directory: Annotated[
-        Path, typer.Argument(help="A local transformers model directory (Marian, M2M100).")
+        Path, Argument(help="A local transformers model directory (Marian, M2M100).")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write.")],
+    output: Annotated[Path, OutputOption(help="Checkpoint to write.")],
     src_lang: Annotated[
         str | None,
-        typer.Option(help="Source language (M2M100: required; Marian: the tokenizer's)."),
+        Option(help="Source language (M2M100: required; Marian: the tokenizer's)."),
     ] = None,
     tgt_lang: Annotated[
         str | None,
-        typer.Option(help="Target language (M2M100: required; Marian: the tokenizer's)."),
+        Option(help="Target language (M2M100: required; Marian: the tokenizer's)."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    force: Annotated[bool, Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Convert a transformers seq2seq directory into a checkpoint for translate / evaluate."""
     from nmt.interop.importer import import_command
@@ -646,22 +591,19 @@ def import_huggingface(
     )
 
 
-# --------------------------------------------------------------------------- average
-
-
 @app.command()
 @user_errors
 def average(
     checkpoints: Annotated[
-        list[Path] | None, typer.Argument(help="Checkpoints to average.", metavar="CHECKPOINT")
+        list[Path] | None, Argument(help="Checkpoints to average.", metavar="CHECKPOINT")
     ] = None,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Averaged checkpoint to write.")
-    ] = Path("averaged.pt"),
+    output: Annotated[Path, OutputOption(help="Averaged checkpoint to write.")] = Path(
+        "averaged.pt"
+    ),
     last: Annotated[
-        int | None, typer.Option(min=1, help="Average the last N step checkpoints of RUN_DIR.")
+        int | None, Option(min=1, help="Average the last N step checkpoints of RUN_DIR.")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory for --last.")] = None,
+    run_dir: Annotated[Path | None, Option(help="Run directory for --last.")] = None,
 ) -> None:
     """Average model parameters of several checkpoints (e.g. the last N)."""
     from nmt.training.checkpoints import average_command
@@ -669,15 +611,12 @@ def average(
     typer.echo(average_command(list(checkpoints or []), output, last=last, run_dir=run_dir))
 
 
-# --------------------------------------------------------------------------- plot
-
-
 @app.command()
 @user_errors
 def plot(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(
+        Argument(
             help="Run directories with a metrics.jsonl; several are overlaid (legend: names).",
             metavar="RUN_DIR",
             show_default=False,
@@ -685,9 +624,7 @@ def plot(
     ],
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
+        OutputOption(
             help="Image to write: .png, .pdf or .svg (default RUN_DIR/curves.png for one run, "
             "curves.png for several).",
         ),
@@ -704,15 +641,12 @@ def plot(
     typer.echo(f"wrote {path}")
 
 
-# --------------------------------------------------------------------------- serve
-
-
 @app.command()
 @user_errors
 def serve(
     model: ModelArg,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    host: Annotated[str, Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
     device: DeviceOption = "auto",
     beam_size: BeamSizeOption = None,
     length_penalty: LengthPenaltyOption = None,
@@ -722,35 +656,33 @@ def serve(
     quantize: QuantizeOption = None,
     precision: PrecisionOption = None,
     max_batch_tokens: Annotated[
-        int, typer.Option(min=1, help="Source tokens per decoded batch, across requests.")
+        int, Option(min=1, help="Source tokens per decoded batch, across requests.")
     ] = 2048,
     max_wait_ms: Annotated[
         float,
         # Bounded: the decoder thread's wait takes no more (inf was an OverflowError there,
         # the thread died and every request hung), and a longer one outlasts any --timeout.
-        typer.Option(
+        Option(
             min=0,
             max=60_000,
             help="How long a request may wait for others to share its batch.",
         ),
     ] = 5.0,
-    max_chars: Annotated[
-        int, typer.Option(min=1, help="Characters per request (more: 413).")
-    ] = 20_000,
-    max_lines: Annotated[int, typer.Option(min=1, help="Lines per request (more: 413).")] = 1000,
+    max_chars: Annotated[int, Option(min=1, help="Characters per request (more: 413).")] = 20_000,
+    max_lines: Annotated[int, Option(min=1, help="Lines per request (more: 413).")] = 1000,
     api_key: Annotated[
         str | None,
-        typer.Option(
+        Option(
             envvar="NMT_API_KEY",
             help="Require this key (api_key field or Authorization: Bearer); else 401.",
         ),
     ] = None,
     cors_origin: Annotated[
         list[str] | None,
-        typer.Option(help="Allow browser pages from this origin (repeatable; * for any)."),
+        Option(help="Allow browser pages from this origin (repeatable; * for any)."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(min=0.001, help="Seconds a request may take (more: 504).")
+        float, Option(min=0.001, help="Seconds a request may take (more: 504).")
     ] = 60.0,
 ) -> None:
     """Serve MODEL over HTTP: a LibreTranslate-compatible API, a native API and a web page.

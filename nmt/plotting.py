@@ -17,8 +17,7 @@ from nmt.errors import DataError
 from nmt.files import atomic_write, file_key
 from nmt.training.metrics import read_metrics
 
-# The output's suffix chooses the format; anything else is refused (a PNG written as
-# curves.pdf was the old behaviour, and opens as a broken PDF).
+# The output's suffix chooses the format; anything else is refused (a PNG named .pdf is broken).
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 # (title, record kind, key): the three panels, left to right.

@@ -92,8 +92,7 @@ class TranslationBackend(Protocol):
 def require(backend: TranslationBackend, capability: str, *, what: str) -> None:
     """Refuse, naming the option and `what` the backend is, a feature it does not have."""
     if not getattr(backend.capabilities, capability):
-        option = CAPABILITY_OPTIONS[capability]
-        raise NmtError(f"{option} needs a checkpoint; {what}")
+        raise NmtError(f"{CAPABILITY_OPTIONS[capability]} needs a checkpoint; {what}")
 
 
 # Every character str.splitlines() breaks a line on (text-mode open() breaks on \n and \r).

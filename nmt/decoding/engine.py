@@ -30,7 +30,7 @@ from nmt.decoding.backend import (
     output_tokens,
     texts_of,
 )
-from nmt.decoding.options import DecodeOptions
+from nmt.decoding.options import SEARCH_FIELDS, DecodeOptions
 from nmt.decoding.packing import pack_linears
 from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.sampling import Sampling
@@ -45,17 +45,9 @@ def search_settings(
 ) -> SearchSettings:
     """The search a (resolved) decode section describes; `sampling` draws tokens instead
     (greedy search's step policy, beam 1)."""
+    fields = {name: getattr(decode, name) for name in SEARCH_FIELDS}
     try:
-        return SearchSettings(
-            beam_size=decode.beam_size,
-            n_best=decode.n_best,
-            length_penalty=decode.length_penalty,
-            max_len_a=decode.max_len_a,
-            max_len_b=decode.max_len_b,
-            min_len=decode.min_len,
-            max_len_cap=max_len_cap,
-            sampling=sampling,
-        )
+        return SearchSettings(**fields, max_len_cap=max_len_cap, sampling=sampling)
     except ValueError as exc:  # sampling with a beam: DecodeOptions refuses it first
         raise NmtError(f"invalid decoding options: {exc}") from None
 
@@ -188,10 +180,7 @@ class Engine:
         return self._truncate(ids)[0]
 
     def translate_ids(
-        self,
-        sources: Sequence[Sequence[int]],
-        *,
-        prefixes: Sequence[Sequence[int]] | None = None,
+        self, sources: Sequence[Sequence[int]], *, prefixes: Sequence[Sequence[int]] | None = None
     ) -> Translation:
         """Translate source id lists (without EOS); empty inputs give empty outputs, unless
         they have a non-empty target prefix (`prefixes`: one id list per source)."""
@@ -229,9 +218,7 @@ class Engine:
 
     @torch.inference_mode()
     def _search_all(
-        self,
-        sources: Sequence[Sequence[int]],
-        prefixes: Sequence[Sequence[int]] | None = None,
+        self, sources: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]] | None = None
     ):
         """Yield (index in `sources`, n-best list), batch by batch, shortest work first."""
         if not sources:

@@ -64,27 +64,18 @@ class DecodeOptions:
         if problems:
             raise DecodingOptionsError(problems)
 
-    @classmethod
-    def from_cli(cls, **values) -> DecodeOptions:
-        """Options as the command line gives them (problems name `--beam-size`)."""
-        return cls(**values, spelling="cli")
-
     def name(self, option: str) -> str:
         return "--" + option.replace("_", "-") if self.spelling == "cli" else option
 
-    def given(self) -> dict:
-        """The options set (not None), by name; the device counts only when not auto."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values.pop("spelling")
-        if values["device"] == "auto":
-            values.pop("device")
-        return {name: value for name, value in values.items() if value is not None}
+    def given(self) -> list[str]:
+        """The names of the options set (not None), but the device (where a model runs)."""
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("device", "spelling")]
+        return [name for name in names if getattr(self, name) is not None]
 
     # ------------------------------------------------------------------ validation
 
     def _field_problems(self) -> list[str]:
-        given = {name: getattr(self, name) for name in DECODE_FIELDS}
-        given = {name: value for name, value in given.items() if value is not None}
+        given = {n: getattr(self, n) for n in DECODE_FIELDS if getattr(self, n) is not None}
         problems = [
             self._named(problem, DECODE_FIELDS) for problem in decode_option_problems(given)
         ]

@@ -33,9 +33,7 @@ class Sampling:
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A generator on `device` seeded with `seed`: one per translation run."""
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed)
-        return generator
+        return torch.Generator(device=device).manual_seed(self.seed)
 
     def distribution(self, log_probs: Tensor) -> Tensor:
         """What a row's token is drawn from. log_probs [N, V] -> probabilities [N, V].

@@ -277,12 +277,8 @@ def _write_chunk(out, result, index: int, n_best: int | None, alignments=None) -
 
 def _progress(stats, seconds: float) -> None:
     if sys.stderr.isatty():
-        print(
-            f"\r{stats.sentences} sentences, {stats.sentences / seconds:.1f} sent/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+        n = stats.sentences
+        print(f"\r{n} sentences, {n / seconds:.1f} sent/s", end="", file=sys.stderr, flush=True)
 
 
 def _finish(stats, seconds: float, where: str) -> None:

@@ -81,11 +81,7 @@ def check_bleu_tokenizer(tokenize: str) -> None:
 
 
 def score_lines(
-    hypotheses: list[str],
-    references: list[str],
-    *,
-    lowercase: bool = False,
-    tokenize: str = "13a",
+    hypotheses: list[str], references: list[str], *, lowercase: bool = False, tokenize: str = "13a"
 ) -> dict[str, Score]:
     """Corpus-level BLEU (with the sacreBLEU tokenizer `tokenize`: see `bleu_tokenizer`),
     chrF and TER of hypotheses against one reference."""

@@ -74,7 +74,7 @@ def file_state(path: Path) -> tuple | None:
 
 
 def result_tag(
-    identity: CheckpointIdentity | Sequence[CheckpointIdentity],
+    identities: Sequence[CheckpointIdentity],
     translator,
     *,
     prefixes: str | None = None,
@@ -86,8 +86,7 @@ def result_tag(
     (`inputs`: a/test.de and b/test.de share a name), so no later evaluation (another
     checkpoint behind the same name, another beam, other prefixes, other files) overwrites a
     file an earlier result points at."""
-    members = [identity] if isinstance(identity, CheckpointIdentity) else list(identity)
-    shas = [m.sha256 for m in members]
+    shas = [m.sha256 for m in identities]
     settings = {
         "checkpoint": shas[0] if len(shas) == 1 else shas,
         "search": repr(translator.settings),
@@ -96,7 +95,7 @@ def result_tag(
     } | ({"prefixes": prefixes} if prefixes is not None else {})
     settings |= {"inputs": inputs} if inputs is not None else {}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    step = members[0].step
+    step = identities[0].step
     return f"step{step}-{digest}" if step is not None else digest
 
 
@@ -104,19 +103,15 @@ def provenance(identities: Sequence[CheckpointIdentity], translator) -> dict:
     """What a translated result records of its models: `checkpoint`, the first (whose
     decoding settings an ensemble uses); for an ensemble also `ensemble`, every member in
     order (path, step, sha256); then the decoding settings."""
-    members = {"checkpoint": identities[0].as_dict()}
+    described = {"checkpoint": identities[0].as_dict()}
     if len(identities) > 1:
-        members["ensemble"] = [identity.as_dict() for identity in identities]
-    sampling = translator.settings.sampling
-    return (
-        members
-        | {
-            "beam_size": translator.settings.beam_size,
-            "device": str(translator.device),
-            "numerics": translator.numerics,  # the weights' precision: fp32, bf16, int8...
-        }
-        | ({"sampling": asdict(sampling)} if sampling is not None else {})
-    )
+        described["ensemble"] = [identity.as_dict() for identity in identities]
+    settings = translator.settings
+    described |= {"beam_size": settings.beam_size, "device": str(translator.device)}
+    described["numerics"] = translator.numerics  # the weights' precision: fp32, bf16, int8...
+    if settings.sampling is not None:
+        described["sampling"] = asdict(settings.sampling)
+    return described
 
 
 def record_results(out_dir: Path, records: list[dict]) -> Path:

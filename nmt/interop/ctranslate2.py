@@ -18,13 +18,13 @@ maps onto the spec:
   LayerNorm eps 1e-5                   layer_norm_epsilon = 1e-5
   source + EOS, decoder starts at BOS  add_source_eos = True, decoder_start_token = "<s>"
 
-Decoding (`CTranslate2Engine`, used by `nmt translate` / `nmt evaluate` when given an
-export directory) asks CTranslate2 for nmt's search: beam search stops once beam_size
-hypotheses have finished (patience 1), scores are log_prob / length**alpha with EOS counted
+Decoding (`CTranslate2Engine`, used by `nmt translate` / `nmt evaluate` when given an export
+directory) asks CTranslate2 for nmt's search: beam search stops once beam_size hypotheses
+have finished (patience 1), scores are log_prob / length**alpha with EOS counted
 (return_end_token), PAD and BOS are never generated (suppress_sequences), min_len bans EOS
 before that many tokens in both. nmt's max length a * src_len + b is per sentence where
-CTranslate2 has one max_decoding_length per call: one call with the largest limit, then
-the sentences whose search reached their own limit again, grouped by it.
+CTranslate2 has one max_decoding_length per call: one call with the largest limit, then the
+sentences whose search reached their own limit again, grouped by it.
 At its last step nmt ends every live hypothesis with a forced EOS whose log-probability
 counts, where CTranslate2 finishes its best beam_size extensions, EOS or not; each cut one
 stands for its row ended by EOS and is rescored so (score_batch). One difference remains
@@ -33,13 +33,13 @@ from its candidates, so a beam search that reaches the limit can differ (greedy 
 cannot: its one row is always there, tests/interop/test_equivalence.py). On the random
 models of tests/interop, 200 sentences, with a limit most searches reach
 (0.4 * src_len + 2), beam-5 best outputs differ in 0 to 39 sentences per variant; with a
-trained Multi30k model, in 1 of 1000 lines (docs/benchmarks.md, "Export fidelity").
-Where no search reaches the limit, the n-best lists are nmt's too (tested), but see
+trained Multi30k model, in 1 of 1000 lines (docs/benchmarks.md, "Export fidelity"). Where no
+search reaches the limit, the n-best lists are nmt's too (tested), but see
 `_check_one_best`.
 Two more: with length_penalty 0 CTranslate2 stops as soon as its best hypothesis ends (nmt
-waits for beam_size), and it masks tokens before its softmax where nmt masks after; the first step's
-masked mass is taken off again (`_first_step_shifts`), later steps mask only PAD and BOS,
-which a trained model leaves near zero.
+waits for beam_size), and it masks tokens before its softmax where nmt masks after; the
+first step's masked mass is taken off again (`_first_step_shifts`), later steps mask only
+PAD and BOS, which a trained model leaves near zero.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from nmt.config import CTranslate2Quantize, ExperimentConfig, choices, config_from_dict
+import torch
+
+from nmt.config import ExperimentConfig, config_from_dict, config_to_dict
 from nmt.data.clean import normalize
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from nmt.decoding.backend import (
@@ -81,10 +83,7 @@ COMMAND = "nmt export --to ctranslate2"
 
 def export_ctranslate2(source: ExportSource, out_dir: Path, *, quantization: str | None) -> None:
     """Write a CTranslate2 model directory for `source` into `out_dir` (which must not exist)."""
-    ctranslate2 = require_extra("ctranslate2", COMMAND)
-    allowed = choices(CTranslate2Quantize)
-    if quantization is not None and quantization not in allowed:
-        raise NmtError(f"--quantize {quantization}: expected one of {', '.join(allowed)}")
+    ctranslate2 = require_extra("ctranslate2", COMMAND)  # `quantization`: checked by the CLI
 
     class NmtConverter(ctranslate2.converters.Converter):
         def _load(self):
@@ -92,7 +91,7 @@ def export_ctranslate2(source: ExportSource, out_dir: Path, *, quantization: str
 
     NmtConverter().convert(str(out_dir), quantization=quantization, force=True)
     write_tokenizer(source.tokenizer, out_dir)
-    (out_dir / CONFIG_NAME).write_text(json.dumps(_config_dict(source.config), indent=2))
+    (out_dir / CONFIG_NAME).write_text(json.dumps(config_to_dict(source.config), indent=2))
     write_provenance(source, out_dir)
     (out_dir / "README.md").write_text(_readme(source, quantization), encoding="utf-8")
 
@@ -102,16 +101,11 @@ def transformer_spec(source: ExportSource):
     from ctranslate2.specs import common_spec, transformer_spec
 
     cfg = source.config.model
-    activation = {
-        "relu": common_spec.Activation.RELU,
-        "gelu": common_spec.Activation.GELU,
-        "swish": common_spec.Activation.SWISH,
-    }
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.encoder_layers, cfg.decoder_layers),
         cfg.heads,
         pre_norm=cfg.norm == "pre",
-        activation=activation[cfg.activation],
+        activation=getattr(common_spec.Activation, cfg.activation.upper()),
     )
     state = {k: v.detach().float().numpy() for k, v in source.model.state_dict().items()}
     if cfg.source_prefix_id is not None or cfg.target_prefix_id is not None:
@@ -186,12 +180,6 @@ def write_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
         (out_dir / name).write_bytes(blob)
 
 
-def _config_dict(cfg: ExperimentConfig) -> dict:
-    from nmt.config import config_to_dict
-
-    return config_to_dict(cfg)
-
-
 def _readme(source: ExportSource, quantization: str | None) -> str:
     cfg = source.config
     beam = cfg.decode.beam_size
@@ -243,7 +231,7 @@ class CTranslate2Engine:
         self.batch_tokens = decode.batch_tokens
         self.max_input_tokens = decode.max_input_tokens
         self.numerics = numerics
-        self.device = _Device(translator.device)
+        self.device = torch.device(translator.device)  # "cpu" or "cuda"
         self.src_pieces = _pieces(tokenizer.src)
         self.tgt_pieces = tgt_pieces = _pieces(tokenizer.tgt)
         self.tgt_ids = {piece: i for i, piece in enumerate(tgt_pieces)}
@@ -275,7 +263,7 @@ class CTranslate2Engine:
                 str(path),
                 device=device,
                 compute_type=compute_type,
-                intra_threads=threads or _torch_threads(),
+                intra_threads=threads or torch.get_num_threads(),
             )
         except (RuntimeError, ValueError) as exc:
             raise NmtError(f"cannot load the CTranslate2 model {path}: {exc}") from None
@@ -315,19 +303,11 @@ class CTranslate2Engine:
         return Translation(hyps, texts, stats)
 
     def _search_all(self, sources: list[list[int]]):
-        """Yield (index, n-best) for the non-empty sources.
-
-        max_len counts the source's EOS in src_len and the hypothesis' EOS in the length,
-        as nmt's search does (nmt.decoding.search). Up to its last step (max_len - 1) nmt's
-        search is CTranslate2's; there nmt ends each live row with a forced EOS, where
-        CTranslate2 finishes its best extensions, EOS or not (a cut one stands for its row
-        ended by EOS and is rescored so, `_rescore_cut`).
-
-        CTranslate2 has one max_decoding_length per call. One call with the largest limit
-        decodes everything; a sentence whose search stopped before its own last step got
-        exactly nmt's result (`_ended_early`), the others (few, with a trained model) are
-        decoded again, one call per limit.
-        """
+        """Yield (index, n-best) for the non-empty sources (the module docstring): one call
+        with the largest limit; a search that stopped before its own last step got nmt's
+        result (`_ended_early`), the others (few, with a trained model) are decoded again, one
+        call per limit, their cut rows rescored (`_rescore_cut`). max_len counts the source's
+        EOS in src_len and the hypothesis' EOS in the length, as nmt's search does."""
         todo = [i for i, s in enumerate(sources) if s]
         if not todo:
             return
@@ -379,13 +359,10 @@ class CTranslate2Engine:
         )
 
     def _nbest(self, src: list[str], result, max_len: int, shift: float) -> list[Hypothesis]:
-        nbest = self._rescore_cut(
-            src,
-            [
-                self._hypothesis(h, score, max_len, shift)
-                for h, score in zip(result.hypotheses, result.scores)
-            ],
-        )
+        hyps = [
+            self._hypothesis(h, s, max_len, shift) for h, s in zip(result.hypotheses, result.scores)
+        ]
+        nbest = self._rescore_cut(src, hyps)
         nbest.sort(key=lambda h: h.score, reverse=True)
         return nbest[: self.settings.n_best]
 
@@ -423,7 +400,7 @@ class CTranslate2Engine:
         trained model leaves near zero.
         """
         masked = [[]] if self.settings.min_len > 0 else []  # [] scores EOS at step 0
-        masked += [p for p in self.suppressed]
+        masked += self.suppressed
         if not tokens:
             return []
         rows = [t for t in tokens for _ in masked]
@@ -447,35 +424,13 @@ class CTranslate2Engine:
         return Hypothesis(tokens=tokens, score=log_prob / len(pieces) ** alpha, log_prob=log_prob)
 
 
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-class _Device:
-    """What the summary line reads (`translator.device.type`)."""
-
-    def __init__(self, name: str):
-        self.type = name
-
-    def __str__(self) -> str:
-        return self.type
-
-
-_PRECISIONS = {
-    None: "default",
-    "auto": "default",
-    "fp32": "float32",
-    "bf16": "bfloat16",
-    "fp16": "float16",
-}
+_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _compute_type(quantize: str | None, precision: str | None) -> str:
     """The options' quantize / precision (validated) as a CTranslate2 compute type
     ("default": as exported)."""
-    return "int8" if quantize == "int8" else _PRECISIONS[precision]
+    return "int8" if quantize == "int8" else _PRECISIONS.get(precision, "default")
 
 
 def _check_one_best(settings: SearchSettings) -> None:

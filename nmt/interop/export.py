@@ -4,9 +4,11 @@ failed or interrupted export never leaves a half-written OUT."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
+from functools import partial
 from pathlib import Path
 
 from nmt.errors import NmtError, OutputError
@@ -29,17 +31,12 @@ def export_command(
     from nmt.interop.source import load_source
 
     fp16 = _release_fp16(to, quantize=quantize, precision=precision)
-    quantization = quantize
     if to != "nmt":
         require_extra(to, f"nmt export --to {to}")
     _check_out(out, force=force)
     checkpoint = Path(checkpoint)
     if to == "ctranslate2" and checkpoint.is_dir():
-        _staged(
-            out,
-            lambda staging: _from_transformers(checkpoint, staging, quantization),
-            force=force,
-        )
+        _staged(out, partial(_from_transformers, checkpoint, quantization=quantize), force=force)
         return f"exported {checkpoint} (transformers) to CTranslate2 in {out}"
     source = load_source(checkpoint)
     if to == "nmt":
@@ -52,18 +49,14 @@ def export_command(
     if to == "ctranslate2":
         from nmt.interop.ctranslate2 import export_ctranslate2
 
-        _staged(
-            out,
-            lambda staging: export_ctranslate2(source, staging, quantization=quantization),
-            force=force,
-        )
+        _staged(out, partial(export_ctranslate2, source, quantization=quantize), force=force)
         return f"exported {checkpoint} to CTranslate2 in {out}" + (
-            f" ({quantization})" if quantization else ""
+            f" ({quantize})" if quantize else ""
         )
     from nmt.interop.huggingface import check_representable, export_huggingface
 
     check_representable(source)
-    _staged(out, lambda staging: export_huggingface(source, staging), force=force)
+    _staged(out, partial(export_huggingface, source), force=force)
     return f"exported {checkpoint} to transformers in {out}"
 
 
@@ -156,16 +149,12 @@ def _from_transformers(hf_dir: Path, staging: Path, quantization: str | None) ->
 def _add_source_eos(config_file: Path) -> None:
     """The transformers tokenizer appends EOS to the source itself; CTranslate2 decoding of
     pieces (nmt translate, the README's five lines) relies on the model config doing it."""
-    import json
-
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["add_source_eos"] = True
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def _model_type(hf_dir: Path) -> str | None:
-    import json
-
     try:
         return json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):

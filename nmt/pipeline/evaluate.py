@@ -22,33 +22,13 @@ from nmt.decoding.backend import TranslationBackend, require
 from nmt.decoding.options import DecodeOptions
 from nmt.decoding.stream import prefix_count_message
 from nmt.errors import DataError
-from nmt.evaluation.metrics import (
-    bleu_tokenizer,
-    check_bleu_tokenizer,
-    language_of_file,
-    score_files,
-    score_lines,
-    scores_as_json,
-)
-from nmt.evaluation.results import (
-    CheckpointIdentity,
-    default_output_dir,
-    file_identity,
-    file_state,
-    identify_checkpoint,
-    provenance,
-    record_results,
-    result_tag,
-    split_record,
-)
+from nmt.evaluation import metrics, results
+from nmt.evaluation.results import CheckpointIdentity, file_identity
 from nmt.files import atomic_write
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def load_for_evaluation(
@@ -57,19 +37,16 @@ def load_for_evaluation(
     """The backend for `models` (one, or an ensemble) and the identity of every model file.
     A checkpoint replaced while being read (training rewrites best.pt) is refused rather
     than described by the hash of another file."""
-    before = [file_state(path) for path in models]
+    before = [results.file_state(path) for path in models]
     backend = load_backend(models, options)
-    identities = [identify_checkpoint(path) for path in models]
+    identities = [results.identify_checkpoint(path) for path in models]
     for path, state in zip(models, before):
-        if file_state(path) != state:
+        if results.file_state(path) != state:
             raise DataError(
                 f"{path} was replaced while it was read (is training writing it?); "
                 "evaluate again, or give a step_N.pt"
             )
     return backend, identities
-
-
-# --------------------------------------------------------------------------- one split
 
 
 @dataclass(frozen=True)
@@ -106,20 +83,20 @@ def translate_and_score(
     hyps = translation.best
     digest = _lines_digest(sources + ["\0"] + refs) if inputs.named_by_file else None
     prefix_digest = None if prefixes is None else _lines_digest(prefixes)
-    tag = result_tag(identities, backend, prefixes=prefix_digest, inputs=digest)
+    tag = results.result_tag(identities, backend, prefixes=prefix_digest, inputs=digest)
     hyp_path = out_dir / f"{inputs.name}.{tag}.hyp.{backend.config.data.tgt_lang}"
     write_lines_atomic(hyp_path, hyps)
-    described = provenance(identities, backend)
+    described = results.provenance(identities, backend)
     if inputs.prefix_file is not None:
         described["prefixes"] = file_identity(inputs.prefix_file)
     stats = translation.stats
-    return split_record(
+    return results.split_record(
         split=inputs.name,
         source=inputs.src,
         reference=inputs.ref,
         hypotheses=hyp_path,
-        cased=score_lines(hyps, refs, tokenize=tokenize),
-        lowercased=score_lines(hyps, refs, lowercase=True, tokenize=tokenize),
+        cased=metrics.score_lines(hyps, refs, tokenize=tokenize),
+        lowercased=metrics.score_lines(hyps, refs, lowercase=True, tokenize=tokenize),
         sentences_per_s=stats.sentences / max(stats.seconds, 1e-9),
         described=described,
     )
@@ -139,9 +116,6 @@ def _lines_digest(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------- test splits
-
-
 def evaluate_test_splits(
     cfg: ExperimentConfig, checkpoint: Path, *, device: str = "cpu"
 ) -> list[dict]:
@@ -151,31 +125,28 @@ def evaluate_test_splits(
         return []
     d = cfg.data
     backend, identities = load_for_evaluation([checkpoint], DecodeOptions(device=device))
-    tokenize = bleu_tokenizer(d.tgt_lang, cfg.eval.bleu_tokenize)
+    tokenize = metrics.configured_bleu_tokenizer(cfg)
     base = corpus_dir(d.data_dir, d.corpus)
     out_dir = cfg.run_path / "eval"
-    results = []
+    records = []
     for split in d.test_splits:
         src, ref = base / f"{split}.{d.src_lang}", base / f"{split}.{d.tgt_lang}"
         for path in (src, ref):
             if not path.exists():
                 raise DataError(f"{path} not found; run `nmt download {d.corpus}`")
         inputs = Inputs(split, src, ref)
-        results.append(
+        records.append(
             translate_and_score(backend, identities, inputs, out_dir=out_dir, tokenize=tokenize)
         )
-    record_results(out_dir, results)
-    for r in results:
+    results.record_results(out_dir, records)
+    for r in records:
         cased = r["cased"]
         log(f"{r['split']}: {cased['bleu']['text']}")
         log(
             f"{r['split']}: lowercased BLEU {r['lowercased']['bleu']['score']:.2f}, "
             f"chrF {cased['chrf']['score']:.2f}, TER {cased['ter']['score']:.2f}"
         )
-    return results
-
-
-# --------------------------------------------------------------------------- nmt evaluate
+    return records
 
 
 @dataclass(frozen=True)
@@ -220,8 +191,7 @@ def _score_existing_output(r: EvaluateRequest) -> dict:
             f"--hyp scores existing output: leave out the checkpoint {r.models[0]} "
             "(or leave out --hyp to translate with it)"
         )
-    # (--device is where a model would run, harmless without one)
-    given = [r.options.name(name) for name in r.options.given() if name != "device"]
+    given = [r.options.name(name) for name in r.options.given()]  # --device is harmless
     given += ["--prefix-file"] if r.prefix_file is not None else []
     if given:
         raise DataError(
@@ -229,9 +199,9 @@ def _score_existing_output(r: EvaluateRequest) -> dict:
         )
     if r.ref is None:
         raise DataError("--hyp needs --ref")
-    tokenize = bleu_tokenizer(language_of_file(r.ref), r.tokenize or "auto")
-    return scores_as_json(
-        score_files(r.hyp, r.ref, lowercase=r.lowercase, tokenize=tokenize),
+    tokenize = metrics.bleu_tokenizer(metrics.language_of_file(r.ref), r.tokenize or "auto")
+    return metrics.scores_as_json(
+        metrics.score_files(r.hyp, r.ref, lowercase=r.lowercase, tokenize=tokenize),
         hypotheses=str(r.hyp),
         references=str(r.ref),
         files={"hypotheses": file_identity(r.hyp), "references": file_identity(r.ref)},
@@ -246,11 +216,11 @@ def _translate_and_report(r: EvaluateRequest) -> dict:
         raise DataError("give a CHECKPOINT to translate with, or --hyp FILE --ref FILE")
     backend, identities = load_for_evaluation(r.models, r.options)
     cfg = backend.config
-    tokenize = bleu_tokenizer(cfg.data.tgt_lang, r.tokenize or cfg.eval.bleu_tokenize)
-    check_bleu_tokenizer(tokenize)  # before translating, not after
+    tokenize = metrics.bleu_tokenizer(cfg.data.tgt_lang, r.tokenize or cfg.eval.bleu_tokenize)
+    metrics.check_bleu_tokenizer(tokenize)  # before translating, not after
     if r.prefix_file is not None:
         require(backend, "prefixes", what=f"{r.models[0]} is a directory")
-    out_dir = Path(r.output or default_output_dir(r.models[0]))
+    out_dir = Path(r.output or results.default_output_dir(r.models[0]))
     record = translate_and_score(
         backend, identities, _inputs(r, cfg), out_dir=out_dir, tokenize=tokenize
     )
@@ -260,7 +230,7 @@ def _translate_and_report(r: EvaluateRequest) -> dict:
     report |= {k: v for k, v in record.items() if k not in SCORES_AND_FILES}
     with atomic_write(Path(record["hypotheses"] + ".scores.json")) as f:
         json.dump(report, f, indent=2)
-    record_results(out_dir, [record])
+    results.record_results(out_dir, [record])
     return report
 
 

@@ -94,9 +94,6 @@ def final_checkpoint(cfg: ExperimentConfig) -> Path:
     return best if best.exists() else directory / "last.pt"
 
 
-# --------------------------------------------------------------------------- commands
-
-
 def prepare_command(cfg: ExperimentConfig, *, force: bool) -> None:
     """`nmt prepare`: clean, train SentencePiece, binarize; config.yaml is written unless
     checkpoints exist (then it stays what they ran)."""

@@ -128,7 +128,7 @@ def test_sampling_needs_a_beam_of_one():
 def test_bad_sampling_options_are_refused_by_name(text, temperature, seed, message):
     expected = "invalid decoding options: " + message
     with pytest.raises(NmtError, match="^" + expected.replace("(", r"\(").replace(")", r"\)")):
-        DecodeOptions.from_cli(sampling=text, temperature=temperature, seed=seed)
+        DecodeOptions(sampling=text, temperature=temperature, seed=seed, spelling="cli")
 
 
 def sampling(text, *, temperature=None, seed=None):
