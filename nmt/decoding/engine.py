@@ -48,7 +48,7 @@ def search_settings(
     fields = {name: getattr(decode, name) for name in SEARCH_FIELDS}
     try:
         return SearchSettings(**fields, max_len_cap=max_len_cap, sampling=sampling)
-    except ValueError as exc:  # sampling with a beam: DecodeOptions refuses it first
+    except ValueError as exc:  # a sampling engine given a beam by with_options
         raise NmtError(f"invalid decoding options: {exc}") from None
 
 
