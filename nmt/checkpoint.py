@@ -610,6 +610,21 @@ def _check_model_tensors(
                 f"{path}: model tensor {name} is {value.dtype}; expected {dtype}"
                 + (" (or another float type)" if dtype.is_floating_point else "")
             )
+        _check_weights_are_numbers(name, value, path)
+
+
+def _check_weights_are_numbers(name: str, value: torch.Tensor, path: Path) -> None:
+    """One NaN in a LayerNorm weight makes every output empty, silently: weights that hold no
+    data (the meta device) or a non-finite value are refused when read, whoever reads them
+    (translate, evaluate, serve, export, average, resume, init_from, import)."""
+    if value.is_meta:
+        raise CheckpointError(f"{path}: model tensor {name} holds no data (a meta tensor)")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(
+            f"{path}: model tensor {name} holds {bad} non-finite values (NaN or inf); "
+            "these weights cannot translate: use another checkpoint"
+        )
 
 
 def _is_byte_tensor(value: Any) -> bool:

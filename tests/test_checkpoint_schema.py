@@ -67,7 +67,25 @@ def _drop(*keys):
     return change
 
 
+def _poison(name: str, value: float):
+    def change(state):
+        state["model"][name] = state["model"][name].clone()
+        state["model"][name][0] = value
+
+    return change
+
+
 SCHEMA_CASES = {
+    # One NaN in a LayerNorm weight turned every output into an empty line, exit 0.
+    "nan weight": (
+        _poison("encoder_norm.weight", float("nan")),
+        "encoder_norm.weight holds 1 non-finite values (NaN or inf)",
+    ),
+    "inf weight": (_poison("encoder_norm.bias", float("-inf")), "encoder_norm.bias holds 1"),
+    "meta tensor": (
+        _set("model", "encoder_norm.weight", value=torch.empty(64, device="meta")),
+        "encoder_norm.weight holds no data (a meta tensor)",
+    ),
     "config as list": (_set("config", value=[1, 2]), "its config is a list"),
     "config invalid": (_set("config", "model", "heads", value=-4), "invalid configuration"),
     "spm missing": (_drop("spm"), "its spm entry is missing"),
@@ -210,7 +228,7 @@ VALUES = st.sampled_from(
 )
 MUTATIONS = st.lists(
     st.tuples(
-        st.sampled_from(["delete", "replace", "add", "retype"]),
+        st.sampled_from(["delete", "replace", "add", "retype", "poison", "meta"]),
         st.integers(min_value=0, max_value=10**9),
         VALUES,
     ),
@@ -240,9 +258,32 @@ def _mutate(state: dict, mutations) -> dict:
             parent[f"extra_{pick % 7}"] = value
         elif op == "retype" and isinstance(parent[key], torch.Tensor):
             parent[key] = parent[key].to(torch.int64 if pick % 2 else torch.float16)
+        elif op == "meta" and isinstance(parent[key], torch.Tensor):
+            parent[key] = torch.empty_like(parent[key], device="meta")
+        elif op == "poison" and _is_float_tensor(parent[key]) and parent[key].numel():
+            parent[key] = parent[key].clone()
+            parent[key].view(-1)[pick % parent[key].numel()] = (float("nan"), float("inf"))[
+                pick % 2
+            ]
         else:
             parent[key] = value
     return state
+
+
+def _is_float_tensor(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and not value.is_meta
+
+
+def _unusable_weights(state: dict) -> bool:
+    """Whether the model's weights hold a non-finite value or no data: such a checkpoint must
+    be refused, never translate (to empty lines, as one NaN made it do)."""
+    model = state.get("model")
+    tensors = model.values() if isinstance(model, dict) else ()
+    return any(
+        isinstance(t, torch.Tensor)
+        and (t.is_meta or (_is_float_tensor(t) and not t.isfinite().all()))
+        for t in tensors
+    )
 
 
 def _write(path: Path, state: dict) -> None:
@@ -287,6 +328,8 @@ def test_mutated_checkpoints_work_or_fail_cleanly(
         "translate", ckpt, "-i", fuzz_dir / "in.txt", "-o", out, "--device", "cpu"
     )
     _assert_works_or_fails_cleanly(translated, output=out)
+    if _unusable_weights(mutated):
+        assert translated.returncode != 0, "weights without data or with NaN/inf translated"
 
     averaged = fuzz_dir / "avg.pt"
     averaged.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,6 +241,7 @@ class Engine:
                     generator=self._sampling_generator(),
                     prefixes=None if prefixes is None else [prefixes[i] for i in batch.indices],
                 )
+            _check_scores(results)
             yield from zip(batch.indices.tolist(), results)
 
     def _sampling_generator(self) -> torch.Generator | None:
@@ -253,6 +255,18 @@ class Engine:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def _check_scores(results: list[list[Hypothesis]]) -> None:
+    """Search ends every sentence with a hypothesis (EOS is forced at the length limit), but
+    not where the scores are NaN (NaN activations: no comparison holds): such a sentence has
+    none, or a NaN score. Refused, not written out as an empty or arbitrary translation.
+    (-inf is a score: a hypothesis ended by the length limit.)"""
+    if any(not nbest or any(math.isnan(h.score) for h in nbest) for nbest in results):
+        raise NmtError(
+            "the model computed NaN scores while decoding (its numbers overflowed: decode in "
+            "fp32 with --precision fp32, or check the weights); nothing was written for it"
+        )
 
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

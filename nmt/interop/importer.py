@@ -55,7 +55,7 @@ def import_command(
     force: bool = False,
 ) -> str:
     """Convert `directory` into the checkpoint `out`; returns the summary line."""
-    from nmt.checkpoint import save_checkpoint
+    from nmt.checkpoint import check_model_schema, save_checkpoint
     from nmt.extras import require_extra
 
     directory, out = Path(directory), Path(out)
@@ -71,6 +71,7 @@ def import_command(
         from nmt.interop.m2m100 import m2m100_state
 
         state = m2m100_state(directory, src_lang=src_lang, tgt_lang=tgt_lang)
+    check_model_schema(directory, state)  # every tensor finite, of the architecture's shape
     save_checkpoint(out, state)
     cfg = state["config"]
     return (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from nmt.data.batching import collate
 from nmt.data.clean import normalize
@@ -137,3 +138,16 @@ def test_with_search_shares_the_model_and_changes_only_the_search(tiny_run, tran
     assert greedy.translate(lines).best == expected
     with pytest.raises(NmtError, match="n_best"):
         translator.with_options(DecodeOptions(n_best=3))
+
+
+def test_nan_activations_are_refused_not_written_as_translations(tiny_run, sources):
+    """Weights checked when read cannot hold a NaN; activations can (an overflow): the scores
+    turn NaN and search picks arbitrary tokens, which must not come out as translations."""
+    from nmt.errors import NmtError
+
+    engine = Engine.from_checkpoint(tiny_run.checkpoint, DecodeOptions(device="cpu"))
+    with torch.no_grad():
+        engine.model.encoder_norm.weight[0] = float("nan")
+    with pytest.raises(NmtError, match="NaN scores while decoding"):
+        engine.translate(sources[:3])
+    assert engine.translate(["", " "]).best == ["", ""]  # no model run, nothing to refuse

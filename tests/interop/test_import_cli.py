@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _cli import assert_clean_failure
 from _marian import Opus, make_marian_dir
 
@@ -152,3 +153,20 @@ def test_a_damaged_sentencepiece_model_is_named(marian, tmp_path, cli_inline):
     (copy / "target.spm").write_bytes(b"\x00garbage" * 10)
     result = cli_inline("import", "huggingface", copy, "-o", tmp_path / "x.pt")
     assert_one_line_failure(result, f"{copy / 'target.spm'}: not a SentencePiece model")
+
+
+def test_a_model_with_a_nan_weight_is_refused_not_imported(marian, tmp_path, cli_inline):
+    """The import reads the whole model: a non-finite weight is named, nothing is written
+    (translating it would give empty lines)."""
+    from transformers import MarianMTModel
+
+    model = MarianMTModel.from_pretrained(marian)
+    with torch.no_grad():
+        model.model.encoder.layers[0].final_layer_norm.weight[0] = float("nan")
+    copy = tmp_path / "copy"
+    shutil.copytree(marian, copy)
+    model.save_pretrained(copy)
+    out = tmp_path / "x.pt"
+    result = cli_inline("import", "huggingface", copy, "-o", out)
+    assert_one_line_failure(result, str(copy), "holds 1 non-finite values (NaN or inf)")
+    assert not out.exists()

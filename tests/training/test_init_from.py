@@ -126,6 +126,19 @@ def test_architecture_and_tokenizer_come_from_the_checkpoint(tiny_corpus, traine
     assert cfg.model.dropout == 0.3  # not architecture: fine-tuning may change it
 
 
+def test_a_source_with_a_nan_weight_is_refused_naming_the_tensor(
+    tiny_corpus, trained_run, tmp_path
+):
+    """Before: training started from it and failed later with advice to lower train.lr."""
+    state = load_checkpoint(source_checkpoint(trained_run))
+    state["model"]["encoder_norm.weight"][3] = float("nan")
+    poisoned = tmp_path / "poisoned.pt"
+    save_checkpoint(poisoned, state)
+    data = f"data.data_dir={tiny_corpus.data_dir}"
+    with pytest.raises(ConfigError, match="train.init_from: .*encoder_norm.weight holds 1 non-fin"):
+        load_run_config(None, [data, f"train.init_from={poisoned}"])
+
+
 def test_a_config_that_contradicts_the_checkpoint_is_refused_in_one_line(
     tiny_corpus, trained_run, tmp_path
 ):
