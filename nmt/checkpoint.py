@@ -200,7 +200,21 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu") -> dict[str, Any]:
     _check_checksums(path)
     state = _torch_load(path, map_location)
     _check_format(path, state)
+    _check_tensors_hold_data(path, state)
     return upgrade_state(state)
+
+
+def _check_tensors_hold_data(path: Path, value: Any, where: str = "") -> None:
+    """A tensor saved from the meta device loads with a shape and no data: every use of it
+    fails far from here, so any such tensor, anywhere in the file, is refused now."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        raise CheckpointError(f"{path}: {where} holds no data (a meta tensor)")
+    items = value.items() if isinstance(value, dict) else None
+    if isinstance(value, (list, tuple)):
+        items = ((f"[{i}]", item) for i, item in enumerate(value))
+    for key, item in items or ():
+        name = key if str(key).startswith("[") else f".{key}"
+        _check_tensors_hold_data(path, item, f"{where}{name}".lstrip("."))
 
 
 def _check_checksums(path: Path) -> None:
@@ -614,11 +628,9 @@ def _check_model_tensors(
 
 
 def _check_weights_are_numbers(name: str, value: torch.Tensor, path: Path) -> None:
-    """One NaN in a LayerNorm weight makes every output empty, silently: weights that hold no
-    data (the meta device) or a non-finite value are refused when read, whoever reads them
-    (translate, evaluate, serve, export, average, resume, init_from, import)."""
-    if value.is_meta:
-        raise CheckpointError(f"{path}: model tensor {name} holds no data (a meta tensor)")
+    """One NaN in a LayerNorm weight makes every output empty, silently: weights with a
+    non-finite value are refused when read, whoever reads them (translate, evaluate, serve,
+    export, average, resume, init_from, import)."""
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())
         raise CheckpointError(

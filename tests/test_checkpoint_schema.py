@@ -86,6 +86,10 @@ SCHEMA_CASES = {
         _set("model", "encoder_norm.weight", value=torch.empty(64, device="meta")),
         "encoder_norm.weight holds no data (a meta tensor)",
     ),
+    "meta spm": (  # found by the fuzzer below: a traceback in the tokenizer before the weights
+        _set("spm", "tgt", value=torch.empty(10, dtype=torch.uint8, device="meta")),
+        "spm.tgt holds no data (a meta tensor)",
+    ),
     "config as list": (_set("config", value=[1, 2]), "its config is a list"),
     "config invalid": (_set("config", "model", "heads", value=-4), "invalid configuration"),
     "spm missing": (_drop("spm"), "its spm entry is missing"),
