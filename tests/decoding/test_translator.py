@@ -122,7 +122,7 @@ def test_forced_long_outputs_stop_at_max_len_or_the_decoder_positions(tiny_run):
     assert len(result.hypotheses[1][0].tokens) + 1 == expected < positions
 
 
-def test_with_search_shares_the_model_and_changes_only_the_search(tiny_run, translator, sources):
+def test_with_options_shares_the_model_and_changes_only_the_search(tiny_run, translator, sources):
     from nmt.errors import NmtError
 
     greedy = translator.with_options(DecodeOptions(beam_size=1))
